@@ -1,0 +1,20 @@
+"""``kerasgen``: the command group. Each command lives in its own module."""
+
+import click
+
+import kerasgen
+from kerasgen_cli.sample import sample_command
+from kerasgen_cli.train import train_command
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(kerasgen.__version__, prog_name="kerasgen")
+def main():
+    """Train character-level RNNs on a text file and sample new text from them."""
+
+
+main.add_command(train_command, "train")
+main.add_command(sample_command, "sample")
+
+if __name__ == "__main__":
+    main()

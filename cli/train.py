@@ -1,0 +1,117 @@
+"""``kerasgen train`` (also ``python cli/train.py``): the flags of char-rnn's train.py."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from click.core import ParameterSource
+
+from kerasgen_cli.errors import library_errors
+
+# ModelConfig fields: with --init_from, any of these not given on the command
+# line is taken from the saved run instead of the default.
+MODEL_FLAGS = ("model", "rnn_size", "num_layers", "input_keep_prob", "output_keep_prob")
+POSITIVE = click.IntRange(min=1)
+KEEP_PROB = click.FloatRange(0.0, 1.0, min_open=True)
+
+
+def _option(name: str, **kwargs):
+    """An option spelled with underscores, as the original script, plus a dashed alias."""
+    spellings = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
+    return click.option(*spellings, name, show_default=True, **kwargs)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@_option("data_dir", default="data/tinyshakespeare", type=click.Path(file_okay=False),
+         help="Folder holding input.txt (tiny Shakespeare is downloaded if missing).")
+@_option("encoding", default="utf-8", help="Text encoding of input.txt.")
+@_option("save_dir", default="save", type=click.Path(file_okay=False),
+         help="Run folder for config, vocabulary and checkpoints.")
+@_option("log_dir", default="logs", type=click.Path(file_okay=False),
+         help="TensorBoard folder; each run gets its own subfolder.")
+@_option("save_every", default=1000, type=click.IntRange(min=0),
+         help="Save the latest checkpoint every N steps (and at every epoch end).")
+@_option("init_from", default=None, type=click.Path(file_okay=False),
+         help="Continue training the run in this folder (weights, optimizer, counters).")
+@_option("model", default="lstm", type=click.Choice(["lstm", "gru", "rnn"]),
+         help="Recurrent cell type.")
+@_option("rnn_size", default=128, type=POSITIVE, help="Units per recurrent layer.")
+@_option("num_layers", default=2, type=POSITIVE, help="Number of recurrent layers.")
+@_option("seq_length", default=50, type=POSITIVE, help="Characters per stream per step.")
+@_option("batch_size", default=50, type=POSITIVE, help="Parallel streams per step.")
+@_option("num_epochs", default=50, type=POSITIVE, help="Passes over the training text.")
+@_option("grad_clip", default=5.0, type=click.FloatRange(0.0, min_open=True),
+         help="Clip the global gradient norm to this value.")
+@_option("learning_rate", default=0.002, type=click.FloatRange(0.0, min_open=True),
+         help="Adam learning rate of the first epoch.")
+@_option("decay_rate", default=0.97, type=click.FloatRange(0.0, 1.0, min_open=True),
+         help="Per-epoch learning-rate decay: lr = learning_rate * decay_rate**epoch "
+              "(Adam, not RMSprop).")
+@_option("output_keep_prob", default=1.0, type=KEEP_PROB,
+         help="Keep probability of dropout on each recurrent layer's output.")
+@_option("input_keep_prob", default=1.0, type=KEEP_PROB,
+         help="Keep probability of dropout on each recurrent layer's input.")
+@_option("val_frac", default=0.1, type=click.FloatRange(0.0, 1.0, max_open=True),
+         help="Hold out the LAST fraction of the text for validation (0: none).")
+@_option("seed", default=None, type=int, help="Random seed for weights and dropout.")
+@_option("overwrite", is_flag=True, default=False,
+         help="Replace a trained model already in --save_dir instead of refusing.")
+@click.pass_context
+@library_errors
+def train_command(ctx, init_from, overwrite, **options):
+    """Train a character-level model on DATA_DIR/input.txt into SAVE_DIR."""
+    from kerasgen.train import TrainConfig, train
+
+    model_options = {name: options.pop(name) for name in MODEL_FLAGS}
+    if init_from is not None:
+        # Take the saved architecture for every model flag not typed explicitly.
+        from kerasgen import rundir
+
+        saved = rundir.read_run(init_from).model_config.to_dict()
+        for name in MODEL_FLAGS:
+            if ctx.get_parameter_source(name) == ParameterSource.DEFAULT:
+                model_options[name] = saved[name]
+    config = TrainConfig(**options)
+    result = train(config, model_options, init_from=init_from, overwrite=overwrite,
+                   callbacks=[_progress_callback(sys.stdout.isatty())])
+    best = "" if result.best_val_loss is None else f", best val loss {result.best_val_loss:.4f}"
+    click.echo(f"done: {result.steps} steps in {result.seconds:.0f}s, "
+               f"{result.chars_per_s:,.0f} chars/s{best}; model saved in {result.save_dir}",
+               err=True)
+
+
+def _progress_callback(live: bool):
+    """A Keras callback that shows progress: a live bar on a terminal, else a line per epoch."""
+    import keras
+
+    class Progress(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            # Keras turns numbers in logs into floats; counts are shown as ints.
+            self.total, self.num_epochs = int(logs["total_steps"]), int(logs["num_epochs"])
+            click.echo(f"model: {int(logs['params']):,} parameters; {int(logs['steps_per_epoch'])} steps "
+                       f"per epoch; TensorBoard logs in {logs['log_dir']}", err=True)
+            self.bar = None
+            if live:
+                self.bar = keras.utils.Progbar(self.total, unit_name="step",
+                                               stateful_metrics=["epoch", "loss", "chars/s"])
+                self.bar.update(int(logs["step"]))
+
+        def on_train_batch_end(self, step, logs=None):
+            if self.bar is not None:
+                self.bar.update(step, [("epoch", logs["epoch"]), ("loss", logs["loss"]),
+                                       ("chars/s", logs["chars_per_s"])])
+
+        def on_epoch_end(self, epoch, logs=None):
+            val = "" if logs["val_loss"] is None else f"  val_loss {logs['val_loss']:.4f}"
+            best = " (best)" if logs["best"] else ""
+            line = (f"epoch {epoch}/{self.num_epochs}  step {int(logs['step'])}/{self.total}  "
+                    f"train_loss {logs['loss']:.4f}{val}{best}  "
+                    f"chars/s {logs['chars_per_s']:,.0f}  {logs['seconds']:.1f}s")
+            click.echo(("\n" if self.bar is not None else "") + line)
+
+    return Progress()
+
+
+if __name__ == "__main__":
+    train_command()

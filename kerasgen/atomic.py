@@ -1,0 +1,40 @@
+"""Atomic file writes: write a temporary file beside the target, then rename.
+
+A reader (or a crash) sees either the old file or the new one, never half of
+one, because ``os.replace`` within one folder is atomic on POSIX and Windows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+
+
+@contextlib.contextmanager
+def atomic_path(path: str, suffix: str = ""):
+    """Yield a temporary path in ``path``'s folder; on success it replaces ``path``.
+
+    ``suffix`` keeps an extension some writers insist on (numpy adds ``.npy``).
+    On any exception the temporary file is removed and ``path`` is untouched.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=suffix + ".tmp",
+                               dir=folder)
+    os.close(fd)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+def write_text(path: str, text: str) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)

@@ -1,0 +1,268 @@
+"""The training loop: stateful streams, per-epoch lr decay, checkpoints, TensorBoard.
+
+A hand-written loop around one compiled ``train_step`` rather than
+``Model.fit``: it keeps the stream layout in order, resets the recurrent
+state exactly where char-rnn does (every epoch start and before validation),
+checkpoints every ``save_every`` steps and on Ctrl-C, resumes mid-epoch, and
+avoids ``fit``'s per-epoch set-up cost. Progress goes to Keras callbacks
+(``on_train_begin``, ``on_train_batch_end``, ``on_epoch_end``, ``on_train_end``);
+the library itself prints nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from kerasgen import atomic, data, rundir
+from kerasgen.model import ModelConfig, build_model, reset_states
+
+TENSORBOARD_SAMPLE_CHARS = 300  # length of the text sample logged at each epoch end
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training settings; defaults are those of char-rnn-tensorflow's train.py."""
+
+    data_dir: str = "data/tinyshakespeare"
+    encoding: str = "utf-8"
+    save_dir: str = "save"
+    log_dir: str = "logs"
+    save_every: int = 1000
+    seq_length: int = 50
+    batch_size: int = 50
+    num_epochs: int = 50
+    grad_clip: float = 5.0  # clips the GLOBAL gradient norm, as char-rnn
+    learning_rate: float = 0.002  # Adam; multiplied by decay_rate after every epoch
+    decay_rate: float = 0.97
+    val_frac: float = 0.1
+    seed: int | None = None
+    jit_compile: bool = True  # XLA-compile the train and eval steps
+
+    def __post_init__(self):
+        for name in ("seq_length", "batch_size", "num_epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        if self.save_every < 0:
+            raise ValueError(f"--save_every must be >= 0 (0: only at epoch ends), "
+                             f"got {self.save_every}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"--learning_rate must be > 0, got {self.learning_rate}")
+        if not 0 < self.decay_rate <= 1:
+            raise ValueError(f"--decay_rate must be in (0, 1], got {self.decay_rate}")
+        if not self.grad_clip > 0:
+            raise ValueError(f"--grad_clip must be > 0, got {self.grad_clip}")
+        if not 0 <= self.val_frac < 1:
+            raise ValueError(f"--val_frac must be in [0, 1), got {self.val_frac}")
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    epochs: int
+    train_loss: float
+    val_loss: float | None
+    best_val_loss: float | None
+    chars_per_s: float
+    seconds: float
+    save_dir: str
+    log_dir: str
+
+
+class Interrupted(Exception):
+    """Training stopped by Ctrl-C after the latest checkpoint was saved."""
+
+    def __init__(self, checkpoint: str, step: int):
+        super().__init__(f"interrupted at step {step}; checkpoint saved to {checkpoint}")
+        self.checkpoint = checkpoint
+        self.step = step
+
+
+def _check_resumable(run: rundir.Run, model_config: ModelConfig, vocab) -> np.ndarray:
+    """Refuse an ``--init_from`` run that does not fit; return data-id -> run-id mapping."""
+    diffs = run.model_config.differences(model_config)
+    diffs = [d for d in diffs if not d.startswith("vocab_size")]
+    if diffs:
+        raise ValueError(f"--init_from {run.save_dir} has a different model ("
+                         + "; ".join(f"saved {d.replace(' != ', ', requested ')}" for d in diffs)
+                         + "); drop the differing flags or train into a new --save_dir")
+    missing = [c for c in vocab.chars if c not in run.vocab.index]
+    if missing:
+        shown = ", ".join(repr(c) for c in missing[:20])
+        raise ValueError(f"--init_from {run.save_dir} has a different vocabulary: the text has "
+                         f"characters the model never saw ({shown}); train a new model instead")
+    return np.array([run.vocab.index[c] for c in vocab.chars], dtype=np.int64)
+
+
+def train(config: TrainConfig, model_options: dict | None = None, init_from: str | None = None,
+          callbacks=(), overwrite: bool = False) -> TrainResult:
+    """Train a model on ``config.data_dir`` into ``config.save_dir``.
+
+    ``model_options`` are ModelConfig fields other than ``vocab_size`` (taken from
+    the data). ``init_from`` continues a saved run: weights, optimizer state,
+    step/epoch counters and the lr schedule pick up where it stopped.
+    Raises Interrupted (after saving) on Ctrl-C.
+    """
+    import keras
+    import tensorflow as tf
+
+    save_dir = config.save_dir
+    if init_from is None and not overwrite and any(
+            os.path.isfile(rundir.checkpoint_path(save_dir, w)) for w in rundir.CHECKPOINTS):
+        raise ValueError(f"{save_dir} already holds a trained model; continue it with "
+                         f"--init_from {save_dir}, or pick another --save_dir")
+    vocab, ids = data.load_corpus(config.data_dir, config.encoding)
+    model_config = ModelConfig(vocab_size=len(vocab), **(model_options or {}))
+    run = None
+    if init_from is not None:
+        run = rundir.read_run(init_from)
+        if not run.has_checkpoint("latest"):
+            raise ValueError(f"--init_from {init_from} has no latest checkpoint to continue from")
+        ids = _check_resumable(run, model_config, vocab)[ids]
+        vocab, model_config = run.vocab, run.model_config
+
+    if config.seed is not None:
+        keras.utils.set_random_seed(config.seed)
+    train_ids, val_ids = data.split(ids, config.val_frac)
+    x_train, y_train = data.stream_batches(train_ids, config.batch_size, config.seq_length)
+    x_val = y_val = None
+    if config.val_frac > 0:
+        try:
+            x_val, y_val = data.stream_batches(val_ids, config.batch_size, config.seq_length,
+                                               what="validation text")
+        except ValueError as e:
+            raise ValueError(f"{e}; or raise --val_frac, or pass --val_frac 0 to skip "
+                             "validation") from None
+    steps_per_epoch = len(x_train)
+    total_steps = steps_per_epoch * config.num_epochs
+    chars_per_step = config.batch_size * config.seq_length
+
+    model = build_model(model_config, config.batch_size)
+    optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate,
+                                      global_clipnorm=config.grad_clip)
+    optimizer.build(model.trainable_variables)
+    state = {"step": 0, "epoch": 0, "batch": 0, "best_val_loss": None}
+    if run is not None:
+        state.update(rundir.load_checkpoint(init_from, "latest", model, optimizer))
+        if state["batch"] >= steps_per_epoch:  # the text shrank since: start a fresh epoch
+            state["epoch"], state["batch"] = state["epoch"] + 1, 0
+
+    rundir.write_run(save_dir, model_config, dataclasses.asdict(config), vocab)
+    if run is not None and os.path.abspath(init_from) != os.path.abspath(save_dir) \
+            and run.has_checkpoint("best"):
+        with atomic.atomic_path(rundir.checkpoint_path(save_dir, "best"), suffix=".h5") as tmp:
+            shutil.copyfile(rundir.checkpoint_path(init_from, "best"), tmp)
+
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    @tf.function(jit_compile=config.jit_compile)
+    def train_step(x, y):  # x, y: (B, T) int32
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x, training=True))  # mean nats/char
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply(grads, model.trainable_variables)
+        return loss
+
+    @tf.function(jit_compile=config.jit_compile)
+    def eval_step(x, y):
+        return loss_fn(y, model(x, training=False))
+
+    def validate() -> float:
+        reset_states(model)
+        losses = [eval_step(x, y) for x, y in data.make_dataset(x_val, y_val)]
+        return float(np.mean([float(v) for v in losses]))
+
+    log_dir = os.path.join(config.log_dir, f"{os.path.basename(os.path.abspath(save_dir))}-"
+                                           f"{time.strftime('%Y%m%d-%H%M%S')}")
+    writer = tf.summary.create_file_writer(log_dir)
+    sampler = _EpochSampler(model_config, vocab)
+    cbs = keras.callbacks.CallbackList(list(callbacks), model=model)
+
+    def save(which: str) -> str:
+        return rundir.save_checkpoint(save_dir, which, model,
+                                      optimizer if which == "latest" else None, dict(state))
+
+    step, epoch = state["step"], state["epoch"]
+    train_loss = val_loss = math.nan
+    started = time.perf_counter()
+    train_seconds, trained_steps = 0.0, 0
+    cbs.on_train_begin({"total_steps": total_steps, "steps_per_epoch": steps_per_epoch,
+                        "step": step, "epoch": epoch, "num_epochs": config.num_epochs,
+                        "params": sum(int(np.prod(w.shape)) for w in model.trainable_weights),
+                        "log_dir": log_dir})
+    try:
+        with writer.as_default():
+            while epoch < config.num_epochs:
+                lr = config.learning_rate * config.decay_rate ** epoch
+                optimizer.learning_rate.assign(lr)
+                reset_states(model)
+                epoch_losses, epoch_start = [], time.perf_counter()
+                for x, y in data.make_dataset(x_train, y_train, start=state["batch"]):
+                    train_loss = float(train_step(x, y))
+                    step += 1
+                    state.update(step=step, batch=state["batch"] + 1)
+                    epoch_losses.append(train_loss)
+                    tf.summary.scalar("loss/train", train_loss, step=step)
+                    elapsed = time.perf_counter() - epoch_start
+                    cbs.on_train_batch_end(step, {
+                        "loss": train_loss, "epoch": epoch + 1,
+                        "chars_per_s": len(epoch_losses) * chars_per_step / max(elapsed, 1e-9)})
+                    if config.save_every and step % config.save_every == 0:
+                        save("latest")
+                epoch_seconds = time.perf_counter() - epoch_start
+                train_seconds += epoch_seconds
+                trained_steps += len(epoch_losses)
+                chars_per_s = len(epoch_losses) * chars_per_step / max(epoch_seconds, 1e-9)
+                val_loss = validate() if x_val is not None else None
+                epoch += 1
+                state.update(epoch=epoch, batch=0, val_loss=val_loss, train_loss=train_loss)
+                improved = val_loss is not None and (state["best_val_loss"] is None
+                                                     or val_loss < state["best_val_loss"])
+                if improved:
+                    state["best_val_loss"] = val_loss
+                save("latest")
+                if improved:
+                    save("best")
+                tf.summary.scalar("learning_rate", lr, step=step)
+                tf.summary.scalar("chars_per_s", chars_per_s, step=step)
+                if val_loss is not None:
+                    tf.summary.scalar("loss/val", val_loss, step=step)
+                tf.summary.text("sample", sampler.sample(model), step=step)
+                writer.flush()
+                cbs.on_epoch_end(epoch, {
+                    "loss": float(np.mean(epoch_losses)) if epoch_losses else train_loss,
+                    "val_loss": val_loss, "chars_per_s": chars_per_s, "step": step,
+                    "seconds": epoch_seconds, "best": improved})
+    except KeyboardInterrupt:
+        raise Interrupted(save("latest"), step) from None
+    finally:
+        writer.close()
+    result = TrainResult(
+        steps=step, epochs=epoch, train_loss=train_loss, val_loss=val_loss,
+        best_val_loss=state["best_val_loss"],
+        chars_per_s=trained_steps * chars_per_step / train_seconds if train_seconds else 0.0,
+        seconds=time.perf_counter() - started, save_dir=save_dir, log_dir=log_dir)
+    cbs.on_train_end(dataclasses.asdict(result))
+    return result
+
+
+class _EpochSampler:
+    """A batch-1 copy of the model that writes a short text sample to TensorBoard."""
+
+    def __init__(self, model_config: ModelConfig, vocab):
+        self.model_config, self.vocab, self.generator = model_config, vocab, None
+
+    def sample(self, model) -> str:
+        from kerasgen.sampling import Generator, SamplingOptions
+
+        if self.generator is None:
+            self.generator = Generator(build_model(self.model_config, 1), self.vocab)
+        self.generator.model.set_weights(model.get_weights())
+        return self.generator.generate(TENSORBOARD_SAMPLE_CHARS, "",
+                                       SamplingOptions(seed=0))[0]

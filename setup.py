@@ -1,0 +1,27 @@
+from setuptools import setup
+
+with open("kerasgen/__init__.py", encoding="utf-8") as f:
+    version = next(line.split('"')[1] for line in f if line.startswith("__version__"))
+
+setup(
+    name="kerasgen",
+    version=version,
+    description="Character-level text generation with stateful Keras RNNs (char-rnn on TF2/Keras 3)",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    # The Click layer lives in cli/ but installs as kerasgen_cli, so no
+    # top-level package called "cli" lands in site-packages.
+    packages=["kerasgen", "kerasgen_cli"],
+    package_dir={"kerasgen_cli": "cli"},
+    install_requires=[
+        "tensorflow>=2.16",
+        "keras>=3.0",
+        "numpy",
+        "tensorboard",
+        "click>=8.1",
+        "h5py",
+    ],
+    extras_require={"test": ["pytest>=7"]},
+    entry_points={"console_scripts": ["kerasgen=kerasgen_cli.main:main"]},
+)
