@@ -55,6 +55,9 @@ def _option(name: str, **kwargs):
 @_option("val_frac", default=0.1, type=click.FloatRange(0.0, 1.0, max_open=True),
          help="Hold out the LAST fraction of the text for validation (0: none).")
 @_option("seed", default=None, type=int, help="Random seed for weights and dropout.")
+@click.option("--jit_compile/--no_jit_compile", "--jit-compile/--no-jit-compile", "jit_compile",
+              default=True, show_default=True,
+              help="XLA-compile the training and validation steps.")
 @_option("overwrite", is_flag=True, default=False,
          help="Replace a trained model already in --save_dir instead of refusing.")
 @click.pass_context
