@@ -35,6 +35,9 @@ def library_errors(fn):
         except Interrupted as e:
             click.echo(f"\n{e}", err=True)
             sys.exit(EXIT_INTERRUPTED)
+        except KeyboardInterrupt:  # before training started: nothing to save
+            click.echo("\ninterrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
         except (DataError, CheckpointError) as e:
             raise click.ClickException(str(e)) from None
         except (ValueError, FileNotFoundError) as e:

@@ -48,9 +48,10 @@ def sample_command(ctx, save_dir, n, prime, sample, temperature, top_k, top_p, s
                    num_samples, checkpoint, output):
     """Generate text from the model in SAVE_DIR."""
     from kerasgen import atomic, rundir
-    from kerasgen.model import build_model
+    from kerasgen.model import build_model, configure_cpu_threads
     from kerasgen.sampling import Generator, SamplingOptions, decode_prime
 
+    configure_cpu_threads()
     run = rundir.read_run(save_dir)
     prime = decode_prime(prime)
     unknown = run.vocab.unknown(prime)

@@ -56,7 +56,7 @@ def _option(name: str, **kwargs):
          help="Hold out the LAST fraction of the text for validation (0: none).")
 @_option("seed", default=None, type=int, help="Random seed for weights and dropout.")
 @click.option("--jit_compile/--no_jit_compile", "--jit-compile/--no-jit-compile", "jit_compile",
-              default=True, show_default=True,
+              default=False, show_default=True,
               help="XLA-compile the training and validation steps.")
 @_option("overwrite", is_flag=True, default=False,
          help="Replace a trained model already in --save_dir instead of refusing.")
@@ -64,8 +64,10 @@ def _option(name: str, **kwargs):
 @library_errors
 def train_command(ctx, init_from, overwrite, **options):
     """Train a character-level model on DATA_DIR/input.txt into SAVE_DIR."""
+    from kerasgen.model import configure_cpu_threads
     from kerasgen.train import TrainConfig, train
 
+    configure_cpu_threads()
     model_options = {name: options.pop(name) for name in MODEL_FLAGS}
     if init_from is not None:
         # Take the saved architecture for every model flag not typed explicitly.

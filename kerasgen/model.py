@@ -90,3 +90,26 @@ def reset_states(model) -> None:
 
 def count_params(model) -> int:
     return int(sum(int(w.numpy().size) for w in model.trainable_weights))
+
+
+def configure_cpu_threads() -> bool:
+    """Run small ops one thread each, two ops at once, on small CPU-only machines.
+
+    A char-RNN step is a long chain of small matmuls; splitting each one over
+    the cores (TensorFlow's default) costs more in synchronisation than it
+    gains. Measured on a 2-core CPU with the default 2x128 LSTM: 28,600 train
+    chars/s with (intra 1, inter 2) against 16,000 with TensorFlow's defaults.
+    Must run before TensorFlow executes its first op; returns whether it applied.
+    """
+    import os
+
+    import tensorflow as tf
+
+    if (os.cpu_count() or 1) > 4 or tf.config.list_physical_devices("GPU"):
+        return False  # measured only on small CPUs; keep TensorFlow's defaults elsewhere
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_inter_op_parallelism_threads(2)
+    except RuntimeError:  # the runtime already started (e.g. a second call in one process)
+        return False
+    return True

@@ -15,6 +15,8 @@ import dataclasses
 import math
 import os
 import shutil
+import signal
+import threading
 import time
 from dataclasses import dataclass
 
@@ -43,7 +45,7 @@ class TrainConfig:
     decay_rate: float = 0.97
     val_frac: float = 0.1
     seed: int | None = None
-    jit_compile: bool = True  # XLA-compile the train and eval steps
+    jit_compile: bool = False  # XLA-compile the train and eval steps (slower on CPU)
 
     def __post_init__(self):
         for name in ("seq_length", "batch_size", "num_epochs"):
@@ -196,6 +198,19 @@ def train(config: TrainConfig, model_options: dict | None = None, init_from: str
                         "step": step, "epoch": epoch, "num_epochs": config.num_epochs,
                         "params": sum(int(np.prod(w.shape)) for w in model.trainable_weights),
                         "log_dir": log_dir})
+    # Ctrl-C only raises a flag that the loop checks between steps, so the
+    # interrupt never lands inside TensorFlow or a half-done step; a second
+    # Ctrl-C interrupts at once.
+    stop_requested = []
+
+    def on_sigint(signum, frame):
+        if stop_requested:
+            raise KeyboardInterrupt
+        stop_requested.append(signum)
+
+    previous_handler = None
+    if threading.current_thread() is threading.main_thread():
+        previous_handler = signal.signal(signal.SIGINT, on_sigint)
     try:
         with writer.as_default():
             while epoch < config.num_epochs:
@@ -215,6 +230,8 @@ def train(config: TrainConfig, model_options: dict | None = None, init_from: str
                         "chars_per_s": len(epoch_losses) * chars_per_step / max(elapsed, 1e-9)})
                     if config.save_every and step % config.save_every == 0:
                         save("latest")
+                    if stop_requested:
+                        raise KeyboardInterrupt
                 epoch_seconds = time.perf_counter() - epoch_start
                 train_seconds += epoch_seconds
                 trained_steps += len(epoch_losses)
@@ -242,6 +259,8 @@ def train(config: TrainConfig, model_options: dict | None = None, init_from: str
     except KeyboardInterrupt:
         raise Interrupted(save("latest"), step) from None
     finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGINT, previous_handler)
         writer.close()
     result = TrainResult(
         steps=step, epochs=epoch, train_loss=train_loss, val_loss=val_loss,
