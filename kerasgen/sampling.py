@@ -137,13 +137,12 @@ class Generator:
         self.batch = int(model.inputs[0].shape[0])
         self.space_id = vocab.index.get(" ", -1)
         self._jit = jit_compile
-        self._compiled = {}  # SamplingOptions with values zeroed -> tf.function
+        self._compiled = {}  # SamplingOptions -> compiled chunk function
         self._tf = tf
 
     def _chunk_fn(self, options: SamplingOptions):
-        # Only which steps run is baked into the graph; temperature, top_k and
-        # top_p values differ per options, so key on the options themselves
-        # (a new temperature recompiles once; a new n or seed never does).
+        # One compiled loop per SamplingOptions (they decide which ops exist);
+        # the length n, the prime and the seed are inputs, so they never recompile.
         key = options
         if key not in self._compiled:
             tf = self._tf
