@@ -8,39 +8,32 @@ import click
 from click.core import ParameterSource
 
 from kerasgen_cli.errors import library_errors
-
-
-def _option(*spellings, **kwargs):
-    names = list(spellings)
-    for s in spellings:
-        if s.startswith("--") and "_" in s:
-            names.append(s.replace("_", "-"))
-    return click.option(*names, show_default=True, **kwargs)
+from kerasgen_cli.options import option
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@_option("--save_dir", default="save", type=click.Path(file_okay=False),
+@option("--save_dir", default="save", type=click.Path(file_okay=False),
          help="Run folder written by kerasgen train.")
-@_option("-n", "n", default=500, type=click.IntRange(min=0),
+@option("-n", "n", default=500, type=click.IntRange(min=0),
          help="Number of characters to generate.")
-@_option("--prime", default="",
+@option("--prime", default="",
          help=r"Text to start from (\n, \t and \\ are decoded); empty: the most frequent "
               "character.")
-@_option("--sample", "sample", default=1, type=click.IntRange(0, 2),
+@option("--sample", "sample", default=1, type=click.IntRange(0, 2),
          help="0: argmax at each step; 1: sample at each step; 2: sample only after a space.")
-@_option("--temperature", default=1.0, type=click.FloatRange(0.0, min_open=True),
+@option("--temperature", default=1.0, type=click.FloatRange(0.0, min_open=True),
          help="Divide the logits by this (< 1: safer, > 1: wilder).")
-@_option("--top_k", default=0, type=click.IntRange(min=0),
+@option("--top_k", default=0, type=click.IntRange(min=0),
          help="Sample only among the K most likely characters (0: off).")
-@_option("--top_p", default=1.0, type=click.FloatRange(0.0, 1.0, min_open=True),
+@option("--top_p", default=1.0, type=click.FloatRange(0.0, 1.0, min_open=True),
          help="Sample only from the smallest set of characters with this total probability.")
-@_option("--seed", default=None, type=click.IntRange(min=0),
+@option("--seed", default=None, type=click.IntRange(min=0),
          help="Random seed: the same seed gives the same text.")
-@_option("--num_samples", default=1, type=click.IntRange(min=1),
+@option("--num_samples", default=1, type=click.IntRange(min=1),
          help="Generate this many independent samples together as one batch.")
-@_option("--checkpoint", default="best", type=click.Choice(["best", "latest"]),
+@option("--checkpoint", default="best", type=click.Choice(["best", "latest"]),
          help="Weights to use: lowest validation loss, or the newest.")
-@_option("--output", "-o", "output", default=None, type=click.Path(dir_okay=False),
+@option("--output", "-o", "output", default=None, type=click.Path(dir_okay=False),
          help="Also write the text to this file (UTF-8).")
 @click.pass_context
 @library_errors

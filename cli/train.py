@@ -8,6 +8,7 @@ import click
 from click.core import ParameterSource
 
 from kerasgen_cli.errors import library_errors
+from kerasgen_cli.options import option
 
 # ModelConfig fields: with --init_from, any of these not given on the command
 # line is taken from the saved run instead of the default.
@@ -16,49 +17,43 @@ POSITIVE = click.IntRange(min=1)
 KEEP_PROB = click.FloatRange(0.0, 1.0, min_open=True)
 
 
-def _option(name: str, **kwargs):
-    """An option spelled with underscores, as the original script, plus a dashed alias."""
-    spellings = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
-    return click.option(*spellings, name, show_default=True, **kwargs)
-
-
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@_option("data_dir", default="data/tinyshakespeare", type=click.Path(file_okay=False),
+@option("--data_dir", default="data/tinyshakespeare", type=click.Path(file_okay=False),
          help="Folder holding input.txt (tiny Shakespeare is downloaded if missing).")
-@_option("encoding", default="utf-8", help="Text encoding of input.txt.")
-@_option("save_dir", default="save", type=click.Path(file_okay=False),
+@option("--encoding", default="utf-8", help="Text encoding of input.txt.")
+@option("--save_dir", default="save", type=click.Path(file_okay=False),
          help="Run folder for config, vocabulary and checkpoints.")
-@_option("log_dir", default="logs", type=click.Path(file_okay=False),
+@option("--log_dir", default="logs", type=click.Path(file_okay=False),
          help="TensorBoard folder; each run gets its own subfolder.")
-@_option("save_every", default=1000, type=click.IntRange(min=0),
+@option("--save_every", default=1000, type=click.IntRange(min=0),
          help="Save the latest checkpoint every N steps (and at every epoch end).")
-@_option("init_from", default=None, type=click.Path(file_okay=False),
+@option("--init_from", default=None, type=click.Path(file_okay=False),
          help="Continue training the run in this folder (weights, optimizer, counters).")
-@_option("model", default="lstm", type=click.Choice(["lstm", "gru", "rnn"]),
+@option("--model", default="lstm", type=click.Choice(["lstm", "gru", "rnn"]),
          help="Recurrent cell type.")
-@_option("rnn_size", default=128, type=POSITIVE, help="Units per recurrent layer.")
-@_option("num_layers", default=2, type=POSITIVE, help="Number of recurrent layers.")
-@_option("seq_length", default=50, type=POSITIVE, help="Characters per stream per step.")
-@_option("batch_size", default=50, type=POSITIVE, help="Parallel streams per step.")
-@_option("num_epochs", default=50, type=POSITIVE, help="Passes over the training text.")
-@_option("grad_clip", default=5.0, type=click.FloatRange(0.0, min_open=True),
+@option("--rnn_size", default=128, type=POSITIVE, help="Units per recurrent layer.")
+@option("--num_layers", default=2, type=POSITIVE, help="Number of recurrent layers.")
+@option("--seq_length", default=50, type=POSITIVE, help="Characters per stream per step.")
+@option("--batch_size", default=50, type=POSITIVE, help="Parallel streams per step.")
+@option("--num_epochs", default=50, type=POSITIVE, help="Passes over the training text.")
+@option("--grad_clip", default=5.0, type=click.FloatRange(0.0, min_open=True),
          help="Clip the global gradient norm to this value.")
-@_option("learning_rate", default=0.002, type=click.FloatRange(0.0, min_open=True),
+@option("--learning_rate", default=0.002, type=click.FloatRange(0.0, min_open=True),
          help="Adam learning rate of the first epoch.")
-@_option("decay_rate", default=0.97, type=click.FloatRange(0.0, 1.0, min_open=True),
+@option("--decay_rate", default=0.97, type=click.FloatRange(0.0, 1.0, min_open=True),
          help="Per-epoch learning-rate decay: lr = learning_rate * decay_rate**epoch "
               "(Adam, not RMSprop).")
-@_option("output_keep_prob", default=1.0, type=KEEP_PROB,
+@option("--output_keep_prob", default=1.0, type=KEEP_PROB,
          help="Keep probability of dropout on each recurrent layer's output.")
-@_option("input_keep_prob", default=1.0, type=KEEP_PROB,
+@option("--input_keep_prob", default=1.0, type=KEEP_PROB,
          help="Keep probability of dropout on each recurrent layer's input.")
-@_option("val_frac", default=0.1, type=click.FloatRange(0.0, 1.0, max_open=True),
+@option("--val_frac", default=0.1, type=click.FloatRange(0.0, 1.0, max_open=True),
          help="Hold out the LAST fraction of the text for validation (0: none).")
-@_option("seed", default=None, type=int, help="Random seed for weights and dropout.")
+@option("--seed", default=None, type=int, help="Random seed for weights and dropout.")
 @click.option("--jit_compile/--no_jit_compile", "--jit-compile/--no-jit-compile", "jit_compile",
               default=False, show_default=True,
               help="XLA-compile the training and validation steps.")
-@_option("overwrite", is_flag=True, default=False,
+@option("--overwrite", is_flag=True, default=False,
          help="Replace a trained model already in --save_dir instead of refusing.")
 @click.pass_context
 @library_errors
