@@ -8,6 +8,7 @@ at any batch size (training batch, 1 for sampling, N for batched sampling).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 MODEL_FAMILIES = ("lstm", "gru", "rnn")
@@ -89,7 +90,7 @@ def reset_states(model) -> None:
 
 
 def count_params(model) -> int:
-    return int(sum(int(w.numpy().size) for w in model.trainable_weights))
+    return int(sum(math.prod(w.shape) for w in model.trainable_weights))
 
 
 def configure_cpu_threads() -> bool:

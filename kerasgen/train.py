@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kerasgen import atomic, data, rundir
-from kerasgen.model import ModelConfig, build_model, reset_states
+from kerasgen.model import ModelConfig, build_model, count_params, reset_states
 
 TENSORBOARD_SAMPLE_CHARS = 300  # length of the text sample logged at each epoch end
 
@@ -196,7 +196,7 @@ def train(config: TrainConfig, model_options: dict | None = None, init_from: str
     train_seconds, trained_steps = 0.0, 0
     cbs.on_train_begin({"total_steps": total_steps, "steps_per_epoch": steps_per_epoch,
                         "step": step, "epoch": epoch, "num_epochs": config.num_epochs,
-                        "params": sum(int(np.prod(w.shape)) for w in model.trainable_weights),
+                        "params": count_params(model),
                         "log_dir": log_dir})
     # Ctrl-C only raises a flag that the loop checks between steps, so the
     # interrupt never lands inside TensorFlow or a half-done step; a second
