@@ -53,6 +53,9 @@ KEEP_PROB = click.FloatRange(0.0, 1.0, min_open=True)
 @click.option("--jit_compile/--no_jit_compile", "--jit-compile/--no-jit-compile", "jit_compile",
               default=False, show_default=True,
               help="XLA-compile the training and validation steps.")
+@click.option("--fused/--no_fused", " /--no-fused", "fused", default=True, show_default=True,
+              help="Compute with the fused fast path (same weights and math as the Keras "
+                   "layers, faster); --no_fused calls the Keras layers.")
 @option("--overwrite", is_flag=True, default=False,
          help="Replace a trained model already in --save_dir instead of refusing.")
 @click.pass_context
@@ -107,7 +110,9 @@ def _progress_callback(live: bool):
             best = " (best)" if logs["best"] else ""
             line = (f"epoch {epoch}/{self.num_epochs}  step {int(logs['step'])}/{self.total}  "
                     f"train_loss {logs['loss']:.4f}{val}{best}  "
-                    f"chars/s {logs['chars_per_s']:,.0f}  {logs['seconds']:.1f}s")
+                    f"chars/s {logs['chars_per_s']:,.0f}  {logs['seconds']:.1f}s "
+                    f"+ {logs['boundary_seconds']:.1f}s between epochs "
+                    f"({logs['val_seconds']:.1f}s validation)")
             click.echo(("\n" if self.bar is not None else "") + line)
 
     return Progress()

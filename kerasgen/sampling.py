@@ -129,10 +129,13 @@ def _warm_up(model, prime_ids: np.ndarray, batch: int) -> np.ndarray:
 class Generator:
     """Compiled sampler over a stateful model built at batch size N (N streams at once)."""
 
-    def __init__(self, model, vocab: Vocabulary, jit_compile: bool = True):
+    def __init__(self, model, vocab: Vocabulary, jit_compile: bool = True, fused: bool = True):
         import tensorflow as tf
 
+        from kerasgen.fused import FusedModel
+
         self.model = model
+        self.net = FusedModel(model) if fused else None
         self.vocab = vocab
         self.batch = int(model.inputs[0].shape[0])
         self.space_id = vocab.index.get(" ", -1)
@@ -147,7 +150,7 @@ class Generator:
         if key not in self._compiled:
             tf = self._tf
 
-            def chunk(last_ids, start_step, seed):
+            def keras_chunk(last_ids, start_step, seed):
                 out = tf.TensorArray(tf.int32, size=CHUNK)
                 ids = last_ids
                 for i in tf.range(CHUNK):
@@ -155,6 +158,25 @@ class Generator:
                     ids = select_next(logits, ids, start_step + i, seed, options, self.space_id)
                     out = out.write(i, ids)
                 return tf.transpose(out.stack()), ids  # (N, CHUNK), (N,)
+
+            def fused_chunk(last_ids, start_step, seed):
+                # The fused weights (embedding-times-kernel table, stacked
+                # kernels) are derived once per chunk, and the state is a loop
+                # variable, written back to the layers once at the end.
+                net = self.net
+                weights = net.derived_weights()
+                states = net.read_states()
+                out = tf.TensorArray(tf.int32, size=CHUNK)
+                ids = last_ids
+                for i in tf.range(CHUNK):
+                    logits, states = net.forward(ids[None, :], states, weights=weights)
+                    ids = select_next(logits[0], ids, start_step + i, seed, options,
+                                      self.space_id)  # logits[0]: (N, V)
+                    out = out.write(i, ids)
+                net.assign_states(states)
+                return tf.transpose(out.stack()), ids  # (N, CHUNK), (N,)
+
+            chunk = keras_chunk if self.net is None else fused_chunk
 
             self._compiled[key] = tf.function(chunk, jit_compile=self._jit)
         return self._compiled[key]

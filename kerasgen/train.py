@@ -46,6 +46,7 @@ class TrainConfig:
     val_frac: float = 0.1
     seed: int | None = None
     jit_compile: bool = False  # XLA-compile the train and eval steps (slower on CPU)
+    fused: bool = True  # compute with kerasgen.fused (same math, faster); False: Keras layers
 
     def __post_init__(self):
         for name in ("seq_length", "batch_size", "num_epochs"):
@@ -73,6 +74,7 @@ class TrainResult:
     best_val_loss: float | None
     chars_per_s: float
     seconds: float
+    boundary_seconds: float  # spent between epochs: validation, checkpoints, TensorBoard
     save_dir: str
     log_dir: str
 
@@ -161,19 +163,8 @@ def train(config: TrainConfig, model_options: dict | None = None, init_from: str
         with atomic.atomic_path(rundir.checkpoint_path(save_dir, "best"), suffix=".h5") as tmp:
             shutil.copyfile(rundir.checkpoint_path(init_from, "best"), tmp)
 
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-    @tf.function(jit_compile=config.jit_compile)
-    def train_step(x, y):  # x, y: (B, T) int32
-        with tf.GradientTape() as tape:
-            loss = loss_fn(y, model(x, training=True))  # mean nats/char
-        grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply(grads, model.trainable_variables)
-        return loss
-
-    @tf.function(jit_compile=config.jit_compile)
-    def eval_step(x, y):
-        return loss_fn(y, model(x, training=False))
+    train_step, eval_step = compile_steps(model, optimizer, fused=config.fused,
+                                          jit_compile=config.jit_compile)
 
     def validate() -> float:
         reset_states(model)
@@ -193,7 +184,7 @@ def train(config: TrainConfig, model_options: dict | None = None, init_from: str
     step, epoch = state["step"], state["epoch"]
     train_loss = val_loss = math.nan
     started = time.perf_counter()
-    train_seconds, trained_steps = 0.0, 0
+    train_seconds, trained_steps, total_boundary_seconds = 0.0, 0, 0.0
     cbs.on_train_begin({"total_steps": total_steps, "steps_per_epoch": steps_per_epoch,
                         "step": step, "epoch": epoch, "num_epochs": config.num_epochs,
                         "params": count_params(model),
@@ -236,7 +227,9 @@ def train(config: TrainConfig, model_options: dict | None = None, init_from: str
                 train_seconds += epoch_seconds
                 trained_steps += len(epoch_losses)
                 chars_per_s = len(epoch_losses) * chars_per_step / max(epoch_seconds, 1e-9)
+                boundary_start = time.perf_counter()
                 val_loss = validate() if x_val is not None else None
+                val_seconds = time.perf_counter() - boundary_start
                 epoch += 1
                 state.update(epoch=epoch, batch=0, val_loss=val_loss, train_loss=train_loss)
                 improved = val_loss is not None and (state["best_val_loss"] is None
@@ -252,10 +245,15 @@ def train(config: TrainConfig, model_options: dict | None = None, init_from: str
                     tf.summary.scalar("loss/val", val_loss, step=step)
                 tf.summary.text("sample", sampler.sample(model), step=step)
                 writer.flush()
+                # Everything between two epochs' training: validation, checkpoints,
+                # the TensorBoard sample and the state reset.
+                boundary_seconds = time.perf_counter() - boundary_start
+                total_boundary_seconds += boundary_seconds
                 cbs.on_epoch_end(epoch, {
                     "loss": float(np.mean(epoch_losses)) if epoch_losses else train_loss,
                     "val_loss": val_loss, "chars_per_s": chars_per_s, "step": step,
-                    "seconds": epoch_seconds, "best": improved})
+                    "seconds": epoch_seconds, "best": improved, "val_seconds": val_seconds,
+                    "boundary_seconds": boundary_seconds})
     except KeyboardInterrupt:
         raise Interrupted(save("latest"), step) from None
     finally:
@@ -266,9 +264,59 @@ def train(config: TrainConfig, model_options: dict | None = None, init_from: str
         steps=step, epochs=epoch, train_loss=train_loss, val_loss=val_loss,
         best_val_loss=state["best_val_loss"],
         chars_per_s=trained_steps * chars_per_step / train_seconds if train_seconds else 0.0,
-        seconds=time.perf_counter() - started, save_dir=save_dir, log_dir=log_dir)
+        seconds=time.perf_counter() - started, boundary_seconds=total_boundary_seconds,
+        save_dir=save_dir, log_dir=log_dir)
     cbs.on_train_end(dataclasses.asdict(result))
     return result
+
+
+def compile_steps(model, optimizer, fused: bool = True, jit_compile: bool = False):
+    """The compiled ``train_step(x, y) -> loss`` and ``eval_step(x, y) -> loss``.
+
+    x, y: (B, T) int32 batches; the loss is the mean nats/char. Both carry the
+    recurrent state in the model's stateful layers. ``fused`` computes the
+    logits with ``kerasgen.fused.FusedModel`` (the same weights and
+    mathematics, fewer and larger operations) instead of calling the Keras
+    layers.
+    """
+    import tensorflow as tf
+
+    from kerasgen.fused import FusedModel
+
+    if fused:
+        net = FusedModel(model)
+
+        def logits_and_targets(x, y, training):
+            # Time-major all the way to the loss: (T, B, V) logits, (T, B) targets.
+            logits, states = net.forward(tf.transpose(x), net.read_states(), training)
+            return logits, tf.transpose(y), states
+    else:
+        def logits_and_targets(x, y, training):
+            return model(x, training=training), y, None
+
+    def mean_loss(targets, logits):
+        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(targets, logits))
+
+    variables = model.trainable_variables
+
+    @tf.function(jit_compile=jit_compile)
+    def train_step(x, y):
+        with tf.GradientTape() as tape:
+            logits, targets, states = logits_and_targets(x, y, True)
+            loss = mean_loss(targets, logits)
+        optimizer.apply(tape.gradient(loss, variables), variables)
+        if states is not None:
+            net.assign_states(states)
+        return loss
+
+    @tf.function(jit_compile=jit_compile)
+    def eval_step(x, y):
+        logits, targets, states = logits_and_targets(x, y, False)
+        if states is not None:
+            net.assign_states(states)
+        return mean_loss(targets, logits)
+
+    return train_step, eval_step
 
 
 class _EpochSampler:

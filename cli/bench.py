@@ -1,0 +1,71 @@
+"""``kerasgen bench``: measured training and sampling speed of one model shape."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from kerasgen_cli.errors import library_errors
+from kerasgen_cli.options import option
+
+POSITIVE = click.IntRange(min=1)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@option("--model", default="lstm", type=click.Choice(["lstm", "gru", "rnn"]),
+         help="Recurrent cell type.")
+@option("--rnn_size", default=128, type=POSITIVE, help="Units per recurrent layer.")
+@option("--num_layers", default=2, type=POSITIVE, help="Number of recurrent layers.")
+@option("--vocab_size", default=65, type=POSITIVE, help="Vocabulary size (tiny Shakespeare: 65).")
+@option("--batch_size", default=50, type=POSITIVE, help="Training streams per step.")
+@option("--seq_length", default=50, type=POSITIVE, help="Characters per stream per step.")
+@option("--seconds", default=10.0, type=click.FloatRange(0.0, min_open=True),
+         help="Timed seconds per measurement (training, 1-stream and N-stream sampling), "
+              "after a warm-up.")
+@option("--sample_streams", default=64, type=POSITIVE,
+         help="Streams generated together for the batched sampling figure.")
+@click.option("--fused/--no_fused", " /--no-fused", "fused", default=True,
+              show_default=True, help="Measure the fused fast path, or the Keras layers.")
+@click.option("--jit_compile/--no_jit_compile", "--jit-compile/--no-jit-compile", "jit_compile",
+              default=False, show_default=True, help="XLA-compile the training step.")
+@option("--json", "as_json", is_flag=True, default=False,
+         help="Print one JSON object instead of a table.")
+@library_errors
+def bench_command(as_json, **options):
+    """Measure training chars/s, sampling chars/s (1 and N streams) and peak memory.
+
+    Figures are medians over timed windows of synthetic text; --json prints
+    train_chars_per_s, sample_chars_per_s, sample_batched_chars_per_s,
+    peak_rss_mb and gflops (achieved training GFLOP/s) among others.
+    """
+    from kerasgen.bench import BenchConfig, run_bench
+    from kerasgen.model import configure_cpu_threads
+
+    configure_cpu_threads()
+    result = run_bench(BenchConfig(**options))
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    streams = result["sample_streams"]
+    rows = [
+        ("training", f"{result['train_chars_per_s']:,.0f} chars/s",
+         f"{result['gflops']:.1f} GFLOP/s at {result['train_flop_per_char'] / 1e6:.2f} "
+         "MFLOP/char"),
+        ("sampling, 1 stream", f"{result['sample_chars_per_s']:,.0f} chars/s", ""),
+        (f"sampling, {streams} streams", f"{result['sample_batched_chars_per_s']:,.0f} chars/s",
+         "all streams together"),
+        ("peak RSS", f"{result['peak_rss_mb']:,.0f} MB", "whole process"),
+        ("warm-up", f"{result['train_warmup_s']:.1f} s train, "
+                    f"{result['sample_warmup_s']:.1f} s sample", "compilation included"),
+    ]
+    click.echo(f"{options['model']} {options['num_layers']}x{options['rnn_size']}, batch "
+               f"{options['batch_size']}, seq {options['seq_length']}, "
+               f"{result['params']:,} parameters"
+               f"{'' if options['fused'] else ', Keras layers (--no_fused)'}")
+    for name, value, note in rows:
+        click.echo(f"  {name:<22} {value:>28}  {note}".rstrip())
+
+
+if __name__ == "__main__":
+    bench_command()

@@ -1,0 +1,147 @@
+"""``kerasgen bench``: training and sampling throughput of one model shape, measured.
+
+Everything timed here is the code ``kerasgen train`` and ``kerasgen sample``
+run: ``train.compile_steps`` fed by ``data.make_dataset`` with the loss read
+back every step (as the training loop does), and ``sampling.Generator``.
+Each figure is the median over several timed windows after a warm-up that
+includes compilation, because a shared machine is noisy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import resource
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from kerasgen.model import ModelConfig
+
+WINDOWS = 5  # timed windows per measurement; the median is reported
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    model: str = "lstm"
+    rnn_size: int = 128
+    num_layers: int = 2
+    vocab_size: int = 65  # tiny Shakespeare's
+    batch_size: int = 50
+    seq_length: int = 50
+    seconds: float = 10.0  # per measurement: training, 1-stream and N-stream sampling
+    sample_streams: int = 64
+    fused: bool = True
+    jit_compile: bool = False
+    seed: int = 0
+
+    def __post_init__(self):
+        if not self.seconds > 0:
+            raise ValueError(f"--seconds must be > 0, got {self.seconds}")
+
+
+def flops_per_char(config: ModelConfig) -> tuple[float, float]:
+    """(training, forward) FLOPs per character, matmuls only, of the Keras model.
+
+    Forward: per layer 2*(H*G*H + H*G*H) for the input and recurrent products
+    (G = 4 gates for LSTM, 3 for GRU, 1 for SimpleRNN) plus 2*H*V for the
+    logits; training is three times the forward (backward costs two). The
+    fused path skips the first layer's input product, so its real work is
+    lower: GFLOP/s figures use this count, the same for every implementation.
+    """
+    gates = {"lstm": 4, "gru": 3, "rnn": 1}[config.model]
+    h = config.rnn_size
+    forward = config.num_layers * 2 * (2 * h * gates * h) + 2 * h * config.vocab_size
+    return 3.0 * forward, float(forward)
+
+
+def _median_rate(run_once, seconds: float) -> float:
+    """Median units/s over WINDOWS windows of about seconds/WINDOWS each."""
+    rates = []
+    for _ in range(WINDOWS):
+        done, start = 0, time.perf_counter()
+        while True:
+            done += run_once()
+            elapsed = time.perf_counter() - start
+            if elapsed >= seconds / WINDOWS:
+                break
+        rates.append(done / elapsed)
+    return float(np.median(rates))
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024 if sys.platform == "darwin" else 1024)  # bytes vs KiB
+
+
+def run_bench(config: BenchConfig) -> dict:
+    """Measure; returns the figures as a flat dict (see ``kerasgen bench --help``)."""
+    import keras
+
+    from kerasgen import data
+    from kerasgen.model import build_model
+    from kerasgen.sampling import Generator, SamplingOptions
+    from kerasgen.train import compile_steps
+    from kerasgen.vocab import Vocabulary
+
+    keras.utils.set_random_seed(config.seed)
+    model_config = ModelConfig(vocab_size=config.vocab_size, model=config.model,
+                               rnn_size=config.rnn_size, num_layers=config.num_layers)
+    batch, seq = config.batch_size, config.seq_length
+    # Synthetic text: uniform random ids. Throughput does not depend on content.
+    rng = np.random.default_rng(config.seed)
+    ids = rng.integers(0, config.vocab_size, size=batch * seq * 64 + 1)
+    x, y = data.stream_batches(ids, batch, seq)
+
+    model = build_model(model_config, batch)
+    optimizer = keras.optimizers.Adam(learning_rate=0.002, global_clipnorm=5.0)
+    optimizer.build(model.trainable_variables)
+    train_step, _ = compile_steps(model, optimizer, fused=config.fused,
+                                  jit_compile=config.jit_compile)
+    batches = iter(data.make_dataset(x, y).repeat())
+
+    def one_step() -> int:
+        xb, yb = next(batches)
+        float(train_step(xb, yb))  # read the loss back each step, as the training loop does
+        return batch * seq
+
+    started = time.perf_counter()
+    for _ in range(3):
+        one_step()
+    train_warmup_s = time.perf_counter() - started
+    train_rate = _median_rate(one_step, config.seconds)
+
+    vocab = Vocabulary(tuple(chr(0x4E00 + i) for i in range(config.vocab_size)),
+                       (1,) * config.vocab_size)
+    options = SamplingOptions(temperature=1.0, seed=config.seed)
+
+    def sample_rate(streams: int) -> tuple[float, float]:
+        sampler = build_model(model_config, streams)
+        sampler.set_weights(model.get_weights())
+        generator = Generator(sampler, vocab, fused=config.fused)
+        n = 1024
+        started = time.perf_counter()
+        generator.generate_ids(n, "", options)  # compiles
+        warmup = time.perf_counter() - started
+        return _median_rate(lambda: streams * generator.generate_ids(n, "", options).shape[1],
+                            config.seconds), warmup
+
+    sample_1, sample_warmup_s = sample_rate(1)
+    sample_n, _ = sample_rate(config.sample_streams)
+    train_flop, forward_flop = flops_per_char(model_config)
+    return {
+        "train_chars_per_s": round(train_rate, 1),
+        "sample_chars_per_s": round(sample_1, 1),
+        "sample_batched_chars_per_s": round(sample_n, 1),
+        "sample_streams": config.sample_streams,
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "gflops": round(train_rate * train_flop / 1e9, 2),
+        "train_flop_per_char": train_flop,
+        "sample_flop_per_char": forward_flop,
+        "train_warmup_s": round(train_warmup_s, 2),
+        "sample_warmup_s": round(sample_warmup_s, 2),
+        "params": int(model.count_params()),
+        "config": dataclasses.asdict(config),
+    }

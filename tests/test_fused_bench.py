@@ -1,0 +1,117 @@
+"""The fast paths against the plain Keras layers, and ``kerasgen bench``."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from kerasgen import rundir
+from kerasgen.fused import FusedModel
+from kerasgen.model import ModelConfig, build_model, reset_states
+from kerasgen.vocab import Vocabulary
+from kerasgen_cli.main import main
+
+N, T, H, V = 3, 7, 6, 11  # streams, timesteps, units, vocabulary
+
+
+def model_with_random_weights(family, num_layers, batch=N, **kw):
+    config = ModelConfig(vocab_size=V, model=family, rnn_size=H, num_layers=num_layers, **kw)
+    model = build_model(config, batch)
+    rng = np.random.default_rng(1)  # non-zero biases too, unlike Keras's initialisers
+    model.set_weights([rng.normal(0, 0.5, w.shape).astype("float32")
+                       for w in model.get_weights()])
+    return model, config
+
+
+def ids(seed=0, shape=(N, T)):
+    return np.random.default_rng(seed).integers(0, V, shape).astype(np.int32)
+
+
+@pytest.mark.parametrize("family", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("num_layers", [1, 3])
+def test_fused_logits_equal_keras_layers_and_carry_the_same_state(family, num_layers):
+    import tensorflow as tf
+
+    model, _ = model_with_random_weights(family, num_layers)
+    fused = FusedModel(model)
+    reset_states(model)
+    expected = [model(ids(s)).numpy() for s in range(2)]  # the 2nd call continues the state
+    reset_states(model)
+    got = [fused(tf.constant(ids(0))).numpy(), tf.function(fused)(tf.constant(ids(1))).numpy()]
+    for e, g in zip(expected, got):
+        np.testing.assert_allclose(g, e, atol=1e-5)
+
+
+def test_fused_model_reads_checkpointed_weights(tmp_path):
+    import tensorflow as tf
+
+    model, config = model_with_random_weights("lstm", 2)
+    rundir.write_run(str(tmp_path), config, {}, Vocabulary.from_text("abcdefghijk"))
+    rundir.save_checkpoint(str(tmp_path), "latest", model)
+    loaded = build_model(config, N)
+    rundir.load_checkpoint(str(tmp_path), "latest", loaded)
+    reset_states(model)
+    np.testing.assert_allclose(FusedModel(loaded)(tf.constant(ids())).numpy(),
+                               model(ids()).numpy(), atol=1e-5)
+
+
+def training_run(fused, jit, steps=4, **model_kw):
+    """Losses and final weights of a few Adam steps from fixed weights on fixed batches."""
+    import keras
+
+    from kerasgen.train import compile_steps
+
+    model, _ = model_with_random_weights("lstm", 2, **model_kw)
+    optimizer = keras.optimizers.Adam(learning_rate=0.01, global_clipnorm=1.0)
+    optimizer.build(model.trainable_variables)
+    train_step, eval_step = compile_steps(model, optimizer, fused=fused, jit_compile=jit)
+    # The same batch each step, so the loss must fall; the state still carries on.
+    losses = [float(train_step(ids(0), ids(1))) for _ in range(steps)]
+    reset_states(model)
+    losses.append(float(eval_step(ids(99), ids(98))))
+    return np.array(losses), model.get_weights()
+
+
+@pytest.mark.parametrize("fused, jit", [(True, False), (False, True), (True, True)])
+def test_training_steps_match_the_plain_keras_step(fused, jit):
+    # The same losses step after step and the same weights at the end mean the
+    # same gradients (Adam applied them); state carries between the steps.
+    losses, weights = training_run(fused, jit)
+    ref_losses, ref_weights = training_run(False, False)
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-5)
+    for w, r in zip(weights, ref_weights):
+        np.testing.assert_allclose(w, r, atol=1e-5)
+    assert losses[-2] < losses[0]
+
+
+def test_fused_training_with_dropout_learns_and_evaluates_like_keras():
+    import tensorflow as tf
+
+    losses, _ = training_run(True, False, steps=8, input_keep_prob=0.8, output_keep_prob=0.8)
+    assert np.all(np.isfinite(losses)) and losses[-2] < losses[0]
+    model, _ = model_with_random_weights("lstm", 2, input_keep_prob=0.5, output_keep_prob=0.5)
+    reset_states(model)
+    expected = model(ids(), training=False).numpy()
+    reset_states(model)
+    np.testing.assert_allclose(FusedModel(model)(tf.constant(ids())).numpy(), expected,
+                               atol=1e-5)
+    reset_states(model)
+    dropped = FusedModel(model)(tf.constant(ids()), training=True).numpy()
+    assert not np.allclose(dropped, expected, atol=1e-3)
+
+
+def test_bench_json_has_positive_figures():
+    r = CliRunner().invoke(main, ["bench", "--json", "--seconds", "2", "--rnn_size", "16",
+                                  "--batch_size", "4", "--seq_length", "8",
+                                  "--sample_streams", "4"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    result = json.loads(r.output)
+    for key in ("train_chars_per_s", "sample_chars_per_s", "sample_batched_chars_per_s",
+                "peak_rss_mb", "gflops"):
+        assert result[key] > 0, key
+
+
+def test_bench_rejects_bad_seconds():
+    r = CliRunner().invoke(main, ["bench", "--seconds", "0"])
+    assert r.exit_code == 2 and "--seconds" in r.output
