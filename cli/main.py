@@ -3,6 +3,9 @@
 import click
 
 import kerasgen
+from kerasgen_cli.corpus import corpus_group
+from kerasgen_cli.evaluate import evaluate_command
+from kerasgen_cli.bench import bench_command
 from kerasgen_cli.sample import sample_command
 from kerasgen_cli.train import train_command
 
@@ -15,6 +18,9 @@ def main():
 
 main.add_command(train_command, "train")
 main.add_command(sample_command, "sample")
+main.add_command(bench_command, "bench")
+main.add_command(evaluate_command, "evaluate")
+main.add_command(corpus_group, "corpus")
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,60 @@
+"""``kerasgen corpus``: build training texts; ``corpus python`` joins Python source files."""
+
+from __future__ import annotations
+
+import click
+
+from kerasgen.corpus import DEFAULT_MAX_CHARS, DEFAULT_MAX_FILE_BYTES
+from kerasgen_cli.errors import library_errors
+from kerasgen_cli.options import option
+
+NON_NEGATIVE = click.IntRange(min=0)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def corpus_group():
+    """Build a training text (an input.txt) from files on disk."""
+
+
+@corpus_group.command("python", context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("paths", nargs=-1, type=click.Path(exists=True))
+@option("--out", default="data/python/input.txt", type=click.Path(dir_okay=False),
+        help="Text file to write (its folder is created); train with --data_dir on its folder.")
+@click.option("--include_tests/--no_include_tests", "--include-tests/--no-include-tests",
+              "include_tests", default=False, show_default=True,
+              help="Keep test code: folders named test, tests, *_test, *_tests and files "
+                   "test_*.py, *_test.py, conftest.py.")
+@click.option("--include_generated/--no_include_generated",
+              "--include-generated/--no-include-generated", "include_generated",
+              default=False, show_default=True,
+              help="Keep files whose first 1000 characters say 'automatically generated', "
+                   "'auto-generated', 'generated from' or 'do not edit'.")
+@option("--max_file_bytes", default=DEFAULT_MAX_FILE_BYTES, type=NON_NEGATIVE,
+        help="Skip files larger than this many bytes (0: no limit).")
+@option("--max_chars", default=DEFAULT_MAX_CHARS, type=NON_NEGATIVE,
+        help="Stop adding files once the next would take the text past this many "
+             "characters (0: no limit; 5M is about a minute per epoch on 2 CPU cores).")
+@library_errors
+def python_command(paths, out, include_tests, include_generated, max_file_bytes, max_chars):
+    """Join the *.py files under PATHS (default: this Python's standard library) into OUT.
+
+    Folders are walked recursively in sorted order, skipping __pycache__,
+    site-packages and hidden folders. Each file is preceded by a comment line
+    "# ==== relative/path.py ====" and followed by two blank lines; newlines
+    become \\n, tabs are kept. Files that are not UTF-8 are skipped, never
+    mangled. The same files always give a byte-identical OUT.
+    """
+    from kerasgen.corpus import SKIP_REASONS, build_python_corpus
+
+    corpus = build_python_corpus(out, paths, include_tests=include_tests,
+                                 include_generated=include_generated,
+                                 max_file_bytes=max_file_bytes, max_chars=max_chars)
+    skipped = ", ".join(f"{corpus.skipped[r]:,} {r.replace('_', ' ')}" for r in SKIP_REASONS
+                        if corpus.skipped.get(r))
+    click.echo(f"{len(corpus.files):,} files, {corpus.chars:,} characters, "
+               f"{corpus.distinct_chars} distinct; skipped {skipped or 'none'}; wrote {out}",
+               err=True)
+
+
+if __name__ == "__main__":
+    corpus_group()

@@ -1,0 +1,295 @@
+"""Evaluate a trained run: held-out loss, and how much of its Python parses.
+
+Held-out loss (``evaluate_loss``): the mean cross-entropy of every next
+character of a text, in nats per character (bits = nats / ln 2). Nothing is
+subsampled: the ids are cut into ``S`` contiguous streams laid out as in
+training (stream ``j`` is ``ids[j*L : (j+1)*L + 1]``, ``L = ceil((len(ids) - 1)
+/ S)``), the tail is padded and the padding masked, so each of the
+``len(ids) - 1`` targets is scored exactly once. The streams are read in chunks
+of ``chunk_length`` steps with the recurrent state carried between chunks; each
+stream starts from a zero state, as validation during training does.
+
+Python syntax (``python_blocks`` / ``syntax_rate``): the fraction of generated
+top-level blocks that ``ast.parse`` accepts. A sample is cut into blocks at
+lines that start a top-level statement: a line whose first character (column 0)
+is neither whitespace nor ``#`` starts a new block unless
+
+- it continues the previous statement: it begins with ``else``, ``elif``,
+  ``except``, ``finally`` (as a word) or a closing ``)``, ``]``, ``}``;
+- it follows a decorator: after a column-0 ``@`` line, the next column-0 line
+  that is not a decorator or closing bracket (the ``def``/``class``) joins its
+  block;
+- the block so far is an incomplete statement, as the standard library's
+  ``codeop.compile_command(block, symbol="exec")`` judges it (returns None):
+  inside an open bracket or triple-quoted string, after a trailing backslash,
+  or a compound statement still waiting for its body. So a docstring with
+  column-0 lines stays one block, while an unclosed bracket followed by a
+  new statement yields one failing block, not a swallowed sample.
+
+Comment and blank lines never start a block; they belong to the block they
+follow. Text before the first line that starts a block is discarded (the
+sample may begin mid-statement), and the last block of each sample is
+excluded (it is cut off by the length limit), so an unterminated
+triple-quoted string runs into that excluded last block. The metric is
+parsed blocks / counted blocks, summed over all samples.
+"""
+
+from __future__ import annotations
+
+import ast
+import codeop
+import math
+import os
+import re
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from kerasgen import data, rundir
+from kerasgen.vocab import Vocabulary
+
+STREAMS = 32  # parallel streams the held-out text is cut into
+CHUNK_LENGTH = 256  # time steps per compiled call
+SYNTAX_SAMPLE_CHARS = 2000
+MAX_SHOWN = 20  # unknown characters named in an error
+
+CONTINUATION = re.compile(r"(?:else|elif|except|finally)\b|[)\]}]")
+CLOSING = re.compile(r"[)\]}]")
+PARSE_ERRORS = (SyntaxError, ValueError, OverflowError, MemoryError, RecursionError)
+
+
+# ---------------------------------------------------------------- held-out loss
+
+def stream_layout(ids: np.ndarray, streams: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Inputs, targets and mask of shape (S, L) covering every target of ``ids`` once.
+
+    Row j holds positions ``j*L .. (j+1)*L - 1`` of ``ids[:-1]`` (inputs) and
+    ``ids[1:]`` (targets); the positions past the end are 0 with mask 0.
+    """
+    if streams < 1:
+        raise ValueError(f"--streams must be at least 1, got {streams}")
+    n = len(ids) - 1  # next-character targets
+    if n < 1:
+        raise ValueError(f"the text has {len(ids)} characters; it needs at least 2 to score "
+                         "one next character")
+    length = math.ceil(n / streams)
+    x = np.zeros(streams * length, np.int32)
+    y = np.zeros(streams * length, np.int32)
+    mask = np.zeros(streams * length, np.float32)
+    x[:n], y[:n], mask[:n] = ids[:-1], ids[1:], 1.0
+    return x.reshape(streams, length), y.reshape(streams, length), mask.reshape(streams, length)
+
+
+def evaluate_loss(model, ids: np.ndarray, chunk_length: int = CHUNK_LENGTH,
+                  jit_compile: bool = False) -> float:
+    """Mean cross-entropy (nats/char) of every next character of ``ids``.
+
+    ``model`` maps ids (S, T) to logits (S, T, vocab) with a static batch size
+    S, the number of streams (``build_model(config, S)``). Its state is reset
+    first and carried from chunk to chunk; a model without stateful layers
+    reads each stream in one call instead.
+    """
+    import tensorflow as tf
+
+    from kerasgen.model import reset_states, rnn_layers
+
+    if chunk_length < 1:
+        raise ValueError(f"chunk_length must be at least 1, got {chunk_length}")
+    streams = int(model.inputs[0].shape[0])
+    x, y, mask = stream_layout(np.asarray(ids), streams)  # (S, L) each
+    steps = min(chunk_length, x.shape[1]) if rnn_layers(model) else x.shape[1]
+    pad = -x.shape[1] % steps  # one chunk shape for every call: no retracing
+    x, y, mask = (np.pad(a, ((0, 0), (0, pad))) for a in (x, y, mask))
+
+    @tf.function(jit_compile=jit_compile)
+    def chunk_loss(x, y, mask):  # (S, T) int32, int32, float32
+        logits = tf.cast(model(x, training=False), tf.float32)  # (S, T, vocab)
+        nats = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits)  # (S, T)
+        return tf.reduce_sum(nats * mask)
+
+    reset_states(model)
+    total = 0.0  # a Python float: the sum over chunks is kept in float64
+    for start in range(0, x.shape[1], steps):
+        cut = slice(start, start + steps)
+        total += float(chunk_loss(tf.constant(x[:, cut]), tf.constant(y[:, cut]),
+                                  tf.constant(mask[:, cut])))
+    return total / (len(ids) - 1)
+
+
+@dataclass(frozen=True)
+class LossResult:
+    nats_per_char: float
+    targets: int  # next characters scored
+    source: str  # which text, in words
+    checkpoint: str
+    step: int | None  # training step of the checkpoint
+    streams: int
+
+    @property
+    def bits_per_char(self) -> float:
+        return self.nats_per_char / math.log(2)
+
+
+def _to_run_ids(ids: np.ndarray, vocab: Vocabulary, run_vocab: Vocabulary, what: str):
+    """Re-map ids of ``vocab`` into ``run_vocab``; characters it lacks raise ValueError."""
+    index = run_vocab.index
+    mapping = np.array([index.get(c, -1) for c in vocab.chars], np.int64)
+    mapped = mapping[ids]
+    if (mapped < 0).any():
+        missing = [vocab.chars[i] for i in np.unique(ids[mapped < 0])]
+        shown = ", ".join(repr(c) for c in missing[:MAX_SHOWN])
+        more = f" and {len(missing) - MAX_SHOWN} more" if len(missing) > MAX_SHOWN else ""
+        raise ValueError(f"{what} has characters the model never saw in training: {shown}"
+                         f"{more}; evaluate on text of the kind it was trained on")
+    return mapped
+
+
+def held_out_ids(run: rundir.Run, data_dir: str | None = None, text_file: str | None = None,
+                 encoding: str | None = None) -> tuple[np.ndarray, str]:
+    """Ids (in the run's vocabulary) of the text to score, and what it is in words.
+
+    ``text_file``: the whole file. Otherwise the validation split of
+    ``data_dir`` (default: the run's training data) cut exactly as training
+    cut it, with the run's ``val_frac``.
+    """
+    train = run.train_config
+    encoding = encoding or train.get("encoding", "utf-8")
+    if text_file is not None:
+        if data_dir is not None:
+            raise ValueError("pass --data_dir or --text, not both")
+        if not os.path.isfile(text_file):
+            raise FileNotFoundError(f"--text {text_file} is not a file")
+        text = data.read_text(text_file, encoding)
+        try:
+            return run.vocab.encode(text), text_file
+        except ValueError as e:  # names the characters the model never saw
+            raise ValueError(f"--text {text_file}: {e}") from None
+
+    if data_dir is None:
+        data_dir = train.get("data_dir")
+        if data_dir is None:
+            raise ValueError(f"{run.save_dir} does not record its training data; "
+                             "pass --data_dir or --text")
+    val_frac = train.get("val_frac", 0.0)
+    if not val_frac:
+        raise ValueError(f"{run.save_dir} was trained with --val_frac 0, so it has no held-out "
+                         "split; pass --text FILE to evaluate on a file")
+    try:
+        vocab, ids = data.load_corpus(data_dir, encoding)
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{e}; or pass --data_dir or --text") from None
+    _, val_ids = data.split(ids, val_frac)
+    path = os.path.join(data_dir, data.INPUT_NAME)
+    what = f"validation split of {path} (last {val_frac * 100:g}%)"
+    return _to_run_ids(val_ids, vocab, run.vocab, f"the {what}"), what
+
+
+def evaluate_run(save_dir: str, checkpoint: str = "best", data_dir: str | None = None,
+                 text_file: str | None = None, encoding: str | None = None,
+                 streams: int = STREAMS, chunk_length: int = CHUNK_LENGTH) -> LossResult:
+    """Held-out loss of the run in ``save_dir`` (see ``held_out_ids`` for which text)."""
+    from kerasgen.model import build_model
+
+    run = rundir.read_run(save_dir)
+    ids, source = held_out_ids(run, data_dir, text_file, encoding)
+    model = build_model(run.model_config, streams)
+    state = rundir.load_checkpoint(save_dir, checkpoint, model)
+    nats = evaluate_loss(model, ids, chunk_length)
+    return LossResult(nats, len(ids) - 1, source, checkpoint, state.get("step"), streams)
+
+
+# ---------------------------------------------------------------- Python syntax
+
+def _is_code_start(line: str) -> bool:
+    """A line starting at column 0 with something other than whitespace or a comment."""
+    return bool(line) and not line[0].isspace() and line[0] != "#"
+
+
+def _incomplete(source: str) -> bool:
+    """Whether ``source`` is an unfinished statement that later lines could complete."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return codeop.compile_command(source, "<sample>", "exec") is None
+        except PARSE_ERRORS:
+            return False
+
+
+def _parses(source: str) -> bool:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. invalid escape sequences in generated strings
+        try:
+            ast.parse(source)
+        except PARSE_ERRORS:
+            return False
+    return True
+
+
+def python_blocks(text: str) -> list[str]:
+    """The complete top-level blocks of one generated sample (see the module docstring).
+
+    Text before the first block and the last (cut-off) block are left out.
+    """
+    # Split at "\n" only: str.splitlines would also break at form feeds and
+    # other characters that Python source treats as ordinary whitespace.
+    lines = [line + "\n" for line in text.split("\n")]
+    lines[-1] = lines[-1][:-1]
+    blocks, current, decorating = [], None, False  # current: lines of the open block
+    for line in lines:
+        if _is_code_start(line):
+            starts = (not CONTINUATION.match(line) and not decorating
+                      and (current is None or not _incomplete("".join(current))))
+            if starts:
+                if current is not None:
+                    blocks.append("".join(current))
+                current = []
+            decorating = line.startswith("@") or (decorating and bool(CLOSING.match(line)))
+        if current is not None:
+            current.append(line)
+    return [b for b in blocks if b.strip()]  # the open block is the cut-off last one
+
+
+def syntax_rate(texts) -> tuple[int, int]:
+    """(blocks that ``ast.parse`` accepts, blocks counted) over all ``texts``."""
+    blocks = [b for text in texts for b in python_blocks(text)]
+    return sum(_parses(b) for b in blocks), len(blocks)
+
+
+@dataclass(frozen=True)
+class SyntaxResult:
+    ok: int  # blocks that parse
+    total: int  # blocks counted
+    samples: int
+    chars: int  # generated characters per sample
+    texts: tuple[str, ...]
+
+    @property
+    def rate(self) -> float | None:
+        return self.ok / self.total if self.total else None
+
+
+def sample_syntax(save_dir: str, checkpoint: str = "best", num_samples: int = 20,
+                  length: int = SYNTAX_SAMPLE_CHARS, options=None,
+                  jit_compile: bool = True) -> SyntaxResult:
+    """Generate ``num_samples`` texts as one batch and measure their ``syntax_rate``.
+
+    Generation starts after a newline (when the vocabulary has one), so the
+    first character is at column 0; the newline is not part of the text.
+    """
+    from kerasgen.model import build_model
+    from kerasgen.sampling import Generator, SamplingOptions
+
+    if num_samples < 1:
+        raise ValueError(f"--python_syntax must be at least 1, got {num_samples}")
+    if length < 1:
+        raise ValueError(f"-n must be at least 1, got {length}")
+    run = rundir.read_run(save_dir)
+    model = build_model(run.model_config, num_samples)
+    rundir.load_checkpoint(save_dir, checkpoint, model)
+    prime = "\n" if "\n" in run.vocab.index else ""
+    ids = Generator(model, run.vocab, jit_compile=jit_compile).generate_ids(
+        length, prime, options or SamplingOptions())  # (N, length)
+    texts = tuple(run.vocab.decode(row) for row in ids)
+    ok, total = syntax_rate(texts)
+    return SyntaxResult(ok, total, num_samples, length, texts)
