@@ -14,3 +14,19 @@ def option(*spellings, **kwargs):
         if s.startswith("--") and "_" in s:
             names.append(s.replace("_", "-"))
     return click.option(*names, show_default=True, **kwargs)
+
+
+class Duration(click.ParamType):
+    """A wall-clock duration: ``600``, ``600s``, ``10m`` or ``1h``, as seconds."""
+
+    name = "duration"
+
+    def convert(self, value, param, ctx):
+        from kerasgen.train import parse_duration
+
+        if isinstance(value, (int, float)):
+            return float(value)
+        try:
+            return parse_duration(value)
+        except ValueError as e:
+            self.fail(str(e), param, ctx)

@@ -8,7 +8,7 @@ import click
 from click.core import ParameterSource
 
 from kerasgen_cli.errors import library_errors
-from kerasgen_cli.options import option
+from kerasgen_cli.options import Duration, option
 
 # ModelConfig fields: with --init_from, any of these not given on the command
 # line is taken from the saved run instead of the default.
@@ -47,6 +47,15 @@ KEEP_PROB = click.FloatRange(0.0, 1.0, min_open=True)
          help="Keep probability of dropout on each recurrent layer's output.")
 @option("--input_keep_prob", default=1.0, type=KEEP_PROB,
          help="Keep probability of dropout on each recurrent layer's input.")
+@option("--time_budget", default=None, type=Duration(),
+         help="Stop after this much wall-clock time (validation included), e.g. 600s, 10m, "
+              "1h; then validate, save and report. [default: none]")
+@option("--lr_schedule", default="epoch", type=click.Choice(["epoch", "cosine"]),
+         help="epoch: multiply by --decay_rate after every epoch (char-rnn). cosine: warm up "
+              "over --warmup_steps, then follow a cosine down to 10%% of --learning_rate at "
+              "the end of --time_budget (or of --num_epochs).")
+@option("--warmup_steps", default=100, type=click.IntRange(min=0),
+         help="Linear learning-rate warm-up steps of --lr_schedule cosine.")
 @option("--val_frac", default=0.1, type=click.FloatRange(0.0, 1.0, max_open=True),
          help="Hold out the LAST fraction of the text for validation (0: none).")
 @option("--seed", default=None, type=int, help="Random seed for weights and dropout.")
@@ -79,7 +88,8 @@ def train_command(ctx, init_from, overwrite, **options):
     result = train(config, model_options, init_from=init_from, overwrite=overwrite,
                    callbacks=[_progress_callback(sys.stdout.isatty())])
     best = "" if result.best_val_loss is None else f", best val loss {result.best_val_loss:.4f}"
-    click.echo(f"done: {result.steps} steps in {result.seconds:.0f}s, "
+    budget = " (time budget spent)" if result.stopped_by_budget else ""
+    click.echo(f"done{budget}: {result.steps} steps in {result.seconds:.0f}s, "
                f"{result.chars_per_s:,.0f} chars/s{best}; model saved in {result.save_dir}",
                err=True)
 
@@ -108,7 +118,9 @@ def _progress_callback(live: bool):
         def on_epoch_end(self, epoch, logs=None):
             val = "" if logs["val_loss"] is None else f"  val_loss {logs['val_loss']:.4f}"
             best = " (best)" if logs["best"] else ""
-            line = (f"epoch {epoch}/{self.num_epochs}  step {int(logs['step'])}/{self.total}  "
+            done = logs["epochs_done"]
+            shown = f"{done:.2f}" if done != int(done) else f"{int(done)}"
+            line = (f"epoch {shown}/{self.num_epochs}  step {int(logs['step'])}/{self.total}  "
                     f"train_loss {logs['loss']:.4f}{val}{best}  "
                     f"chars/s {logs['chars_per_s']:,.0f}  {logs['seconds']:.1f}s "
                     f"+ {logs['boundary_seconds']:.1f}s between epochs "

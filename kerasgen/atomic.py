@@ -11,6 +11,17 @@ import os
 import tempfile
 
 
+def _new_file_mode() -> int:
+    """The mode ``open()`` would give a new file: 0o666 less the umask.
+
+    ``mkstemp`` creates its file 0o600; without this every checkpoint,
+    config and corpus would be private to its owner.
+    """
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str, suffix: str = ""):
     """Yield a temporary path in ``path``'s folder; on success it replaces ``path``.
@@ -24,6 +35,7 @@ def atomic_path(path: str, suffix: str = ""):
                                dir=folder)
     os.close(fd)
     try:
+        os.chmod(tmp, os.stat(path).st_mode & 0o777 if os.path.exists(path) else _new_file_mode())
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())

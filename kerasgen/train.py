@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import shutil
 import signal
 import threading
@@ -46,6 +47,9 @@ class TrainConfig:
     val_frac: float = 0.1
     seed: int | None = None
     jit_compile: bool = False  # XLA-compile the train and eval steps (slower on CPU)
+    time_budget: float | None = None  # seconds of wall clock, validation included
+    lr_schedule: str = "epoch"  # "epoch": * decay_rate per epoch; "cosine": see learning_rate_at
+    warmup_steps: int = 100  # linear warm-up of the cosine schedule
     fused: bool = True  # compute with kerasgen.fused (same math, faster); False: Keras layers
 
     def __post_init__(self):
@@ -63,12 +67,49 @@ class TrainConfig:
             raise ValueError(f"--grad_clip must be > 0, got {self.grad_clip}")
         if not 0 <= self.val_frac < 1:
             raise ValueError(f"--val_frac must be in [0, 1), got {self.val_frac}")
+        if self.time_budget is not None and not self.time_budget > 0:
+            raise ValueError(f"--time_budget must be positive, got {self.time_budget}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"unknown --lr_schedule {self.lr_schedule!r}; choose one of "
+                             + ", ".join(LR_SCHEDULES))
+        if self.warmup_steps < 0:
+            raise ValueError(f"--warmup_steps must be >= 0, got {self.warmup_steps}")
+
+
+LR_SCHEDULES = ("epoch", "cosine")
+COSINE_FLOOR = 0.1  # the cosine schedule ends at this fraction of --learning_rate
+DURATION_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from ``"600"``, ``"600s"``, ``"10m"``, ``"1.5h"``; ValueError otherwise."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([smh]?)\s*", text.lower())
+    if not match or float(match.group(1)) <= 0:
+        raise ValueError(f"{text!r} is not a duration; write e.g. 600s, 10m or 1h")
+    return float(match.group(1)) * DURATION_UNITS[match.group(2) or "s"]
+
+
+def learning_rate_at(config: TrainConfig, epoch: int, step: int, progress: float) -> float:
+    """The learning rate for the next step.
+
+    ``epoch`` (char-rnn's): ``learning_rate * decay_rate ** epoch``.
+    ``cosine``: a linear warm-up over ``warmup_steps``, then a cosine from
+    ``learning_rate`` down to ``COSINE_FLOOR * learning_rate`` as ``progress``
+    (the fraction of the run done: of ``time_budget`` by the wall clock when
+    one is set, else of the steps of ``num_epochs``) goes from 0 to 1.
+    """
+    if config.lr_schedule == "epoch":
+        return config.learning_rate * config.decay_rate ** epoch
+    warmup = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
+    cosine = 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+    return config.learning_rate * warmup * (COSINE_FLOOR + (1.0 - COSINE_FLOOR) * cosine)
 
 
 @dataclass
 class TrainResult:
     steps: int
-    epochs: int
+    epochs: int  # completed epochs
+    stopped_by_budget: bool
     train_loss: float
     val_loss: float | None
     best_val_loss: float | None
@@ -184,7 +225,21 @@ def train(config: TrainConfig, model_options: dict | None = None, init_from: str
     step, epoch = state["step"], state["epoch"]
     train_loss = val_loss = math.nan
     started = time.perf_counter()
+    deadline = None if config.time_budget is None else started + config.time_budget
+    # Seconds kept back from the budget for the final validation and checkpoints:
+    # the last epoch boundary's duration once one has been measured.
+    reserve = None
+    budget_spent = False
+    first_step = step
     train_seconds, trained_steps, total_boundary_seconds = 0.0, 0, 0.0
+    val_steps = 0 if x_val is None else len(x_val)
+
+    def progress() -> float:
+        if deadline is not None:
+            return (time.perf_counter() - started) / config.time_budget
+        return step / total_steps
+
+    lr = learning_rate_at(config, epoch, step, 0.0)
     cbs.on_train_begin({"total_steps": total_steps, "steps_per_epoch": steps_per_epoch,
                         "step": step, "epoch": epoch, "num_epochs": config.num_epochs,
                         "params": count_params(model),
@@ -204,12 +259,12 @@ def train(config: TrainConfig, model_options: dict | None = None, init_from: str
         previous_handler = signal.signal(signal.SIGINT, on_sigint)
     try:
         with writer.as_default():
-            while epoch < config.num_epochs:
-                lr = config.learning_rate * config.decay_rate ** epoch
-                optimizer.learning_rate.assign(lr)
+            while epoch < config.num_epochs and not budget_spent:
                 reset_states(model)
                 epoch_losses, epoch_start = [], time.perf_counter()
                 for x, y in data.make_dataset(x_train, y_train, start=state["batch"]):
+                    lr = learning_rate_at(config, epoch, step, progress())
+                    optimizer.learning_rate.assign(lr)
                     train_loss = float(train_step(x, y))
                     step += 1
                     state.update(step=step, batch=state["batch"] + 1)
@@ -223,6 +278,13 @@ def train(config: TrainConfig, model_options: dict | None = None, init_from: str
                         save("latest")
                     if stop_requested:
                         raise KeyboardInterrupt
+                    if deadline is not None:
+                        if reserve is None:  # before any boundary: validation ~ 1/3 step
+                            seconds_per_step = (time.perf_counter() - started) / (step - first_step)
+                            reserve = 1.0 + val_steps * seconds_per_step / 3
+                        if time.perf_counter() + reserve >= deadline:
+                            budget_spent = True
+                            break
                 epoch_seconds = time.perf_counter() - epoch_start
                 train_seconds += epoch_seconds
                 trained_steps += len(epoch_losses)
@@ -230,8 +292,10 @@ def train(config: TrainConfig, model_options: dict | None = None, init_from: str
                 boundary_start = time.perf_counter()
                 val_loss = validate() if x_val is not None else None
                 val_seconds = time.perf_counter() - boundary_start
-                epoch += 1
-                state.update(epoch=epoch, batch=0, val_loss=val_loss, train_loss=train_loss)
+                if state["batch"] >= steps_per_epoch:  # else the budget ended it part-way
+                    epoch += 1
+                    state.update(epoch=epoch, batch=0)
+                state.update(val_loss=val_loss, train_loss=train_loss)
                 improved = val_loss is not None and (state["best_val_loss"] is None
                                                      or val_loss < state["best_val_loss"])
                 if improved:
@@ -249,11 +313,13 @@ def train(config: TrainConfig, model_options: dict | None = None, init_from: str
                 # the TensorBoard sample and the state reset.
                 boundary_seconds = time.perf_counter() - boundary_start
                 total_boundary_seconds += boundary_seconds
+                reserve = boundary_seconds
                 cbs.on_epoch_end(epoch, {
                     "loss": float(np.mean(epoch_losses)) if epoch_losses else train_loss,
                     "val_loss": val_loss, "chars_per_s": chars_per_s, "step": step,
                     "seconds": epoch_seconds, "best": improved, "val_seconds": val_seconds,
-                    "boundary_seconds": boundary_seconds})
+                    "boundary_seconds": boundary_seconds,
+                    "epochs_done": epoch + state["batch"] / steps_per_epoch})
     except KeyboardInterrupt:
         raise Interrupted(save("latest"), step) from None
     finally:
@@ -261,7 +327,7 @@ def train(config: TrainConfig, model_options: dict | None = None, init_from: str
             signal.signal(signal.SIGINT, previous_handler)
         writer.close()
     result = TrainResult(
-        steps=step, epochs=epoch, train_loss=train_loss, val_loss=val_loss,
+        steps=step, epochs=epoch, stopped_by_budget=budget_spent, train_loss=train_loss, val_loss=val_loss,
         best_val_loss=state["best_val_loss"],
         chars_per_s=trained_steps * chars_per_step / train_seconds if train_seconds else 0.0,
         seconds=time.perf_counter() - started, boundary_seconds=total_boundary_seconds,
@@ -283,8 +349,8 @@ def compile_steps(model, optimizer, fused: bool = True, jit_compile: bool = Fals
 
     from kerasgen.fused import FusedModel
 
+    net = FusedModel(model) if fused else None
     if fused:
-        net = FusedModel(model)
 
         def logits_and_targets(x, y, training):
             # Time-major all the way to the loss: (T, B, V) logits, (T, B) targets.
@@ -299,7 +365,7 @@ def compile_steps(model, optimizer, fused: bool = True, jit_compile: bool = Fals
 
     variables = model.trainable_variables
 
-    @tf.function(jit_compile=jit_compile)
+    @tf.function(jit_compile=jit_compile, autograph=False)  # no tensor-dependent control flow
     def train_step(x, y):
         with tf.GradientTape() as tape:
             logits, targets, states = logits_and_targets(x, y, True)
@@ -309,7 +375,7 @@ def compile_steps(model, optimizer, fused: bool = True, jit_compile: bool = Fals
             net.assign_states(states)
         return loss
 
-    @tf.function(jit_compile=jit_compile)
+    @tf.function(jit_compile=jit_compile, autograph=False)  # no tensor-dependent control flow
     def eval_step(x, y):
         logits, targets, states = logits_and_targets(x, y, False)
         if states is not None:
