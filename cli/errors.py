@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from kerasgen.errors import CheckpointError, DataError
+from kerasgen.errors import CheckpointError, DataError, DistributedError
 
 EXIT_INTERRUPTED = 130  # the shell's code for a Ctrl-C
 
@@ -21,8 +21,8 @@ class UsageFailure(click.ClickException):
 def library_errors(fn):
     """Run a command body, reporting library errors as `Error: ...` lines.
 
-    Problems inside files the user pointed at (DataError, CheckpointError) are
-    runtime errors (exit 1); other ValueError / FileNotFoundError mean the
+    Problems inside files the user pointed at (DataError, CheckpointError) and
+    failed distributed runs (DistributedError) are runtime errors (exit 1); other ValueError / FileNotFoundError mean the
     arguments were wrong (exit 2).
     """
 
@@ -38,7 +38,7 @@ def library_errors(fn):
         except KeyboardInterrupt:  # before training started: nothing to save
             click.echo("\ninterrupted", err=True)
             sys.exit(EXIT_INTERRUPTED)
-        except (DataError, CheckpointError) as e:
+        except (DataError, CheckpointError, DistributedError) as e:
             raise click.ClickException(str(e)) from None
         except (ValueError, FileNotFoundError) as e:
             raise UsageFailure(str(e)) from None

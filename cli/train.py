@@ -62,9 +62,18 @@ KEEP_PROB = click.FloatRange(0.0, 1.0, min_open=True)
 @click.option("--jit_compile/--no_jit_compile", "--jit-compile/--no-jit-compile", "jit_compile",
               default=False, show_default=True,
               help="XLA-compile the training and validation steps.")
-@click.option("--fused/--no_fused", " /--no-fused", "fused", default=True, show_default=True,
+@click.option("--fused/--no_fused", " /--no-fused", "fused", default=None,
               help="Compute with the fused fast path (same weights and math as the Keras "
-                   "layers, faster); --no_fused calls the Keras layers.")
+                   "layers, faster on a CPU); --no_fused calls the Keras layers (cuDNN on a "
+                   "GPU). [default: fused unless a GPU is visible]")
+@option("--strategy", default="default",
+         type=click.Choice(["auto", "default", "mirrored", "multiworker"]),
+         help="tf.distribute strategy: auto (mirrored when more than one GPU is visible), "
+              "default (one device), mirrored (all local GPUs), multiworker (the cluster in "
+              "TF_CONFIG). --batch_size is the global batch.")
+@option("--mixed_precision", is_flag=True, default=False,
+         help="Compute in float16 with float32 logits and loss (for GPUs; uses the Keras "
+              "layers, so cuDNN on a GPU).")
 @option("--overwrite", is_flag=True, default=False,
          help="Replace a trained model already in --save_dir instead of refusing.")
 @click.pass_context

@@ -12,3 +12,7 @@ class DataError(ValueError):
 
 class CheckpointError(ValueError):
     """A run folder or checkpoint file is missing pieces, corrupt or truncated."""
+
+
+class DistributedError(RuntimeError):
+    """Multi-device or multi-worker training failed (e.g. a worker died)."""

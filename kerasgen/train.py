@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kerasgen import atomic, data, rundir
+from kerasgen.errors import DistributedError
 from kerasgen.model import ModelConfig, build_model, count_params, reset_states
 
 TENSORBOARD_SAMPLE_CHARS = 300  # length of the text sample logged at each epoch end
@@ -50,7 +51,11 @@ class TrainConfig:
     time_budget: float | None = None  # seconds of wall clock, validation included
     lr_schedule: str = "epoch"  # "epoch": * decay_rate per epoch; "cosine": see learning_rate_at
     warmup_steps: int = 100  # linear warm-up of the cosine schedule
-    fused: bool = True  # compute with kerasgen.fused (same math, faster); False: Keras layers
+    # Compute with kerasgen.fused (same math, faster on a CPU); False: the Keras
+    # layers (cuDNN on a GPU); None: fused unless a GPU is visible.
+    fused: bool | None = None
+    strategy: str = "default"  # kerasgen.distribute.STRATEGIES
+    mixed_precision: bool = False  # mixed_float16 compute, float32 logits and loss (GPU)
 
     def __post_init__(self):
         for name in ("seq_length", "batch_size", "num_epochs"):
@@ -74,6 +79,9 @@ class TrainConfig:
                              + ", ".join(LR_SCHEDULES))
         if self.warmup_steps < 0:
             raise ValueError(f"--warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.mixed_precision and self.strategy in ("mirrored", "multiworker"):
+            raise ValueError("--mixed_precision runs on one device for now; drop it or use "
+                             "--strategy default")
 
 
 LR_SCHEDULES = ("epoch", "cosine")
@@ -155,10 +163,40 @@ def train(config: TrainConfig, model_options: dict | None = None, init_from: str
     Raises Interrupted (after saving) on Ctrl-C.
     """
     import keras
+
+    from kerasgen import distribute
+
+    # First: a multi-worker strategy must exist before TensorFlow starts its runtime.
+    strategy = distribute.make_strategy(config.strategy)
+    if config.mixed_precision:
+        previous_policy = keras.mixed_precision.global_policy()
+        keras.mixed_precision.set_global_policy("mixed_float16")
+        try:
+            return _train(config, model_options, init_from, callbacks, overwrite, strategy)
+        finally:
+            keras.mixed_precision.set_global_policy(previous_policy)
+    return _train(config, model_options, init_from, callbacks, overwrite, strategy)
+
+
+def _train(config, model_options, init_from, callbacks, overwrite, strategy) -> TrainResult:
+    import keras
     import tensorflow as tf
 
+    from kerasgen import distribute
+
     save_dir = config.save_dir
-    if init_from is None and not overwrite and any(
+    # Only the chief writes (and checks) the run folder; other workers of a
+    # multi-worker run keep nothing.
+    chief = distribute.is_chief(strategy)
+    distributed = strategy.num_replicas_in_sync > 1 or not chief or \
+        config.strategy == "multiworker"
+    fused = config.fused
+    if fused is None:
+        fused = distributed or not tf.config.list_physical_devices("GPU")
+    if distributed and not fused:
+        raise ValueError("--no_fused works on one device only; drop it to train with "
+                         f"--strategy {config.strategy}")
+    if chief and init_from is None and not overwrite and any(
             os.path.isfile(rundir.checkpoint_path(save_dir, w)) for w in rundir.CHECKPOINTS):
         raise ValueError(f"{save_dir} already holds a trained model; continue it with "
                          f"--init_from {save_dir}, or pick another --save_dir")
@@ -188,37 +226,45 @@ def train(config: TrainConfig, model_options: dict | None = None, init_from: str
     total_steps = steps_per_epoch * config.num_epochs
     chars_per_step = config.batch_size * config.seq_length
 
-    model = build_model(model_config, config.batch_size)
-    optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate,
-                                      global_clipnorm=config.grad_clip)
-    optimizer.build(model.trainable_variables)
-    state = {"step": 0, "epoch": 0, "batch": 0, "best_val_loss": None}
-    if run is not None:
-        state.update(rundir.load_checkpoint(init_from, "latest", model, optimizer))
-        if state["batch"] >= steps_per_epoch:  # the text shrank since: start a fresh epoch
-            state["epoch"], state["batch"] = state["epoch"] + 1, 0
+    with strategy.scope():
+        # Under a strategy each replica runs its share of the streams.
+        model = build_model(model_config, distribute.replica_batch(config.batch_size, strategy))
+        optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate,
+                                          global_clipnorm=config.grad_clip)
+        if config.mixed_precision:  # scales the loss so float16 gradients do not underflow
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizer.build(model.trainable_variables)
+        state = {"step": 0, "epoch": 0, "batch": 0, "best_val_loss": None}
+        if run is not None:
+            state.update(rundir.load_checkpoint(init_from, "latest", model, optimizer))
+            if state["batch"] >= steps_per_epoch:  # the text shrank: start a fresh epoch
+                state["epoch"], state["batch"] = state["epoch"] + 1, 0
+        if distributed:
+            steps = distribute.DistributedSteps(strategy, model, optimizer, config.batch_size,
+                                                config.jit_compile)
+        else:
+            steps = _SingleDeviceSteps(model, optimizer, fused=fused and not
+                                       config.mixed_precision, jit_compile=config.jit_compile)
 
-    rundir.write_run(save_dir, model_config, dataclasses.asdict(config), vocab)
-    if run is not None and os.path.abspath(init_from) != os.path.abspath(save_dir) \
+    if chief:
+        rundir.write_run(save_dir, model_config, dataclasses.asdict(config), vocab)
+    if chief and run is not None and os.path.abspath(init_from) != os.path.abspath(save_dir) \
             and run.has_checkpoint("best"):
         with atomic.atomic_path(rundir.checkpoint_path(save_dir, "best"), suffix=".h5") as tmp:
             shutil.copyfile(rundir.checkpoint_path(init_from, "best"), tmp)
 
-    train_step, eval_step = compile_steps(model, optimizer, fused=config.fused,
-                                          jit_compile=config.jit_compile)
-
     def validate() -> float:
-        reset_states(model)
-        losses = [eval_step(x, y) for x, y in data.make_dataset(x_val, y_val)]
-        return float(np.mean([float(v) for v in losses]))
+        return steps.evaluate_batches(data.make_dataset(x_val, y_val))
 
     log_dir = os.path.join(config.log_dir, f"{os.path.basename(os.path.abspath(save_dir))}-"
                                            f"{time.strftime('%Y%m%d-%H%M%S')}")
-    writer = tf.summary.create_file_writer(log_dir)
+    writer = tf.summary.create_file_writer(log_dir) if chief else tf.summary.create_noop_writer()
     sampler = _EpochSampler(model_config, vocab)
     cbs = keras.callbacks.CallbackList(list(callbacks), model=model)
 
     def save(which: str) -> str:
+        if not chief:
+            return rundir.checkpoint_path(save_dir, which) + " (by the chief)"
         return rundir.save_checkpoint(save_dir, which, model,
                                       optimizer if which == "latest" else None, dict(state))
 
@@ -260,12 +306,12 @@ def train(config: TrainConfig, model_options: dict | None = None, init_from: str
     try:
         with writer.as_default():
             while epoch < config.num_epochs and not budget_spent:
-                reset_states(model)
+                steps.reset()
                 epoch_losses, epoch_start = [], time.perf_counter()
                 for x, y in data.make_dataset(x_train, y_train, start=state["batch"]):
                     lr = learning_rate_at(config, epoch, step, progress())
                     optimizer.learning_rate.assign(lr)
-                    train_loss = float(train_step(x, y))
+                    train_loss = steps.train(x, y)
                     step += 1
                     state.update(step=step, batch=state["batch"] + 1)
                     epoch_losses.append(train_loss)
@@ -307,7 +353,8 @@ def train(config: TrainConfig, model_options: dict | None = None, init_from: str
                 tf.summary.scalar("chars_per_s", chars_per_s, step=step)
                 if val_loss is not None:
                     tf.summary.scalar("loss/val", val_loss, step=step)
-                tf.summary.text("sample", sampler.sample(model), step=step)
+                if chief:
+                    tf.summary.text("sample", sampler.sample(model), step=step)
                 writer.flush()
                 # Everything between two epochs' training: validation, checkpoints,
                 # the TensorBoard sample and the state reset.
@@ -322,6 +369,18 @@ def train(config: TrainConfig, model_options: dict | None = None, init_from: str
                     "epochs_done": epoch + state["batch"] / steps_per_epoch})
     except KeyboardInterrupt:
         raise Interrupted(save("latest"), step) from None
+    except tf.errors.OpError as e:
+        if not distributed:
+            raise
+        # A worker died or stopped answering; the last checkpoint is intact.
+        what = ("a worker died or stopped answering"
+                if isinstance(e, (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
+                                  tf.errors.CancelledError, tf.errors.AbortedError))
+                else str(e).strip().splitlines()[0][:200])
+        raise DistributedError(
+            f"distributed training failed at step {step} ({type(e).__name__}: {what}); the "
+            f"latest checkpoint in {save_dir} is intact: continue with --init_from "
+            f"{save_dir}") from None
     finally:
         if previous_handler is not None:
             signal.signal(signal.SIGINT, previous_handler)
@@ -334,6 +393,24 @@ def train(config: TrainConfig, model_options: dict | None = None, init_from: str
         save_dir=save_dir, log_dir=log_dir)
     cbs.on_train_end(dataclasses.asdict(result))
     return result
+
+
+class _SingleDeviceSteps:
+    """The one-device steps behind the same interface as ``distribute.DistributedSteps``."""
+
+    def __init__(self, model, optimizer, fused: bool, jit_compile: bool):
+        self.model = model
+        self.train_step, self.eval_step = compile_steps(model, optimizer, fused, jit_compile)
+
+    def reset(self) -> None:
+        reset_states(self.model)
+
+    def train(self, x, y) -> float:
+        return float(self.train_step(x, y))
+
+    def evaluate_batches(self, batches) -> float:
+        reset_states(self.model)
+        return float(np.mean([float(self.eval_step(x, y)) for x, y in batches]))
 
 
 def compile_steps(model, optimizer, fused: bool = True, jit_compile: bool = False):
@@ -369,8 +446,9 @@ def compile_steps(model, optimizer, fused: bool = True, jit_compile: bool = Fals
     def train_step(x, y):
         with tf.GradientTape() as tape:
             logits, targets, states = logits_and_targets(x, y, True)
-            loss = mean_loss(targets, logits)
-        optimizer.apply(tape.gradient(loss, variables), variables)
+            loss = mean_loss(targets, tf.cast(logits, tf.float32))
+            scaled = optimizer.scale_loss(loss)  # the loss itself unless mixed precision
+        optimizer.apply(tape.gradient(scaled, variables), variables)
         if states is not None:
             net.assign_states(states)
         return loss
@@ -380,7 +458,7 @@ def compile_steps(model, optimizer, fused: bool = True, jit_compile: bool = Fals
         logits, targets, states = logits_and_targets(x, y, False)
         if states is not None:
             net.assign_states(states)
-        return mean_loss(targets, logits)
+        return mean_loss(targets, tf.cast(logits, tf.float32))
 
     return train_step, eval_step
 

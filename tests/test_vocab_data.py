@@ -78,3 +78,20 @@ def test_tiny_shakespeare_download_failure_says_where_to_put_it(tmp_path, monkey
     with pytest.raises(FileNotFoundError, match="save it as"):
         data.load_corpus(str(target))
     assert not (target / "input.txt").exists()
+
+
+def test_atomic_writes_get_normal_file_permissions(tmp_path):
+    import os
+    import stat
+
+    from kerasgen import atomic
+
+    old = os.umask(0o022)
+    try:
+        atomic.write_text(str(tmp_path / "a.txt"), "x")
+        assert stat.S_IMODE(os.stat(tmp_path / "a.txt").st_mode) == 0o644
+        os.chmod(tmp_path / "a.txt", 0o600)  # a replaced file keeps its mode
+        atomic.write_text(str(tmp_path / "a.txt"), "y")
+        assert stat.S_IMODE(os.stat(tmp_path / "a.txt").st_mode) == 0o600
+    finally:
+        os.umask(old)
