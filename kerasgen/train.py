@@ -276,7 +276,7 @@ def _train(config, model_options, init_from, callbacks, overwrite, strategy) -> 
     # the last epoch boundary's duration once one has been measured.
     reserve = None
     budget_spent = False
-    first_step = step
+    first_step, first_step_seconds = step, 0.0
     train_seconds, trained_steps, total_boundary_seconds = 0.0, 0, 0.0
     val_steps = 0 if x_val is None else len(x_val)
 
@@ -325,10 +325,16 @@ def _train(config, model_options, init_from, callbacks, overwrite, strategy) -> 
                     if stop_requested:
                         raise KeyboardInterrupt
                     if deadline is not None:
-                        if reserve is None:  # before any boundary: validation ~ 1/3 step
-                            seconds_per_step = (time.perf_counter() - started) / (step - first_step)
-                            reserve = 1.0 + val_steps * seconds_per_step / 3
-                        if time.perf_counter() + reserve >= deadline:
+                        if step - first_step == 1:
+                            first_step_seconds = time.perf_counter() - started  # compiles
+                        elif reserve is None:
+                            # Before any boundary: an eval step costs about a third of a
+                            # training step, and compiling it about half the first step.
+                            seconds_per_step = ((time.perf_counter() - started - first_step_seconds)
+                                                / (step - first_step - 1))
+                            reserve = (1.0 + first_step_seconds / 2
+                                       + val_steps * seconds_per_step / 3)
+                        if reserve is not None and time.perf_counter() + reserve >= deadline:
                             budget_spent = True
                             break
                 epoch_seconds = time.perf_counter() - epoch_start
