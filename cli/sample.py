@@ -33,12 +33,16 @@ from kerasgen_cli.options import option
          help="Generate this many independent samples together as one batch.")
 @option("--checkpoint", default="best", type=click.Choice(["best", "latest"]),
          help="Weights to use: lowest validation loss, or the newest.")
+@click.option("--jit_compile/--no_jit_compile", "--jit-compile/--no-jit-compile", "jit_compile",
+              default=True, show_default=True,
+              help="XLA-compile the sampling loop: about 5x faster, but compiling takes about "
+                   "120 MB more peak memory.")
 @option("--output", "-o", "output", default=None, type=click.Path(dir_okay=False),
          help="Also write the text to this file (UTF-8).")
 @click.pass_context
 @library_errors
 def sample_command(ctx, save_dir, n, prime, sample, temperature, top_k, top_p, seed,
-                   num_samples, checkpoint, output):
+                   num_samples, checkpoint, jit_compile, output):
     """Generate text from the model in SAVE_DIR."""
     from kerasgen import atomic, rundir
     from kerasgen.model import build_model, configure_cpu_threads
@@ -61,7 +65,7 @@ def sample_command(ctx, save_dir, n, prime, sample, temperature, top_k, top_p, s
         seed = int.from_bytes(os.urandom(4), "little")
     model = build_model(run.model_config, num_samples)
     rundir.load_checkpoint(save_dir, checkpoint, model)
-    texts = Generator(model, run.vocab).generate(
+    texts = Generator(model, run.vocab, jit_compile=jit_compile).generate(
         n, prime, SamplingOptions(sample=sample, temperature=temperature, top_k=top_k,
                                   top_p=top_p, seed=seed))
     text = "\n\n----\n\n".join(texts) + "\n"

@@ -51,6 +51,9 @@ def test_sample_prints_real_text_without_training_data(trained, tmp_path):
     again = run(["sample", "--save_dir", str(save), "-n", "200", "--prime", r"KING\n",
                  "--seed", "3"])
     assert again.output == r.output  # same seed, same text
+    plain = run(["sample", "--save_dir", str(save), "-n", "200", "--prime", r"KING\n",
+                 "--seed", "3", "--no_jit_compile"])
+    assert plain.output == r.output  # the compiled and the plain loop draw the same ids
     out = tmp_path / "out.txt"
     r = run(["sample", "--save_dir", str(save), "-n", "50", "--num_samples", "3",
              "--checkpoint", "latest", "-o", str(out), "--seed", "1"])
