@@ -29,8 +29,9 @@ KEEP_PROB = click.FloatRange(0.0, 1.0, min_open=True)
          help="Save the latest checkpoint every N steps (and at every epoch end).")
 @option("--init_from", default=None, type=click.Path(file_okay=False),
          help="Continue training the run in this folder (weights, optimizer, counters).")
-@option("--model", default="lstm", type=click.Choice(["lstm", "gru", "rnn"]),
-         help="Recurrent cell type.")
+@option("--model", default="lstm", type=click.Choice(["lstm", "gru", "rnn", "bigram"]),
+         help="Recurrent cell type, or bigram: the next character from the current one only "
+              "(a V x V table; the baseline).")
 @option("--rnn_size", default=128, type=POSITIVE, help="Units per recurrent layer.")
 @option("--num_layers", default=2, type=POSITIVE, help="Number of recurrent layers.")
 @option("--seq_length", default=50, type=POSITIVE, help="Characters per stream per step.")
@@ -127,8 +128,8 @@ def _progress_callback(live: bool):
         def on_epoch_end(self, epoch, logs=None):
             val = "" if logs["val_loss"] is None else f"  val_loss {logs['val_loss']:.4f}"
             best = " (best)" if logs["best"] else ""
-            done = logs["epochs_done"]
-            shown = f"{done:.2f}" if done != int(done) else f"{int(done)}"
+            partial = int(logs["partial_steps"])  # steps of an epoch cut short by the budget
+            shown = f"{epoch} + {partial} steps" if partial else f"{epoch}"
             line = (f"epoch {shown}/{self.num_epochs}  step {int(logs['step'])}/{self.total}  "
                     f"train_loss {logs['loss']:.4f}{val}{best}  "
                     f"chars/s {logs['chars_per_s']:,.0f}  {logs['seconds']:.1f}s "

@@ -11,7 +11,8 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-MODEL_FAMILIES = ("lstm", "gru", "rnn")
+RNN_FAMILIES = ("lstm", "gru", "rnn")
+MODEL_FAMILIES = ("bigram",) + RNN_FAMILIES
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,8 @@ class ModelConfig:
 
 
 def rnn_layer_names(config: ModelConfig) -> list[str]:
+    if config.model not in RNN_FAMILIES:
+        return []
     return [f"{config.model}_{i + 1}" for i in range(config.num_layers)]
 
 
@@ -64,6 +67,8 @@ def build_model(config: ModelConfig, batch_size: int, stateful: bool = True):
     """
     import keras
 
+    if config.model == "bigram":
+        return _build_bigram(config, batch_size)
     rnn_class = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU,
                  "rnn": keras.layers.SimpleRNN}[config.model]
     ids = keras.Input(batch_shape=(batch_size, None), dtype="int32", name="ids")  # (B, T)
@@ -85,6 +90,20 @@ def build_model(config: ModelConfig, batch_size: int, stateful: bool = True):
     # float32 logits even under a mixed-precision policy: softmax and loss need the range.
     logits = keras.layers.Dense(config.vocab_size, name="logits", dtype="float32")(x)  # (B, T, vocab)
     return keras.Model(ids, logits, name=f"char_{config.model}")
+
+
+def _build_bigram(config: ModelConfig, batch_size: int):
+    """The baseline: the next character's logits from the current character alone.
+
+    One (V, V) table, row = current id, no recurrent state; ``rnn_size`` and
+    ``num_layers`` do not apply. Named ``logits`` like the other models' output.
+    """
+    import keras
+
+    ids = keras.Input(batch_shape=(batch_size, None), dtype="int32", name="ids")  # (B, T)
+    logits = keras.layers.Embedding(config.vocab_size, config.vocab_size, name="logits",
+                                    embeddings_initializer="zeros", dtype="float32")(ids)
+    return keras.Model(ids, logits, name="char_bigram")  # (B, T, vocab)
 
 
 def rnn_layers(model) -> list:

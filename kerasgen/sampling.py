@@ -133,9 +133,10 @@ class Generator:
         import tensorflow as tf
 
         from kerasgen.fused import FusedModel
+        from kerasgen.model import rnn_layers
 
         self.model = model
-        self.net = FusedModel(model) if fused else None
+        self.net = FusedModel(model) if fused and rnn_layers(model) else None
         self.vocab = vocab
         self.batch = int(model.inputs[0].shape[0])
         self.space_id = vocab.index.get(" ", -1)

@@ -190,12 +190,6 @@ def _train(config, model_options, init_from, callbacks, overwrite, strategy) -> 
     chief = distribute.is_chief(strategy)
     distributed = strategy.num_replicas_in_sync > 1 or not chief or \
         config.strategy == "multiworker"
-    fused = config.fused
-    if fused is None:
-        fused = distributed or not tf.config.list_physical_devices("GPU")
-    if distributed and not fused:
-        raise ValueError("--no_fused works on one device only; drop it to train with "
-                         f"--strategy {config.strategy}")
     if chief and init_from is None and not overwrite and any(
             os.path.isfile(rundir.checkpoint_path(save_dir, w)) for w in rundir.CHECKPOINTS):
         raise ValueError(f"{save_dir} already holds a trained model; continue it with "
@@ -209,6 +203,16 @@ def _train(config, model_options, init_from, callbacks, overwrite, strategy) -> 
             raise ValueError(f"--init_from {init_from} has no latest checkpoint to continue from")
         ids = _check_resumable(run, model_config, vocab)[ids]
         vocab, model_config = run.vocab, run.model_config
+    fused = config.fused
+    if fused is None:
+        fused = distributed or not tf.config.list_physical_devices("GPU")
+    if model_config.model == "bigram":
+        if distributed:
+            raise ValueError("--model bigram trains on one device; drop --strategy")
+        fused = False  # nothing to fuse: one table lookup
+    if distributed and not fused:
+        raise ValueError("--no_fused works on one device only; drop it to train with "
+                         f"--strategy {config.strategy}")
 
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
@@ -372,7 +376,8 @@ def _train(config, model_options, init_from, callbacks, overwrite, strategy) -> 
                     "val_loss": val_loss, "chars_per_s": chars_per_s, "step": step,
                     "seconds": epoch_seconds, "best": improved, "val_seconds": val_seconds,
                     "boundary_seconds": boundary_seconds,
-                    "epochs_done": epoch + state["batch"] / steps_per_epoch})
+                    "epochs_done": epoch + state["batch"] / steps_per_epoch,
+                    "partial_steps": state["batch"]})  # > 0: the budget ended an epoch early
     except KeyboardInterrupt:
         raise Interrupted(save("latest"), step) from None
     except tf.errors.OpError as e:
