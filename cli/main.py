@@ -3,9 +3,10 @@
 import click
 
 import kerasgen
+from kerasgen_cli.bench import bench_command
+from kerasgen_cli.compare import compare_command
 from kerasgen_cli.corpus import corpus_group
 from kerasgen_cli.evaluate import evaluate_command
-from kerasgen_cli.bench import bench_command
 from kerasgen_cli.sample import sample_command
 from kerasgen_cli.train import train_command
 
@@ -21,6 +22,7 @@ main.add_command(sample_command, "sample")
 main.add_command(bench_command, "bench")
 main.add_command(evaluate_command, "evaluate")
 main.add_command(corpus_group, "corpus")
+main.add_command(compare_command, "compare")
 
 if __name__ == "__main__":
     main()

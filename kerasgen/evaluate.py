@@ -199,6 +199,52 @@ def evaluate_run(save_dir: str, checkpoint: str = "best", data_dir: str | None =
     return LossResult(nats, len(ids) - 1, source, checkpoint, state.get("step"), streams)
 
 
+# ---------------------------------------------------------------- comparing runs
+
+@dataclass(frozen=True)
+class RunSummary:
+    save_dir: str
+    model: str  # family and size, e.g. "lstm 2x128"
+    level: str
+    params: int
+    train_seconds: float | None  # in training steps, over the run and its continuations
+    chars_per_s: float | None
+    loss: LossResult
+
+
+def compare_runs(save_dirs, data_dir: str | None = None, checkpoint: str = "best",
+                 streams: int = STREAMS) -> list[RunSummary]:
+    """Summaries of runs scored on one held-out text: the validation split of
+    ``data_dir`` (default: the first run's training data), cut by each run's
+    own ``val_frac``; the runs must agree on it, so every row scores the same
+    characters.
+    """
+    from kerasgen.model import build_model, count_params
+
+    save_dirs = list(save_dirs)
+    if not save_dirs:
+        raise ValueError("give at least one run folder to compare")
+    runs = [rundir.read_run(d) for d in save_dirs]
+    data_dir = data_dir or runs[0].train_config.get("data_dir")
+    fracs = {run.train_config.get("val_frac") for run in runs}
+    if len(fracs) > 1:
+        raise ValueError("the runs held out different fractions (--val_frac "
+                         + ", ".join(str(f) for f in sorted(fracs, key=str))
+                         + "), so their validation splits differ; compare runs with the same one")
+    rows = []
+    for save_dir, run in zip(save_dirs, runs):
+        which = checkpoint if run.has_checkpoint(checkpoint) else "latest"
+        loss = evaluate_run(save_dir, which, data_dir=data_dir, streams=streams)
+        state = rundir.read_checkpoint_state(save_dir, which)
+        seconds = state.get("train_seconds")
+        config = run.model_config
+        size = "" if config.model == "bigram" else f" {config.num_layers}x{config.rnn_size}"
+        rows.append(RunSummary(
+            save_dir, config.model + size, "char", count_params(build_model(config, 1)),
+            seconds, state.get("train_chars", 0) / seconds if seconds else None, loss))
+    return rows
+
+
 # ---------------------------------------------------------------- Python syntax
 
 def _is_code_start(line: str) -> bool:

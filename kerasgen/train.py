@@ -238,7 +238,10 @@ def _train(config, model_options, init_from, callbacks, overwrite, strategy) -> 
         if config.mixed_precision:  # scales the loss so float16 gradients do not underflow
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         optimizer.build(model.trainable_variables)
-        state = {"step": 0, "epoch": 0, "batch": 0, "best_val_loss": None}
+        # train_seconds / train_chars: time in training steps and characters
+        # trained, over every run that continued this one (for kerasgen compare).
+        state = {"step": 0, "epoch": 0, "batch": 0, "best_val_loss": None,
+                 "train_seconds": 0.0, "train_chars": 0}
         if run is not None:
             state.update(rundir.load_checkpoint(init_from, "latest", model, optimizer))
             if state["batch"] >= steps_per_epoch:  # the text shrank: start a fresh epoch
@@ -343,6 +346,9 @@ def _train(config, model_options, init_from, callbacks, overwrite, strategy) -> 
                             break
                 epoch_seconds = time.perf_counter() - epoch_start
                 train_seconds += epoch_seconds
+                state.update(train_seconds=state.get("train_seconds", 0.0) + epoch_seconds,
+                             train_chars=state.get("train_chars", 0)
+                             + len(epoch_losses) * chars_per_step)
                 trained_steps += len(epoch_losses)
                 chars_per_s = len(epoch_losses) * chars_per_step / max(epoch_seconds, 1e-9)
                 boundary_start = time.perf_counter()

@@ -58,3 +58,29 @@ def test_bigram_from_the_cli(data_dir, tmp_path):
     r = CliRunner().invoke(main, ["evaluate", "--save_dir", str(save), "--json"],
                            catch_exceptions=False)
     assert r.exit_code == 0, r.output
+
+
+def test_compare_scores_runs_on_the_same_characters(data_dir, tmp_path):
+    import json
+
+    from conftest import TINY_TRAIN
+
+    runs = []
+    for family in ("bigram", "lstm"):
+        save = tmp_path / family
+        r = CliRunner().invoke(main, ["train", "--model", family, "--data_dir", str(data_dir),
+                                      "--save_dir", str(save), "--log_dir",
+                                      str(tmp_path / "logs"), "--num_epochs", "2",
+                                      *TINY_TRAIN], catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+        runs.append(str(save))
+    r = CliRunner().invoke(main, ["compare", *runs, "--json"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(line) for line in r.output.splitlines()]
+    assert [row["model"] for row in rows] == ["bigram", "lstm 2x16"]
+    assert rows[0]["loss"]["targets"] == rows[1]["loss"]["targets"] > 0
+    for row in rows:
+        assert row["params"] > 0 and row["train_seconds"] > 0 and row["chars_per_s"] > 0
+        assert np.isfinite(row["loss"]["nats_per_char"])
+    table = CliRunner().invoke(main, ["compare", *runs], catch_exceptions=False).output
+    assert "bigram" in table and "lstm 2x16" in table and "nats/char" in table
