@@ -7,19 +7,12 @@ import json
 import click
 
 from kerasgen_cli.errors import library_errors
-from kerasgen_cli.options import option
-
-POSITIVE = click.IntRange(min=1)
+from kerasgen_cli.options import POSITIVE, model_shape_options, option
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@option("--model", default="lstm", type=click.Choice(["lstm", "gru", "rnn"]),
-         help="Recurrent cell type.")
-@option("--rnn_size", default=128, type=POSITIVE, help="Units per recurrent layer.")
-@option("--num_layers", default=2, type=POSITIVE, help="Number of recurrent layers.")
+@model_shape_options()
 @option("--vocab_size", default=65, type=POSITIVE, help="Vocabulary size (tiny Shakespeare: 65).")
-@option("--batch_size", default=50, type=POSITIVE, help="Training streams per step.")
-@option("--seq_length", default=50, type=POSITIVE, help="Characters per stream per step.")
 @option("--seconds", default=10.0, type=click.FloatRange(0.0, min_open=True),
          help="Timed seconds per measurement (training, 1-stream and N-stream sampling), "
               "after a warm-up.")

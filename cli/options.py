@@ -2,6 +2,9 @@
 
 import click
 
+POSITIVE = click.IntRange(min=1)
+RNN_FAMILIES = ["lstm", "gru", "rnn"]
+
 
 def option(*spellings, **kwargs):
     """``click.option`` that also accepts ``--batch-size`` for ``--batch_size``.
@@ -30,3 +33,23 @@ class Duration(click.ParamType):
             return parse_duration(value)
         except ValueError as e:
             self.fail(str(e), param, ctx)
+
+
+def model_shape_options(families=RNN_FAMILIES, model_help="Recurrent cell type."):
+    """``--model --rnn_size --num_layers --seq_length --batch_size``, as train and bench share them."""
+    options = [
+        option("--model", default="lstm", type=click.Choice(families), help=model_help),
+        option("--rnn_size", default=128, type=POSITIVE, help="Units per recurrent layer."),
+        option("--num_layers", default=2, type=POSITIVE, help="Number of recurrent layers."),
+        option("--seq_length", default=50, type=POSITIVE,
+               help="Characters per stream per step."),
+        option("--batch_size", default=50, type=POSITIVE,
+               help="Parallel streams per training step."),
+    ]
+
+    def decorate(fn):
+        for add in reversed(options):
+            fn = add(fn)
+        return fn
+
+    return decorate

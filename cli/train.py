@@ -8,12 +8,12 @@ import click
 from click.core import ParameterSource
 
 from kerasgen_cli.errors import library_errors
-from kerasgen_cli.options import Duration, option
+from kerasgen_cli.options import (POSITIVE, RNN_FAMILIES, Duration, model_shape_options,
+                                  option)
 
 # ModelConfig fields: with --init_from, any of these not given on the command
 # line is taken from the saved run instead of the default.
 MODEL_FLAGS = ("model", "rnn_size", "num_layers", "input_keep_prob", "output_keep_prob")
-POSITIVE = click.IntRange(min=1)
 KEEP_PROB = click.FloatRange(0.0, 1.0, min_open=True)
 
 
@@ -29,13 +29,9 @@ KEEP_PROB = click.FloatRange(0.0, 1.0, min_open=True)
          help="Save the latest checkpoint every N steps (and at every epoch end).")
 @option("--init_from", default=None, type=click.Path(file_okay=False),
          help="Continue training the run in this folder (weights, optimizer, counters).")
-@option("--model", default="lstm", type=click.Choice(["lstm", "gru", "rnn", "bigram"]),
-         help="Recurrent cell type, or bigram: the next character from the current one only "
-              "(a V x V table; the baseline).")
-@option("--rnn_size", default=128, type=POSITIVE, help="Units per recurrent layer.")
-@option("--num_layers", default=2, type=POSITIVE, help="Number of recurrent layers.")
-@option("--seq_length", default=50, type=POSITIVE, help="Characters per stream per step.")
-@option("--batch_size", default=50, type=POSITIVE, help="Parallel streams per step.")
+@model_shape_options(RNN_FAMILIES + ["bigram"],
+                     "Recurrent cell type, or bigram: the next character from the current one "
+                     "only (a V x V table; the baseline).")
 @option("--num_epochs", default=50, type=POSITIVE, help="Passes over the training text.")
 @option("--grad_clip", default=5.0, type=click.FloatRange(0.0, min_open=True),
          help="Clip the global gradient norm to this value.")
