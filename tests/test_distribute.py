@@ -14,7 +14,6 @@ import textwrap
 import time
 
 import numpy as np
-import pytest
 from click.testing import CliRunner
 
 from conftest import TINY_TEXT, TINY_TRAIN
