@@ -81,7 +81,7 @@ def run_bench(config: BenchConfig) -> dict:
     import keras
 
     from kerasgen import data
-    from kerasgen.model import build_model
+    from kerasgen.model import build_model, count_params
     from kerasgen.sampling import Generator, SamplingOptions
     from kerasgen.train import compile_steps
     from kerasgen.vocab import Vocabulary
@@ -142,6 +142,6 @@ def run_bench(config: BenchConfig) -> dict:
         "sample_flop_per_char": forward_flop,
         "train_warmup_s": round(train_warmup_s, 2),
         "sample_warmup_s": round(sample_warmup_s, 2),
-        "params": int(model.count_params()),
+        "params": count_params(model),
         "config": dataclasses.asdict(config),
     }

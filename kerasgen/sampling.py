@@ -2,8 +2,8 @@
 
 ``Generator`` runs the whole per-character loop inside one compiled
 ``tf.function`` (XLA on by default): a chunk of ``CHUNK`` characters per
-call, the recurrent state carried in the model's stateful layers between
-calls. The chunk size is fixed, so asking for a different ``n`` never
+call, computed with ``kerasgen.fused.FusedModel`` over the model's weights,
+the recurrent state carried in the model's stateful layers between calls. The chunk size is fixed, so asking for a different ``n`` never
 recompiles; ``n`` only decides how many chunks run.
 
 Randomness is stateless: the draw for step ``s`` uses seed ``(seed, s)``, so
