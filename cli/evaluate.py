@@ -43,7 +43,9 @@ def evaluate_command(ctx, save_dir, data_dir, text_file, encoding, checkpoint, s
                      python_syntax, n, temperature, seed, as_json):
     """Score the model in SAVE_DIR on held-out text (nats and bits per character).
 
-    Every next character of the text is scored exactly once (no subsampling).
+    Every next character (token, at word level) of the text is scored exactly
+    once (no subsampling); a transformer reads half-overlapping windows of its
+    context. Word-level runs also report nats per token.
     With --python_syntax N, N samples are generated (each starting at a line
     start) and cut into top-level blocks at column-0 lines that begin a new
     statement: not a comment, not else/elif/except/finally or a closing
@@ -75,6 +77,8 @@ def evaluate_command(ctx, save_dir, data_dir, text_file, encoding, checkpoint, s
 
     result = {"save_dir": save_dir, "checkpoint": checkpoint, "step": loss.step,
               "text": loss.source, "targets": loss.targets, "streams": loss.streams,
+              "level": loss.level, "chars": loss.chars, "nats_per_token": loss.nats_per_token,
+              "unknown_targets": loss.unknown,
               "nats_per_char": loss.nats_per_char, "bits_per_char": loss.bits_per_char}
     if syntax is not None:
         result["python_syntax"] = {"ok": syntax.ok, "total": syntax.total, "rate": syntax.rate,
@@ -86,8 +90,12 @@ def evaluate_command(ctx, save_dir, data_dir, text_file, encoding, checkpoint, s
     step = "" if loss.step is None else f", step {loss.step:,}"
     rows = [("run", f"{save_dir} ({checkpoint} checkpoint{step})"),
             ("text", loss.source),
-            ("targets", f"{loss.targets:,} characters"),
+            ("targets", f"{loss.targets:,} characters" if loss.level == "char"
+             else f"{loss.targets:,} tokens ({loss.chars:,} characters)"),
             ("loss", f"{loss.nats_per_char:.4f} nats/char  {loss.bits_per_char:.4f} bits/char")]
+    if loss.level != "char":
+        rows.append(("loss per token", f"{loss.nats_per_token:.4f} nats/token ({loss.unknown:,} "
+                                       "<unk> targets; per char adds their spelling)"))
     if syntax is not None:
         rate = "n/a" if syntax.rate is None else f"{syntax.rate:.1%}"
         rows.append(("python syntax", f"{rate}: {syntax.ok}/{syntax.total} top-level blocks "

@@ -35,14 +35,26 @@ class Duration(click.ParamType):
             self.fail(str(e), param, ctx)
 
 
-def model_shape_options(families=RNN_FAMILIES, model_help="Recurrent cell type."):
-    """``--model --rnn_size --num_layers --seq_length --batch_size``, as train and bench share them."""
+def model_shape_options(families=RNN_FAMILIES, model_help="Recurrent cell type.",
+                        transformer=False):
+    """``--model --rnn_size --num_layers --seq_length --batch_size``, as train and bench
+    share them; ``transformer`` adds the spelling ``--n_embd`` and says what each means
+    for a transformer."""
+    extra_size_spellings = ("--n_embd", "rnn_size") if transformer else ()
+    size_help = "Units per recurrent layer."
+    layers_help = "Number of recurrent layers."
+    length_help = "Characters per stream per step."
+    if transformer:
+        size_help = "Units per recurrent layer; a transformer's width (also --n_embd)."
+        layers_help = "Number of recurrent layers, or transformer blocks."
+        length_help = ("Tokens (characters at char level) per stream per step; a "
+                       "transformer's context length.")
     options = [
         option("--model", default="lstm", type=click.Choice(families), help=model_help),
-        option("--rnn_size", default=128, type=POSITIVE, help="Units per recurrent layer."),
-        option("--num_layers", default=2, type=POSITIVE, help="Number of recurrent layers."),
-        option("--seq_length", default=50, type=POSITIVE,
-               help="Characters per stream per step."),
+        option("--rnn_size", *extra_size_spellings, default=128, type=POSITIVE,
+               help=size_help),
+        option("--num_layers", default=2, type=POSITIVE, help=layers_help),
+        option("--seq_length", default=50, type=POSITIVE, help=length_help),
         option("--batch_size", default=50, type=POSITIVE,
                help="Parallel streams per training step."),
     ]

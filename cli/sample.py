@@ -15,10 +15,10 @@ from kerasgen_cli.options import option
 @option("--save_dir", default="save", type=click.Path(file_okay=False),
          help="Run folder written by kerasgen train.")
 @option("-n", "n", default=500, type=click.IntRange(min=0),
-         help="Number of characters to generate.")
+         help="Number of characters to generate (tokens, for a word-level model).")
 @option("--prime", default="",
-         help=r"Text to start from (\n, \t and \\ are decoded); empty: the most frequent "
-              "character.")
+         help=r"Text to start from (\n, \t and \\ are decoded; tokenized as in training); "
+              "empty: the most frequent character (or token).")
 @option("--sample", "sample", default=1, type=click.IntRange(0, 2),
          help="0: argmax at each step; 1: sample at each step; 2: sample only after a space.")
 @option("--temperature", default=1.0, type=click.FloatRange(0.0, min_open=True),

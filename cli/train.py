@@ -13,7 +13,8 @@ from kerasgen_cli.options import (POSITIVE, RNN_FAMILIES, Duration, model_shape_
 
 # ModelConfig fields: with --init_from, any of these not given on the command
 # line is taken from the saved run instead of the default.
-MODEL_FLAGS = ("model", "rnn_size", "num_layers", "input_keep_prob", "output_keep_prob")
+MODEL_FLAGS = ("model", "rnn_size", "num_layers", "input_keep_prob", "output_keep_prob",
+               "n_head", "dropout")
 KEEP_PROB = click.FloatRange(0.0, 1.0, min_open=True)
 
 
@@ -29,9 +30,20 @@ KEEP_PROB = click.FloatRange(0.0, 1.0, min_open=True)
          help="Save the latest checkpoint every N steps (and at every epoch end).")
 @option("--init_from", default=None, type=click.Path(file_okay=False),
          help="Continue training the run in this folder (weights, optimizer, counters).")
-@model_shape_options(RNN_FAMILIES + ["bigram"],
-                     "Recurrent cell type, or bigram: the next character from the current one "
-                     "only (a V x V table; the baseline).")
+@model_shape_options(RNN_FAMILIES + ["bigram", "transformer"],
+                     "Recurrent cell type; bigram: the next token from the current one only (a "
+                     "V x V table; the baseline); transformer: a small decoder-only transformer "
+                     "(causal self-attention, learned positions).", transformer=True)
+@option("--n_head", default=4, type=POSITIVE,
+        help="Attention heads per transformer block (must divide --n_embd).")
+@option("--dropout", default=0.0, type=click.FloatRange(0.0, 1.0, max_open=True),
+        help="Transformer dropout on attention, residual branches and embeddings.")
+@option("--level", default="char", type=click.Choice(["char", "word"]),
+        help="char: one token per character; word: words, runs of spaces/tabs, newlines and "
+             "punctuation marks as tokens (decoding gives the text back exactly).")
+@option("--max_vocab", default=10000, type=POSITIVE,
+        help="Word level: keep this many most frequent tokens of the training text; the "
+             "rest become <unk>.")
 @option("--num_epochs", default=50, type=POSITIVE, help="Passes over the training text.")
 @option("--grad_clip", default=5.0, type=click.FloatRange(0.0, min_open=True),
          help="Clip the global gradient norm to this value.")
@@ -86,10 +98,17 @@ def train_command(ctx, init_from, overwrite, **options):
         # Take the saved architecture for every model flag not typed explicitly.
         from kerasgen import rundir
 
-        saved = rundir.read_run(init_from).model_config.to_dict()
+        saved_run = rundir.read_run(init_from)
+        saved = saved_run.model_config.to_dict()
         for name in MODEL_FLAGS:
             if ctx.get_parameter_source(name) == ParameterSource.DEFAULT:
                 model_options[name] = saved[name]
+        # A transformer's context is its --seq_length; the level is its vocabulary's.
+        if saved["model"] == "transformer" and \
+                ctx.get_parameter_source("seq_length") == ParameterSource.DEFAULT:
+            options["seq_length"] = saved["context"]
+        if ctx.get_parameter_source("level") == ParameterSource.DEFAULT:
+            options["level"] = saved_run.vocab.level
     config = TrainConfig(**options)
     result = train(config, model_options, init_from=init_from, overwrite=overwrite,
                    callbacks=[_progress_callback(sys.stdout.isatty())])

@@ -1,4 +1,5 @@
-"""kerasgen: character-level text generation with stateful Keras RNNs.
+"""kerasgen: character-level (and word-level) text generation with Keras: stateful RNNs,
+a bigram baseline and a small transformer.
 
 Data flows one way, each step in its own module:
 

@@ -9,6 +9,21 @@ training (stream ``j`` is ``ids[j*L : (j+1)*L + 1]``, ``L = ceil((len(ids) - 1)
 of ``chunk_length`` steps with the recurrent state carried between chunks; each
 stream starts from a zero state, as validation during training does.
 
+A transformer sees at most ``context`` tokens, so it reads each stream in
+windows of ``context`` tokens that overlap by half: the first window scores
+all its targets, every later one only its second half, so each target is
+scored once and (after the first window) with at least ``context / 2``
+tokens before it. Validation during training instead scores whole
+non-overlapping windows, where a target has ``context / 2`` tokens of
+context on average, so it reads higher.
+
+At word level the loss is reported per token (the model's own loss) and per
+character, which is comparable across levels: the same sum of nats, plus
+for every held-out token outside the vocabulary the cost of spelling it out
+with the training text's character frequencies (predicting ``<unk>`` alone
+would score a rare word as cheap), divided by the characters the scored
+tokens stand for in the text.
+
 Python syntax (``python_blocks`` / ``syntax_rate``): the fraction of generated
 top-level blocks that ``ast.parse`` accepts. A sample is cut into blocks at
 lines that start a top-level statement: a line whose first character (column 0)
@@ -47,7 +62,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kerasgen import data, rundir
-from kerasgen.vocab import Vocabulary
+from kerasgen.vocab import Vocabulary, tokenize
 
 STREAMS = 32  # parallel streams the held-out text is cut into
 CHUNK_LENGTH = 256  # time steps per compiled call
@@ -83,23 +98,33 @@ def stream_layout(ids: np.ndarray, streams: int) -> tuple[np.ndarray, np.ndarray
 
 def evaluate_loss(model, ids: np.ndarray, chunk_length: int = CHUNK_LENGTH,
                   jit_compile: bool = False) -> float:
-    """Mean cross-entropy (nats/char) of every next character of ``ids``.
+    """Mean cross-entropy (nats per token) of every next token of ``ids``.
 
     ``model`` maps ids (S, T) to logits (S, T, vocab) with a static batch size
     S, the number of streams (``build_model(config, S)``). Its state is reset
-    first and carried from chunk to chunk; a model without stateful layers
-    reads each stream in one call instead.
+    first and carried from chunk to chunk; a transformer reads half-overlapping
+    windows of its context (see the module docstring); a bigram reads each
+    stream in one call.
     """
     import tensorflow as tf
 
-    from kerasgen.model import reset_states, rnn_layers
+    from kerasgen.model import context_length, reset_states, rnn_layers
 
     if chunk_length < 1:
         raise ValueError(f"chunk_length must be at least 1, got {chunk_length}")
     streams = int(model.inputs[0].shape[0])
     x, y, mask = stream_layout(np.asarray(ids), streams)  # (S, L) each
-    steps = min(chunk_length, x.shape[1]) if rnn_layers(model) else x.shape[1]
-    pad = -x.shape[1] % steps  # one chunk shape for every call: no retracing
+    context = context_length(model)
+    if context is not None:
+        steps = context
+        hop = max(context // 2, 1)
+        windows = 1 + math.ceil(max(x.shape[1] - context, 0) / hop)
+        pad = (windows - 1) * hop + context - x.shape[1]
+        starts = [k * hop for k in range(windows)]
+    else:
+        steps = min(chunk_length, x.shape[1]) if rnn_layers(model) else x.shape[1]
+        pad = -x.shape[1] % steps  # one chunk shape for every call: no retracing
+        starts = range(0, x.shape[1] + pad, steps)
     x, y, mask = (np.pad(a, ((0, 0), (0, pad))) for a in (x, y, mask))
 
     @tf.function(jit_compile=jit_compile)
@@ -110,21 +135,28 @@ def evaluate_loss(model, ids: np.ndarray, chunk_length: int = CHUNK_LENGTH,
 
     reset_states(model)
     total = 0.0  # a Python float: the sum over chunks is kept in float64
-    for start in range(0, x.shape[1], steps):
+    for k, start in enumerate(starts):
         cut = slice(start, start + steps)
+        scored = mask[:, cut]
+        if context is not None and k > 0:  # the first half was scored by the last window
+            scored = scored * (np.arange(steps) >= steps - hop)
         total += float(chunk_loss(tf.constant(x[:, cut]), tf.constant(y[:, cut]),
-                                  tf.constant(mask[:, cut])))
+                                  tf.constant(scored, tf.float32)))
     return total / (len(ids) - 1)
 
 
 @dataclass(frozen=True)
 class LossResult:
     nats_per_char: float
-    targets: int  # next characters scored
+    targets: int  # next tokens scored (characters at char level)
     source: str  # which text, in words
     checkpoint: str
     step: int | None  # training step of the checkpoint
     streams: int
+    level: str = "char"
+    nats_per_token: float | None = None  # the same sum per token (= nats_per_char at char level)
+    chars: int | None = None  # characters the scored tokens stand for (= targets at char level)
+    unknown: int = 0  # word level: targets that are <unk> (their spelling is charged per char)
 
     @property
     def bits_per_char(self) -> float:
@@ -145,16 +177,39 @@ def _to_run_ids(ids: np.ndarray, vocab: Vocabulary, run_vocab: Vocabulary, what:
     return mapped
 
 
+@dataclass(frozen=True)
+class HeldOut:
+    """The text to score, as the run's ids."""
+
+    ids: np.ndarray
+    source: str  # what it is, in words
+    chars: int  # characters the scored targets (every token but the first) stand for
+    unknown: int = 0  # word level: targets that are the unknown token
+    spelling_nats: float = 0.0  # word level: the cost of spelling those out (see WordVocabulary)
+
+
+def _held_out(run: rundir.Run, ids: np.ndarray, source: str, text: str | None) -> HeldOut:
+    if run.vocab.level != "word":
+        return HeldOut(ids, source, len(ids) - 1)
+    tokens = tokenize(text)[1:]  # the targets
+    index = run.vocab.index
+    unknown = [t for t in tokens if t not in index]
+    return HeldOut(ids, source, sum(map(len, tokens)), len(unknown),
+                   sum(run.vocab.spelling_nats(t) for t in unknown))
+
+
 def held_out_ids(run: rundir.Run, data_dir: str | None = None, text_file: str | None = None,
-                 encoding: str | None = None) -> tuple[np.ndarray, str]:
-    """Ids (in the run's vocabulary) of the text to score, and what it is in words.
+                 encoding: str | None = None) -> HeldOut:
+    """The text to score in the run's ids, what it is in words, and (word level) how
+    many characters the scored tokens stand for and what its unknown tokens hide.
 
     ``text_file``: the whole file. Otherwise the validation split of
     ``data_dir`` (default: the run's training data) cut exactly as training
-    cut it, with the run's ``val_frac``.
+    cut it, with the run's ``val_frac``: the same characters at either level.
     """
     train = run.train_config
     encoding = encoding or train.get("encoding", "utf-8")
+    word = run.vocab.level == "word"
     if text_file is not None:
         if data_dir is not None:
             raise ValueError("pass --data_dir or --text, not both")
@@ -162,9 +217,10 @@ def held_out_ids(run: rundir.Run, data_dir: str | None = None, text_file: str | 
             raise FileNotFoundError(f"--text {text_file} is not a file")
         text = data.read_text(text_file, encoding)
         try:
-            return run.vocab.encode(text), text_file
+            ids = run.vocab.encode(text)
         except ValueError as e:  # names the characters the model never saw
             raise ValueError(f"--text {text_file}: {e}") from None
+        return _held_out(run, ids, text_file, text)
 
     if data_dir is None:
         data_dir = train.get("data_dir")
@@ -175,14 +231,18 @@ def held_out_ids(run: rundir.Run, data_dir: str | None = None, text_file: str | 
     if not val_frac:
         raise ValueError(f"{run.save_dir} was trained with --val_frac 0, so it has no held-out "
                          "split; pass --text FILE to evaluate on a file")
+    path = os.path.join(data_dir, data.INPUT_NAME)
+    what = f"validation split of {path} (last {val_frac * 100:g}%)"
     try:
+        if word:
+            _, val_text = data.split_text(data.read_text(data.input_path(data_dir), encoding),
+                                          val_frac)
+            return _held_out(run, run.vocab.encode(val_text), what, val_text)
         vocab, ids = data.load_corpus(data_dir, encoding)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"{e}; or pass --data_dir or --text") from None
     _, val_ids = data.split(ids, val_frac)
-    path = os.path.join(data_dir, data.INPUT_NAME)
-    what = f"validation split of {path} (last {val_frac * 100:g}%)"
-    return _to_run_ids(val_ids, vocab, run.vocab, f"the {what}"), what
+    return _held_out(run, _to_run_ids(val_ids, vocab, run.vocab, f"the {what}"), what, None)
 
 
 def evaluate_run(save_dir: str, checkpoint: str = "best", data_dir: str | None = None,
@@ -192,11 +252,14 @@ def evaluate_run(save_dir: str, checkpoint: str = "best", data_dir: str | None =
     from kerasgen.model import build_model
 
     run = rundir.read_run(save_dir)
-    ids, source = held_out_ids(run, data_dir, text_file, encoding)
+    held = held_out_ids(run, data_dir, text_file, encoding)
     model = build_model(run.model_config, streams)
     state = rundir.load_checkpoint(save_dir, checkpoint, model)
-    nats = evaluate_loss(model, ids, chunk_length)
-    return LossResult(nats, len(ids) - 1, source, checkpoint, state.get("step"), streams)
+    per_token = evaluate_loss(model, held.ids, chunk_length)
+    targets = len(held.ids) - 1
+    return LossResult((per_token * targets + held.spelling_nats) / held.chars, targets,
+                      held.source, checkpoint, state.get("step"), streams, run.vocab.level,
+                      per_token, held.chars, held.unknown)
 
 
 # ---------------------------------------------------------------- comparing runs
@@ -217,7 +280,7 @@ def compare_runs(save_dirs, data_dir: str | None = None, checkpoint: str = "best
     """Summaries of runs scored on one held-out text: the validation split of
     ``data_dir`` (default: the first run's training data), cut by each run's
     own ``val_frac``; the runs must agree on it, so every row scores the same
-    characters.
+    characters, at character or word level.
     """
     from kerasgen.model import build_model, count_params
 
@@ -237,12 +300,22 @@ def compare_runs(save_dirs, data_dir: str | None = None, checkpoint: str = "best
         loss = evaluate_run(save_dir, which, data_dir=data_dir, streams=streams)
         state = rundir.read_checkpoint_state(save_dir, which)
         seconds = state.get("train_seconds")
-        config = run.model_config
-        size = "" if config.model == "bigram" else f" {config.num_layers}x{config.rnn_size}"
         rows.append(RunSummary(
-            save_dir, config.model + size, "char", count_params(build_model(config, 1)),
+            save_dir, describe_model(run.model_config), run.vocab.level,
+            count_params(build_model(run.model_config, 1)),
             seconds, state.get("train_chars", 0) / seconds if seconds else None, loss))
     return rows
+
+
+def describe_model(config) -> str:
+    """Family and size in a few characters: ``bigram``, ``lstm 2x128``,
+    ``transformer 4x128 h4 ctx64``."""
+    if config.model == "bigram":
+        return "bigram"
+    size = f"{config.model} {config.num_layers}x{config.rnn_size}"
+    if config.model == "transformer":
+        size += f" h{config.n_head} ctx{config.context}"
+    return size
 
 
 # ---------------------------------------------------------------- Python syntax

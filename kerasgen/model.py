@@ -1,8 +1,15 @@
-"""The Keras Functional model: Embedding -> N stateful RNN layers -> Dense logits.
+"""The Keras Functional models, one builder per family, all ids (B, T) -> logits (B, T, V).
 
-Every layer is named (``embedding``, ``lstm_1`` .. ``lstm_N``, ``logits``) so
-checkpoints map weights by name, and the same ``ModelConfig`` rebuilds the model
-at any batch size (training batch, 1 for sampling, N for batched sampling).
+- ``lstm`` / ``gru`` / ``rnn``: Embedding -> N stateful RNN layers -> Dense logits.
+- ``bigram``: one (V, V) table; the next token from the current one only.
+- ``transformer``: a small decoder-only transformer (token + learned position
+  embeddings, N pre-norm blocks of causal multi-head attention and an MLP);
+  it sees at most ``context`` tokens, and carries no state between calls.
+
+Every layer is named (``embedding``, ``lstm_1`` .. ``lstm_N``, ``block_1_attention``,
+``logits``) so checkpoints map weights by name, and the same ``ModelConfig``
+rebuilds the model at any batch size (training batch, 1 for sampling, N for
+batched sampling).
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ import math
 from dataclasses import dataclass
 
 RNN_FAMILIES = ("lstm", "gru", "rnn")
-MODEL_FAMILIES = ("bigram",) + RNN_FAMILIES
+MODEL_FAMILIES = ("bigram",) + RNN_FAMILIES + ("transformer",)
 
 
 @dataclass(frozen=True)
@@ -25,6 +32,10 @@ class ModelConfig:
     num_layers: int = 2
     input_keep_prob: float = 1.0  # dropout on each RNN layer's input, as char-rnn
     output_keep_prob: float = 1.0  # dropout on each RNN layer's output
+    # Transformer only (rnn_size is its width, num_layers its blocks):
+    n_head: int = 4
+    dropout: float = 0.0  # on attention weights, residual branches and embeddings
+    context: int = 0  # tokens it can see: training's --seq_length (0 for other families)
 
     def __post_init__(self):
         if self.model not in MODEL_FAMILIES:
@@ -36,6 +47,18 @@ class ModelConfig:
         for name in ("input_keep_prob", "output_keep_prob"):
             if not 0.0 < getattr(self, name) <= 1.0:
                 raise ValueError(f"--{name} must be in (0, 1], got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.model == "transformer":
+            if self.n_head < 1 or self.rnn_size % self.n_head:
+                raise ValueError(f"--n_head {self.n_head} must divide --n_embd (--rnn_size) "
+                                 f"{self.rnn_size}; pick e.g. --n_head 4 with --n_embd 128")
+            if self.context < 1:
+                raise ValueError("a transformer needs its context length (--seq_length), "
+                                 f"got {self.context}")
+        elif self.dropout:
+            raise ValueError("--dropout applies to --model transformer; recurrent models use "
+                             "--input_keep_prob / --output_keep_prob")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -69,6 +92,8 @@ def build_model(config: ModelConfig, batch_size: int, stateful: bool = True):
 
     if config.model == "bigram":
         return _build_bigram(config, batch_size)
+    if config.model == "transformer":
+        return _build_transformer(config, batch_size)
     rnn_class = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU,
                  "rnn": keras.layers.SimpleRNN}[config.model]
     ids = keras.Input(batch_shape=(batch_size, None), dtype="int32", name="ids")  # (B, T)
@@ -104,6 +129,77 @@ def _build_bigram(config: ModelConfig, batch_size: int):
     logits = keras.layers.Embedding(config.vocab_size, config.vocab_size, name="logits",
                                     embeddings_initializer="zeros", dtype="float32")(ids)
     return keras.Model(ids, logits, name="char_bigram")  # (B, T, vocab)
+
+
+def _position_embedding_class():
+    import keras
+
+    class PositionEmbedding(keras.layers.Layer):
+        """Adds a learned vector per position: x (B, T, C) -> x + table[:T]; T <= context."""
+
+        def __init__(self, context: int, width: int, **kwargs):
+            super().__init__(**kwargs)
+            self.context, self.width = context, width
+
+        def build(self, input_shape):
+            self.table = self.add_weight(
+                shape=(self.context, self.width), name="embeddings",
+                initializer=keras.initializers.RandomNormal(stddev=0.02))
+
+        def call(self, x):
+            length = keras.ops.shape(x)[1]
+            return x + keras.ops.cast(self.table[:length], x.dtype)[None]
+
+        def get_config(self):
+            return {**super().get_config(), "context": self.context, "width": self.width}
+
+    return PositionEmbedding
+
+
+def _build_transformer(config: ModelConfig, batch_size: int):
+    """A GPT-style decoder: pre-norm blocks of causal self-attention and a 4x MLP.
+
+    As nanoGPT's model.py: token embeddings plus learned position embeddings,
+    ``x = x + attn(ln_1(x)); x = x + mlp(ln_2(x))``, a final LayerNorm, then
+    the logits. Inputs may be shorter than ``context`` but never longer.
+    """
+    import keras
+
+    width, heads = config.rnn_size, config.n_head
+    init = keras.initializers.RandomNormal(stddev=0.02)  # GPT-2's init
+    ids = keras.Input(batch_shape=(batch_size, None), dtype="int32", name="ids")  # (B, T)
+    x = keras.layers.Embedding(config.vocab_size, width, name="embedding",
+                               embeddings_initializer=init)(ids)  # (B, T, C)
+    x = _position_embedding_class()(config.context, width, name="position")(x)
+    if config.dropout:
+        x = keras.layers.Dropout(config.dropout, name="embedding_dropout")(x)
+    for i in range(1, config.num_layers + 1):
+        h = keras.layers.LayerNormalization(epsilon=1e-5, name=f"block_{i}_ln_1")(x)
+        h = keras.layers.MultiHeadAttention(
+            heads, width // heads, dropout=config.dropout, kernel_initializer=init,
+            name=f"block_{i}_attention")(h, h, use_causal_mask=True)  # (B, T, C)
+        if config.dropout:
+            h = keras.layers.Dropout(config.dropout, name=f"block_{i}_attention_dropout")(h)
+        x = keras.layers.Add(name=f"block_{i}_attention_residual")([x, h])
+        h = keras.layers.LayerNormalization(epsilon=1e-5, name=f"block_{i}_ln_2")(x)
+        h = keras.layers.Dense(4 * width, activation="gelu", kernel_initializer=init,
+                               name=f"block_{i}_mlp_in")(h)  # (B, T, 4C)
+        h = keras.layers.Dense(width, kernel_initializer=init, name=f"block_{i}_mlp_out")(h)
+        if config.dropout:
+            h = keras.layers.Dropout(config.dropout, name=f"block_{i}_mlp_dropout")(h)
+        x = keras.layers.Add(name=f"block_{i}_mlp_residual")([x, h])
+    x = keras.layers.LayerNormalization(epsilon=1e-5, name="ln_f")(x)
+    logits = keras.layers.Dense(config.vocab_size, name="logits", dtype="float32",
+                                kernel_initializer=init)(x)  # (B, T, vocab)
+    return keras.Model(ids, logits, name="char_transformer")
+
+
+def context_length(model) -> int | None:
+    """How many tokens a transformer sees at once; None for models without a limit."""
+    for layer in model.layers:
+        if layer.name == "position":
+            return int(layer.context)
+    return None
 
 
 def rnn_layers(model) -> list:

@@ -24,7 +24,7 @@ import numpy as np
 from kerasgen import __version__, atomic
 from kerasgen.errors import CheckpointError
 from kerasgen.model import ModelConfig
-from kerasgen.vocab import Vocabulary
+from kerasgen.vocab import Vocabulary, WordVocabulary, vocabulary_from_json
 
 CONFIG_NAME = "config.json"
 VOCAB_NAME = "vocab.json"
@@ -45,14 +45,14 @@ class Run:
     save_dir: str
     model_config: ModelConfig
     train_config: dict
-    vocab: Vocabulary
+    vocab: Vocabulary | WordVocabulary
 
     def has_checkpoint(self, which: str) -> bool:
         return os.path.isfile(checkpoint_path(self.save_dir, which))
 
 
 def write_run(save_dir: str, model_config: ModelConfig, train_config: dict,
-              vocab: Vocabulary) -> None:
+              vocab: Vocabulary | WordVocabulary) -> None:
     os.makedirs(save_dir, exist_ok=True)
     atomic.write_text(os.path.join(save_dir, CONFIG_NAME), json.dumps(
         {"kerasgen_version": __version__, "model": model_config.to_dict(), "train": train_config},
@@ -75,7 +75,7 @@ def read_run(save_dir: str) -> Run:
         with open(config_path, encoding="utf-8") as f:
             config = json.load(f)
         with open(vocab_path, encoding="utf-8") as f:
-            vocab = Vocabulary.from_json(f.read())
+            vocab = vocabulary_from_json(f.read())
         model_config = ModelConfig.from_dict(config["model"])
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"{save_dir} has an unreadable {CONFIG_NAME} or {VOCAB_NAME} "

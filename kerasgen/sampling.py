@@ -1,10 +1,13 @@
-"""Generate text from a trained model, one character at a time.
+"""Generate text from a trained model, one token (character, or word-level token) at a time.
 
-``Generator`` runs the whole per-character loop inside one compiled
-``tf.function`` (XLA on by default): a chunk of ``CHUNK`` characters per
-call, computed with ``kerasgen.fused.FusedModel`` over the model's weights,
-the recurrent state carried in the model's stateful layers between calls. The chunk size is fixed, so asking for a different ``n`` never
-recompiles; ``n`` only decides how many chunks run.
+``Generator`` runs the whole per-token loop inside one compiled
+``tf.function`` (XLA on by default): a chunk of ``CHUNK`` tokens per call.
+A recurrent model is computed with ``kerasgen.fused.FusedModel`` over its
+weights, the recurrent state carried in its stateful layers between calls.
+A transformer has no state; it reads a sliding window of the last
+``context`` tokens, kept (with how much of it is filled) in variables
+between calls. The chunk size is fixed, so asking for a different ``n``
+never recompiles; ``n`` only decides how many chunks run.
 
 Randomness is stateless: the draw for step ``s`` uses seed ``(seed, s)``, so
 the same seed gives the same text however the loop is split or compiled.
@@ -19,10 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kerasgen.vocab import Vocabulary
-
 ARGMAX, SAMPLE, SAMPLE_AFTER_SPACE = 0, 1, 2  # --sample, as char-rnn's sample.py
-CHUNK = 128  # characters per compiled call
+CHUNK = 128  # tokens per compiled call
 
 
 @dataclass(frozen=True)
@@ -111,13 +112,13 @@ def _uniform(seed, step, batch):
     return (tf.cast(tf.bitwise.right_shift(h, 8), tf.float32) + 0.5) / float(1 << 24)
 
 
-def _prime_ids(vocab: Vocabulary, prime: str) -> np.ndarray:
-    """Ids of the prime; an empty prime starts from the most frequent character (id 0)."""
+def _prime_ids(vocab, prime: str) -> np.ndarray:
+    """Ids of the prime; an empty prime starts from the most frequent token (id 0)."""
     return vocab.encode(prime).astype(np.int32) if prime else np.zeros(1, np.int32)
 
 
 def _warm_up(model, prime_ids: np.ndarray, batch: int) -> np.ndarray:
-    """Reset the state and feed all but the last prime character; return the last (N,)."""
+    """Reset the state and feed all but the last prime token; return the last (N,)."""
     from kerasgen.model import reset_states
 
     reset_states(model)
@@ -126,19 +127,33 @@ def _warm_up(model, prime_ids: np.ndarray, batch: int) -> np.ndarray:
     return np.full(batch, prime_ids[-1], np.int32)
 
 
+def _first_window(prime_ids: np.ndarray, batch: int, context: int) -> tuple[np.ndarray, int]:
+    """A transformer's window (N, context) holding the prime's last ``context`` tokens
+    left-aligned (positions 0..filled-1; the rest is padding it cannot see), and ``filled``."""
+    kept = prime_ids[-context:]
+    window = np.zeros((batch, context), np.int32)
+    window[:, :len(kept)] = kept
+    return window, len(kept)
+
+
 class Generator:
     """Compiled sampler over a stateful model built at batch size N (N streams at once)."""
 
-    def __init__(self, model, vocab: Vocabulary, jit_compile: bool = True, fused: bool = True):
+    def __init__(self, model, vocab, jit_compile: bool = True, fused: bool = True):
         import tensorflow as tf
 
         from kerasgen.fused import FusedModel
-        from kerasgen.model import rnn_layers
+        from kerasgen.model import context_length, rnn_layers
 
         self.model = model
         self.net = FusedModel(model) if fused and rnn_layers(model) else None
         self.vocab = vocab
         self.batch = int(model.inputs[0].shape[0])
+        self.context = context_length(model)  # None: not a transformer
+        if self.context is not None:  # the sliding window, carried between chunks
+            self._window = tf.Variable(tf.zeros((self.batch, self.context), tf.int32),
+                                       trainable=False)
+            self._filled = tf.Variable(0, trainable=False)
         self.space_id = vocab.index.get(" ", -1)
         self._jit = jit_compile
         self._compiled = {}  # SamplingOptions -> compiled chunk function
@@ -177,18 +192,49 @@ class Generator:
                 net.assign_states(states)
                 return tf.transpose(out.stack()), ids  # (N, CHUNK), (N,)
 
-            chunk = keras_chunk if self.net is None else fused_chunk
+            def window_chunk(last_ids, start_step, seed):
+                # The whole window goes through the model at every step (no
+                # cache); the causal mask keeps padding past ``filled`` unseen.
+                context = self.context
+                positions = tf.range(context)[None, :]  # (1, C)
+                window, filled = self._window.read_value(), self._filled.read_value()
+                out = tf.TensorArray(tf.int32, size=CHUNK)
+                ids = last_ids
+                for i in tf.range(CHUNK):
+                    logits = self.model(window, training=False)  # (N, C, V)
+                    logits = tf.gather(logits, filled - 1, axis=1)  # (N, V): the newest token's
+                    ids = select_next(logits, ids, start_step + i, seed, options, self.space_id)
+                    out = out.write(i, ids)
+                    slid = tf.concat([window[:, 1:], ids[:, None]], axis=1)
+                    placed = tf.where(positions == filled, ids[:, None], window)
+                    window = tf.where(filled >= context, slid, placed)
+                    filled = tf.minimum(filled + 1, context)
+                self._window.assign(window)
+                self._filled.assign(filled)
+                return tf.transpose(out.stack()), ids  # (N, CHUNK), (N,)
+
+            if self.context is not None:
+                chunk = window_chunk
+            else:
+                chunk = keras_chunk if self.net is None else fused_chunk
 
             self._compiled[key] = tf.function(chunk, jit_compile=self._jit)
         return self._compiled[key]
 
     def generate_ids(self, n: int, prime: str = "", options: SamplingOptions = SamplingOptions()
                      ) -> np.ndarray:
-        """Ids of ``n`` new characters after ``prime`` for each of the N streams: (N, n)."""
+        """Ids of ``n`` new tokens after ``prime`` for each of the N streams: (N, n)."""
         if n < 0:
             raise ValueError(f"-n must be >= 0, got {n}")
         tf = self._tf
-        last = tf.constant(_warm_up(self.model, _prime_ids(self.vocab, prime), self.batch))
+        prime_ids = _prime_ids(self.vocab, prime)
+        if self.context is not None:
+            window, filled = _first_window(prime_ids, self.batch, self.context)
+            self._window.assign(window)
+            self._filled.assign(filled)
+            last = tf.fill([self.batch], int(prime_ids[-1]))
+        else:
+            last = tf.constant(_warm_up(self.model, prime_ids, self.batch))
         fn = self._chunk_fn(options)
         seed = tf.constant(options.seed, tf.int64)
         chunks = []
@@ -201,19 +247,35 @@ class Generator:
 
     def generate(self, n: int, prime: str = "", options: SamplingOptions = SamplingOptions()
                  ) -> list[str]:
-        """The prime followed by ``n`` generated characters, one string per stream."""
+        """The prime followed by ``n`` generated tokens, one string per stream."""
         return [prime + self.vocab.decode(row) for row in self.generate_ids(n, prime, options)]
 
 
-def generate_reference(model, vocab: Vocabulary, n: int, prime: str = "",
+def generate_reference(model, vocab, n: int, prime: str = "",
                        options: SamplingOptions = SamplingOptions()) -> np.ndarray:
-    """The plain step-by-step sampler: one eager model call per character, (N, n) ids."""
+    """The plain step-by-step sampler: one eager model call per token, (N, n) ids.
+
+    A transformer reads the last ``context`` tokens of everything so far, unpadded.
+    """
+    from kerasgen.model import context_length
+
     batch = int(model.inputs[0].shape[0])
-    ids = _warm_up(model, _prime_ids(vocab, prime), batch)
+    context = context_length(model)
+    prime_ids = _prime_ids(vocab, prime)
+    if context is None:
+        ids = _warm_up(model, prime_ids, batch)
+    else:
+        ids = np.full(batch, prime_ids[-1], np.int32)
+        seen = np.tile(prime_ids[None, :], (batch, 1))  # (N, so far)
     space_id = vocab.index.get(" ", -1)
     out = np.zeros((batch, n), np.int32)
     for step in range(n):
-        logits = model(ids[:, None], training=False)[:, -1, :]
+        if context is None:
+            logits = model(ids[:, None], training=False)[:, -1, :]
+        else:
+            logits = model(seen[:, -context:], training=False)[:, -1, :]
         ids = select_next(logits, ids, step, options.seed, options, space_id).numpy()
         out[:, step] = ids
+        if context is not None:
+            seen = np.concatenate([seen, ids[:, None]], axis=1)
     return out

@@ -25,7 +25,8 @@ import numpy as np
 
 from kerasgen import atomic, data, rundir
 from kerasgen.errors import DistributedError
-from kerasgen.model import ModelConfig, build_model, count_params, reset_states
+from kerasgen.model import RNN_FAMILIES, ModelConfig, build_model, count_params, reset_states
+from kerasgen.vocab import DEFAULT_MAX_VOCAB, LEVELS
 
 TENSORBOARD_SAMPLE_CHARS = 300  # length of the text sample logged at each epoch end
 
@@ -56,6 +57,8 @@ class TrainConfig:
     fused: bool | None = None
     strategy: str = "default"  # kerasgen.distribute.STRATEGIES
     mixed_precision: bool = False  # mixed_float16 compute, float32 logits and loss (GPU)
+    level: str = "char"  # kerasgen.vocab.LEVELS: one id per character, or per word-level token
+    max_vocab: int = DEFAULT_MAX_VOCAB  # word level: keep this many most frequent tokens
 
     def __post_init__(self):
         for name in ("seq_length", "batch_size", "num_epochs"):
@@ -79,6 +82,10 @@ class TrainConfig:
                              + ", ".join(LR_SCHEDULES))
         if self.warmup_steps < 0:
             raise ValueError(f"--warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.level not in LEVELS:
+            raise ValueError(f"unknown --level {self.level!r}; choose one of " + ", ".join(LEVELS))
+        if self.max_vocab < 1:
+            raise ValueError(f"--max_vocab must be at least 1, got {self.max_vocab}")
         if self.mixed_precision and self.strategy in ("mirrored", "multiworker"):
             raise ValueError("--mixed_precision runs on one device for now; drop it or use "
                              "--strategy default")
@@ -137,14 +144,21 @@ class Interrupted(Exception):
         self.step = step
 
 
-def _check_resumable(run: rundir.Run, model_config: ModelConfig, vocab) -> np.ndarray:
-    """Refuse an ``--init_from`` run that does not fit; return data-id -> run-id mapping."""
+def _check_resumable(run: rundir.Run, model_config: ModelConfig, vocab):
+    """Refuse an ``--init_from`` run that does not fit; return data-id -> run-id mapping.
+
+    ``vocab`` None (word level: the text is encoded with the run's vocabulary)
+    checks the model only.
+    """
     diffs = run.model_config.differences(model_config)
-    diffs = [d for d in diffs if not d.startswith("vocab_size")]
+    diffs = [d.replace("context:", "context (--seq_length):") for d in diffs
+             if not d.startswith("vocab_size")]
     if diffs:
         raise ValueError(f"--init_from {run.save_dir} has a different model ("
                          + "; ".join(f"saved {d.replace(' != ', ', requested ')}" for d in diffs)
                          + "); drop the differing flags or train into a new --save_dir")
+    if vocab is None:
+        return None
     missing = [c for c in vocab.chars if c not in run.vocab.index]
     if missing:
         shown = ", ".join(repr(c) for c in missing[:20])
@@ -194,30 +208,51 @@ def _train(config, model_options, init_from, callbacks, overwrite, strategy) -> 
             os.path.isfile(rundir.checkpoint_path(save_dir, w)) for w in rundir.CHECKPOINTS):
         raise ValueError(f"{save_dir} already holds a trained model; continue it with "
                          f"--init_from {save_dir}, or pick another --save_dir")
-    vocab, ids = data.load_corpus(config.data_dir, config.encoding)
-    model_config = ModelConfig(vocab_size=len(vocab), **(model_options or {}))
+    model_options = dict(model_options or {})
+    if model_options.get("model") == "transformer":
+        model_options["context"] = config.seq_length  # it sees one training window at once
     run = None
     if init_from is not None:
         run = rundir.read_run(init_from)
         if not run.has_checkpoint("latest"):
             raise ValueError(f"--init_from {init_from} has no latest checkpoint to continue from")
-        ids = _check_resumable(run, model_config, vocab)[ids]
-        vocab, model_config = run.vocab, run.model_config
+        if run.vocab.level != config.level:
+            raise ValueError(f"--init_from {init_from} was trained with --level "
+                             f"{run.vocab.level}; pass --level {run.vocab.level}")
+    chars_per_token = 1.0
+    if config.level == "word":
+        vocab, train_ids, val_ids, train_chars = data.load_word_splits(
+            config.data_dir, config.encoding, config.val_frac, config.max_vocab,
+            vocab=None if run is None else run.vocab)
+        chars_per_token = train_chars / max(len(train_ids), 1)
+        model_config = ModelConfig(vocab_size=len(vocab), **model_options)
+        if run is not None:
+            _check_resumable(run, model_config, None)
+            model_config = run.model_config
+    else:
+        vocab, ids = data.load_corpus(config.data_dir, config.encoding)
+        model_config = ModelConfig(vocab_size=len(vocab), **model_options)
+        if run is not None:
+            ids = _check_resumable(run, model_config, vocab)[ids]
+            vocab, model_config = run.vocab, run.model_config
+        train_ids, val_ids = data.split(ids, config.val_frac)
+    recurrent = model_config.model in RNN_FAMILIES
     fused = config.fused
     if fused is None:
         fused = distributed or not tf.config.list_physical_devices("GPU")
-    if model_config.model == "bigram":
+    if not recurrent:
         if distributed:
-            raise ValueError("--model bigram trains on one device; drop --strategy")
-        fused = False  # nothing to fuse: one table lookup
+            raise ValueError(f"--model {model_config.model} trains on one device; drop "
+                             "--strategy")
+        fused = False  # the fast path computes recurrent layers only
     if distributed and not fused:
         raise ValueError("--no_fused works on one device only; drop it to train with "
                          f"--strategy {config.strategy}")
 
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
-    train_ids, val_ids = data.split(ids, config.val_frac)
-    x_train, y_train = data.stream_batches(train_ids, config.batch_size, config.seq_length)
+    x_train, y_train = data.stream_batches(train_ids, config.batch_size, config.seq_length,
+                                           what="training text")
     x_val = y_val = None
     if config.val_frac > 0:
         try:
@@ -228,7 +263,8 @@ def _train(config, model_options, init_from, callbacks, overwrite, strategy) -> 
                              "validation") from None
     steps_per_epoch = len(x_train)
     total_steps = steps_per_epoch * config.num_epochs
-    chars_per_step = config.batch_size * config.seq_length
+    # Characters per step (at word level: tokens times the mean token length).
+    chars_per_step = config.batch_size * config.seq_length * chars_per_token
 
     with strategy.scope():
         # Under a strategy each replica runs its share of the streams.
@@ -315,7 +351,16 @@ def _train(config, model_options, init_from, callbacks, overwrite, strategy) -> 
             while epoch < config.num_epochs and not budget_spent:
                 steps.reset()
                 epoch_losses, epoch_start = [], time.perf_counter()
-                for x, y in data.make_dataset(x_train, y_train, start=state["batch"]):
+                x_epoch, y_epoch = x_train, y_train
+                if not recurrent:
+                    # No state to carry, so the windows can go anywhere: shuffled
+                    # across rows and steps, a fresh order each epoch and the same
+                    # one again on resume.
+                    order = np.random.default_rng([epoch, config.seed or 0]).permutation(
+                        x_train.shape[0] * x_train.shape[1])
+                    x_epoch, y_epoch = (a.reshape(-1, a.shape[2])[order].reshape(a.shape)
+                                        for a in (x_train, y_train))
+                for x, y in data.make_dataset(x_epoch, y_epoch, start=state["batch"]):
                     lr = learning_rate_at(config, epoch, step, progress())
                     optimizer.learning_rate.assign(lr)
                     train_loss = steps.train(x, y)
@@ -347,8 +392,8 @@ def _train(config, model_options, init_from, callbacks, overwrite, strategy) -> 
                 epoch_seconds = time.perf_counter() - epoch_start
                 train_seconds += epoch_seconds
                 state.update(train_seconds=state.get("train_seconds", 0.0) + epoch_seconds,
-                             train_chars=state.get("train_chars", 0)
-                             + len(epoch_losses) * chars_per_step)
+                             train_chars=round(state.get("train_chars", 0)
+                                               + len(epoch_losses) * chars_per_step))
                 trained_steps += len(epoch_losses)
                 chars_per_s = len(epoch_losses) * chars_per_step / max(epoch_seconds, 1e-9)
                 boundary_start = time.perf_counter()

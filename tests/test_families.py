@@ -1,0 +1,269 @@
+"""Every model family (bigram, rnn, gru, lstm, transformer) and the word level.
+
+Tiny sizes throughout (V = 10 characters, width 16, 2 layers), as torch-rnn's tests.
+"""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from conftest import TINY_TEXT
+from kerasgen import data, rundir
+from kerasgen.evaluate import evaluate_loss, stream_layout
+from kerasgen.model import ModelConfig, build_model, context_length, reset_states
+from kerasgen.sampling import Generator, SamplingOptions, generate_reference
+from kerasgen.vocab import (UNKNOWN_TOKEN, Vocabulary, WordVocabulary, tokenize,
+                            vocabulary_from_json)
+from kerasgen_cli.main import main
+
+FAMILIES = ["bigram", "rnn", "gru", "lstm", "transformer"]
+V = Vocabulary.from_text(TINY_TEXT)
+CONTEXT = 8
+
+
+def tiny_config(family, vocab_size=len(V)):
+    return ModelConfig(vocab_size=vocab_size, model=family, rnn_size=16, num_layers=2,
+                       n_head=4, context=CONTEXT if family == "transformer" else 0)
+
+
+def tiny(family, batch, seed=0):
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    return build_model(tiny_config(family), batch)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_output_shapes(family):
+    model = tiny(family, 3)
+    assert tuple(model(np.zeros((3, CONTEXT), np.int32)).shape) == (3, CONTEXT, len(V))
+    assert tuple(model(np.zeros((3, 1), np.int32)).shape) == (3, 1, len(V))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_few_training_steps_reduce_the_loss(family):
+    import keras
+
+    from kerasgen.train import compile_steps
+
+    model = tiny(family, 4)
+    x, y = data.stream_batches(V.encode(TINY_TEXT), 4, CONTEXT)
+    train_step, eval_step = compile_steps(model, keras.optimizers.Adam(0.01),
+                                          fused=family in ("rnn", "gru", "lstm"))
+
+    def loss():
+        reset_states(model)
+        return np.mean([float(eval_step(a, b)) for a, b in data.make_dataset(x[:8], y[:8])])
+
+    before = loss()
+    for _ in range(3):
+        reset_states(model)
+        for a, b in data.make_dataset(x, y):
+            train_step(a, b)
+    after = loss()
+    assert after < before - 0.3, (before, after)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_save_load_round_trip_gives_identical_logits(family, tmp_path):
+    trained = tiny(family, 2, seed=1)
+    trained.set_weights([w + 0.1 * np.random.default_rng(2).normal(size=w.shape)
+                         for w in trained.get_weights()])
+    rundir.write_run(str(tmp_path), tiny_config(family), {}, V)
+    rundir.save_checkpoint(str(tmp_path), "latest", trained)
+    run = rundir.read_run(str(tmp_path))
+    assert run.model_config.model == family  # the family picks the builder
+    loaded = build_model(run.model_config, 2)
+    rundir.load_checkpoint(str(tmp_path), "latest", loaded)
+    x = np.array([[1, 4, 2, 7, 0, 3], [5, 5, 1, 0, 2, 6]], np.int32)
+    reset_states(trained)
+    reset_states(loaded)
+    np.testing.assert_array_equal(loaded(x).numpy(), trained(x).numpy())
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_sampling_works_and_matches_the_reference(family):
+    model = tiny(family, 2)
+    options = SamplingOptions(seed=5)
+    fast = Generator(model, V).generate_ids(140, "KING", options)  # > one 128-token chunk
+    assert fast.shape == (2, 140) and fast.min() >= 0 and fast.max() < len(V)
+    np.testing.assert_array_equal(fast, generate_reference(model, V, 140, "KING", options))
+    assert Generator(model, V).generate(5, "KING", options)[0].startswith("KING")
+
+
+# ---------------------------------------------------------------- transformer
+
+def test_transformer_is_causal_and_limited_to_its_context():
+    model = tiny("transformer", 1)
+    assert context_length(model) == CONTEXT
+    x = np.array([[1, 2, 3, 4, 5, 6, 7, 8]], np.int32)
+    changed = x.copy()
+    changed[0, 5:] = 0
+    np.testing.assert_allclose(model(changed).numpy()[0, :5], model(x).numpy()[0, :5],
+                               atol=1e-6)  # the future never leaks into the past
+    with pytest.raises(Exception):
+        model(np.zeros((1, CONTEXT + 1), np.int32))
+
+
+def test_transformer_sampling_slides_the_window_past_a_long_prime():
+    model = tiny("transformer", 1)
+    prime = TINY_TEXT[:3 * CONTEXT]  # longer than the context: only its tail is seen
+    options = SamplingOptions(seed=9)
+    np.testing.assert_array_equal(
+        Generator(model, V, jit_compile=False).generate_ids(20, prime, options),
+        generate_reference(model, V, 20, prime, options))
+    tail_only = Generator(model, V).generate_ids(20, prime[-CONTEXT:], options)
+    np.testing.assert_array_equal(Generator(model, V).generate_ids(20, prime, options),
+                                  tail_only)
+
+
+def test_transformer_evaluation_scores_each_target_once_with_half_a_context():
+    model = tiny("transformer", 2)
+    ids = V.encode(TINY_TEXT[:61])
+    # Brute force: target p of a stream is scored by the window that starts at
+    # 0 if p < C, else at hop * (floor((p - C) / hop) + 1), hop = C / 2.
+    hop = CONTEXT // 2
+    x, y, mask = stream_layout(ids, 2)
+    total = 0.0
+    for s in range(2):
+        for p in range(x.shape[1]):
+            if not mask[s, p]:
+                continue
+            start = 0 if p < CONTEXT else hop * ((p - CONTEXT) // hop + 1)
+            window = x[s, start:start + CONTEXT]
+            logits = model(np.stack([window, window]).astype(np.int32)).numpy()[0, p - start]
+            total += math.log(np.exp(logits - logits.max()).sum()) + logits.max() - logits[y[s, p]]
+            assert p - start >= min(p, hop)  # at least half a context before each target
+    assert evaluate_loss(model, ids) == pytest.approx(total / (len(ids) - 1), abs=1e-5)
+
+
+def test_bad_transformer_shapes_are_usage_errors(data_dir, tmp_path):
+    r = CliRunner().invoke(main, ["train", "--model", "transformer", "--n_embd", "30",
+                                  "--n_head", "4", "--data_dir", str(data_dir),
+                                  "--save_dir", str(tmp_path / "s")])
+    assert r.exit_code == 2 and "--n_head 4 must divide --n_embd" in r.output
+    r = CliRunner().invoke(main, ["train", "--dropout", "0.1", "--data_dir", str(data_dir),
+                                  "--save_dir", str(tmp_path / "s")])
+    assert r.exit_code == 2 and "--dropout applies to --model transformer" in r.output
+    assert not (tmp_path / "s").exists()
+
+
+def test_transformer_from_the_cli_trains_resumes_samples_and_evaluates(data_dir, tmp_path):
+    save, logs = tmp_path / "tf", str(tmp_path / "logs")
+    common = ["--data_dir", str(data_dir), "--save_dir", str(save), "--log_dir", logs,
+              "--batch_size", "4", "--seed", "1", "--learning_rate", "0.01"]
+    r = CliRunner().invoke(main, ["train", "--model", "transformer", "--n_embd", "16",
+                                  "--n_head", "2", "--num_layers", "1", "--seq_length", "12",
+                                  "--dropout", "0.1", "--num_epochs", "1", *common],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert "parameters" in r.output
+    config = json.loads((save / "config.json").read_text())["model"]
+    assert (config["model"], config["context"], config["n_head"], config["dropout"]) == \
+        ("transformer", 12, 2, 0.1)
+    # Resume: architecture and context come from the run, not the defaults.
+    r = CliRunner().invoke(main, ["train", "--init_from", str(save), "--num_epochs", "2",
+                                  *common], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert rundir.read_checkpoint_state(str(save), "latest")["epoch"] == 2
+    r = CliRunner().invoke(main, ["sample", "--save_dir", str(save), "-n", "30", "--prime",
+                                  "KING", "--seed", "2"], catch_exceptions=False)
+    assert r.exit_code == 0 and r.output.startswith("KING") and len(r.output) >= 34
+    r = CliRunner().invoke(main, ["evaluate", "--save_dir", str(save), "--json"],
+                           catch_exceptions=False)
+    assert r.exit_code == 0 and math.isfinite(json.loads(r.output)["nats_per_char"])
+
+
+# ---------------------------------------------------------------- word level
+
+ROUND_TRIP = ("First Citizen:\tBefore we proceed, hear me speak.\n\n\n"
+              "All:  Speak, speak!  \n\t\tdef f(x):  # don't -- 'quoted' (1.5e3)...\r\n"
+              "Ünïcode—dash … end\n")
+
+
+def test_word_tokens_reproduce_the_text_exactly():
+    tokens = tokenize(ROUND_TRIP)
+    assert "".join(tokens) == ROUND_TRIP
+    assert tokens[:6] == ["First", " ", "Citizen", ":", "\t", "Before"]
+    assert ["\n", "\n", "\n"] == tokens[tokens.index(".") + 1:tokens.index(".") + 4]
+    assert "\t\t" in tokens and "  " in tokens and "'" in tokens
+    vocab = WordVocabulary.from_text(ROUND_TRIP, max_vocab=1000)
+    assert vocab.decode(vocab.encode(ROUND_TRIP)) == ROUND_TRIP
+    assert vocabulary_from_json(vocab.to_json()) == vocab
+
+
+def test_max_vocab_maps_rare_tokens_to_unknown():
+    vocab = WordVocabulary.from_text("a b a c a b\n", max_vocab=2)
+    assert vocab.tokens == (" ", "a") and len(vocab) == 3  # + the unknown token
+    assert vocab.unknown_count == 4  # b, b, c and the newline
+    ids = vocab.encode("a c a")
+    assert list(ids) == [1, 0, vocab.unknown_id, 0, 1]
+    assert vocab.decode(ids) == f"a {UNKNOWN_TOKEN} a" and vocab.unknown("zzz") == []
+    assert vocab.spelling_nats("c") > vocab.spelling_nats("a") > 0  # rarer costs more
+
+
+def test_word_level_holds_out_the_same_characters_as_char_level(data_dir):
+    vocab, train_ids, val_ids, train_chars = data.load_word_splits(str(data_dir), "utf-8",
+                                                                   0.1, 50)
+    _, char_val = data.split(V.encode(TINY_TEXT), 0.1)
+    train_text, val_text = data.split_text(TINY_TEXT, 0.1)
+    assert val_text == V.decode(char_val) and train_chars == len(train_text)
+    assert len(val_ids) == len(tokenize(val_text)) and len(train_ids) == len(tokenize(train_text))
+    assert len(vocab) <= 51 and set(vocab.tokens) <= set(tokenize(TINY_TEXT))
+
+
+def test_word_level_from_the_cli(data_dir, tmp_path):
+    save, logs = tmp_path / "word", str(tmp_path / "logs")
+    r = CliRunner().invoke(main, ["train", "--level", "word", "--max_vocab", "20",
+                                  "--data_dir", str(data_dir), "--save_dir", str(save),
+                                  "--log_dir", logs, "--rnn_size", "16", "--batch_size", "4",
+                                  "--seq_length", "8", "--num_epochs", "2", "--seed", "1"],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    vocab = rundir.read_run(str(save)).vocab
+    assert vocab.level == "word" and len(vocab) == 21
+    # The prime is tokenized as in training; a word it never saw is fine (<unk>).
+    r = CliRunner().invoke(main, ["sample", "--save_dir", str(save), "-n", "12", "--prime",
+                                  r"QUEEN:\nZyzzyva", "--seed", "3"], catch_exceptions=False)
+    assert r.exit_code == 0 and r.output.startswith("QUEEN:\nZyzzyva")
+    assert len(r.output) > len("QUEEN:\nZyzzyva\n") and "\\n" not in r.output  # real text
+    r = CliRunner().invoke(main, ["evaluate", "--save_dir", str(save), "--json"],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    result = json.loads(r.output)
+    assert result["level"] == "word" and result["chars"] == len(
+        "".join(tokenize(data.split_text(TINY_TEXT, 0.1)[1])[1:]))
+    # Per char = (per token * tokens + the spelling of unknown targets) / chars.
+    assert result["unknown_targets"] > 0
+    assert result["nats_per_char"] > result["nats_per_token"] * result["targets"] / result["chars"]
+    # Resuming keeps the level and the vocabulary.
+    r = CliRunner().invoke(main, ["train", "--init_from", str(save), "--data_dir",
+                                  str(data_dir), "--save_dir", str(save), "--log_dir", logs,
+                                  "--batch_size", "4", "--seq_length", "8", "--num_epochs", "3"],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert rundir.read_run(str(save)).vocab == vocab
+
+
+def test_compare_lists_levels_and_families(data_dir, tmp_path):
+    logs = str(tmp_path / "logs")
+    runs = {"tf": ["--model", "transformer", "--seq_length", "8"],
+            "word": ["--level", "word", "--seq_length", "8"]}
+    for name, flags in runs.items():
+        r = CliRunner().invoke(main, ["train", *flags, "--data_dir", str(data_dir),
+                                      "--save_dir", str(tmp_path / name), "--log_dir", logs,
+                                      "--rnn_size", "16", "--batch_size", "4",
+                                      "--num_epochs", "1"], catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["compare", str(tmp_path / "tf"), str(tmp_path / "word"),
+                                  "--json"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    rows = [json.loads(line) for line in r.output.splitlines()]
+    assert [(row["model"], row["level"]) for row in rows] == [
+        ("transformer 2x16 h4 ctx8", "char"), ("lstm 2x16", "word")]
+    # The same held-out characters; the word row scores all but its first token's.
+    assert rows[0]["loss"]["source"] == rows[1]["loss"]["source"]
+    assert 0 <= rows[0]["loss"]["targets"] - rows[1]["loss"]["chars"] < 20
