@@ -88,7 +88,7 @@ KEEP_PROB = click.FloatRange(0.0, 1.0, min_open=True)
 @click.pass_context
 @library_errors
 def train_command(ctx, init_from, overwrite, **options):
-    """Train a character-level model on DATA_DIR/input.txt into SAVE_DIR."""
+    """Train a character- or word-level model on DATA_DIR/input.txt into SAVE_DIR."""
     from kerasgen.model import configure_cpu_threads
     from kerasgen.train import TrainConfig, train
 
@@ -109,6 +109,12 @@ def train_command(ctx, init_from, overwrite, **options):
             options["seq_length"] = saved["context"]
         if ctx.get_parameter_source("level") == ParameterSource.DEFAULT:
             options["level"] = saved_run.vocab.level
+    typed = {name for name in ("n_head", "max_vocab")
+             if ctx.get_parameter_source(name) != ParameterSource.DEFAULT}
+    if "n_head" in typed and model_options["model"] != "transformer":
+        raise click.BadParameter("applies to --model transformer only", param_hint="--n_head")
+    if "max_vocab" in typed and options["level"] != "word":
+        raise click.BadParameter("applies to --level word only", param_hint="--max_vocab")
     config = TrainConfig(**options)
     result = train(config, model_options, init_from=init_from, overwrite=overwrite,
                    callbacks=[_progress_callback(sys.stdout.isatty())])

@@ -15,6 +15,7 @@ batched sampling).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 
@@ -131,6 +132,7 @@ def _build_bigram(config: ModelConfig, batch_size: int):
     return keras.Model(ids, logits, name="char_bigram")  # (B, T, vocab)
 
 
+@functools.cache  # one class per process; defined lazily so importing kerasgen stays light
 def _position_embedding_class():
     import keras
 

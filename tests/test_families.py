@@ -148,6 +148,12 @@ def test_bad_transformer_shapes_are_usage_errors(data_dir, tmp_path):
     r = CliRunner().invoke(main, ["train", "--dropout", "0.1", "--data_dir", str(data_dir),
                                   "--save_dir", str(tmp_path / "s")])
     assert r.exit_code == 2 and "--dropout applies to --model transformer" in r.output
+    r = CliRunner().invoke(main, ["train", "--n_head", "2", "--data_dir", str(data_dir),
+                                  "--save_dir", str(tmp_path / "s")])
+    assert r.exit_code == 2 and "--n_head" in r.output and "transformer only" in r.output
+    r = CliRunner().invoke(main, ["train", "--max_vocab", "50", "--data_dir", str(data_dir),
+                                  "--save_dir", str(tmp_path / "s")])
+    assert r.exit_code == 2 and "--max_vocab" in r.output and "--level word only" in r.output
     assert not (tmp_path / "s").exists()
 
 
