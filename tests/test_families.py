@@ -85,13 +85,19 @@ def test_save_load_round_trip_gives_identical_logits(family, tmp_path):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_sampling_works_and_matches_the_reference(family):
+def test_sampling_works(family):
     model = tiny(family, 2)
     options = SamplingOptions(seed=5)
-    fast = Generator(model, V).generate_ids(140, "KING", options)  # > one 128-token chunk
-    assert fast.shape == (2, 140) and fast.min() >= 0 and fast.max() < len(V)
-    np.testing.assert_array_equal(fast, generate_reference(model, V, 140, "KING", options))
+    ids = Generator(model, V).generate_ids(20, "KING", options)
+    assert ids.shape == (2, 20) and ids.min() >= 0 and ids.max() < len(V)
+    np.testing.assert_array_equal(Generator(model, V).generate_ids(20, "KING", options), ids)
     assert Generator(model, V).generate(5, "KING", options)[0].startswith("KING")
+    # The recurrent families and the bigram are checked against the step-by-step
+    # reference in test_model_sampling and test_bigram; the transformer here:
+    if family == "transformer":
+        np.testing.assert_array_equal(  # 140 > one 128-token compiled chunk
+            Generator(model, V).generate_ids(140, "KING", options),
+            generate_reference(model, V, 140, "KING", options))
 
 
 # ---------------------------------------------------------------- transformer
