@@ -30,6 +30,16 @@ DEFAULT_MAX_VOCAB = 10000
 UNKNOWN_TOKEN = "<unk>"  # what the unknown id decodes to; tokenize never yields it
 
 
+def _by_frequency(items) -> list[tuple[str, int]]:
+    """(item, count) pairs by falling count, ties by the item itself."""
+    return sorted(collections.Counter(items).items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def _id_dtype(size: int) -> np.dtype:
+    """The smallest dtype that holds ids below ``size`` (ids are cached in it)."""
+    return np.dtype(np.uint16 if size <= np.iinfo(np.uint16).max + 1 else np.int32)
+
+
 @dataclass(frozen=True)
 class Vocabulary:
     """Characters ordered by falling frequency (ties by code point): id 0 is the
@@ -41,8 +51,7 @@ class Vocabulary:
 
     @classmethod
     def from_text(cls, text: str) -> "Vocabulary":
-        counter = collections.Counter(text)
-        ordered = sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))
+        ordered = _by_frequency(text)
         return cls(tuple(c for c, _ in ordered), tuple(n for _, n in ordered))
 
     def __len__(self) -> int:
@@ -54,8 +63,7 @@ class Vocabulary:
 
     @property
     def id_dtype(self) -> np.dtype:
-        """The smallest unsigned dtype that holds every id (ids are cached in it)."""
-        return np.dtype(np.uint16 if len(self) <= np.iinfo(np.uint16).max + 1 else np.int32)
+        return _id_dtype(len(self))
 
     def unknown(self, text: str) -> list[str]:
         """Characters of ``text`` that are not in the vocabulary, in first-seen order."""
@@ -117,8 +125,7 @@ class WordVocabulary:
     def from_text(cls, text: str, max_vocab: int) -> "WordVocabulary":
         if max_vocab < 1:
             raise ValueError(f"--max_vocab must be at least 1, got {max_vocab}")
-        counter = collections.Counter(tokenize(text))
-        ordered = sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))
+        ordered = _by_frequency(tokenize(text))
         kept = ordered[:max_vocab]
         chars = sorted(collections.Counter(text).items())
         return cls(tuple(t for t, _ in kept), tuple(n for _, n in kept),
@@ -137,7 +144,7 @@ class WordVocabulary:
 
     @property
     def id_dtype(self) -> np.dtype:
-        return np.dtype(np.uint16 if len(self) <= np.iinfo(np.uint16).max + 1 else np.int32)
+        return _id_dtype(len(self))
 
     def unknown(self, text: str) -> list[str]:
         """Always empty: tokens the vocabulary lacks encode to the unknown token."""
