@@ -137,7 +137,7 @@ def _first_window(prime_ids: np.ndarray, batch: int, context: int) -> tuple[np.n
 
 
 class Generator:
-    """Compiled sampler over a stateful model built at batch size N (N streams at once)."""
+    """Compiled sampler over a model built at batch size N (N streams at once)."""
 
     def __init__(self, model, vocab, jit_compile: bool = True, fused: bool = True):
         import tensorflow as tf
