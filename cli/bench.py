@@ -30,7 +30,8 @@ def bench_command(as_json, **options):
 
     Figures are medians over timed windows of synthetic text; --json prints
     train_chars_per_s, sample_chars_per_s, sample_batched_chars_per_s,
-    peak_rss_mb and gflops (achieved training GFLOP/s) among others.
+    prime_chars_per_s (reading a long prime), peak_rss_mb and gflops
+    (achieved training GFLOP/s) among others.
     """
     from kerasgen.bench import BenchConfig, run_bench
     from kerasgen.model import configure_cpu_threads
@@ -48,6 +49,8 @@ def bench_command(as_json, **options):
         ("sampling, 1 stream", f"{result['sample_chars_per_s']:,.0f} chars/s", ""),
         (f"sampling, {streams} streams", f"{result['sample_batched_chars_per_s']:,.0f} chars/s",
          "all streams together"),
+        ("reading a prime", f"{result['prime_chars_per_s']:,.0f} chars/s",
+         "a 20,000-character prime, 1 stream"),
         ("peak RSS", f"{result['peak_rss_mb']:,.0f} MB", "whole process"),
         ("warm-up", f"{result['train_warmup_s']:.1f} s train, "
                     f"{result['sample_warmup_s']:.1f} s sample", "compilation included"),

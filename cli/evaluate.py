@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import click
-from click.core import ParameterSource
 
 from kerasgen_cli.errors import library_errors
 from kerasgen_cli.options import option
@@ -37,9 +36,8 @@ from kerasgen_cli.options import option
         help="Random seed for --python_syntax samples.")
 @option("--json", "as_json", is_flag=True, default=False,
         help="Print one JSON object instead of a table.")
-@click.pass_context
 @library_errors
-def evaluate_command(ctx, save_dir, data_dir, text_file, encoding, checkpoint, streams,
+def evaluate_command(save_dir, data_dir, text_file, encoding, checkpoint, streams,
                      python_syntax, n, temperature, seed, as_json):
     """Score the model in SAVE_DIR on held-out text (nats and bits per character).
 
@@ -54,25 +52,21 @@ def evaluate_command(ctx, save_dir, data_dir, text_file, encoding, checkpoint, s
     backslash, missing body). Text before the first block and the last,
     cut-off block of each sample are not counted.
     """
-    from kerasgen import rundir
-    from kerasgen.evaluate import evaluate_run, sample_syntax
+    import kerasgen
+    from kerasgen.evaluate import evaluate_model, sample_syntax
     from kerasgen.model import configure_cpu_threads
     from kerasgen.sampling import SamplingOptions
 
     configure_cpu_threads()
     if data_dir is not None and text_file is not None:
         raise click.UsageError("pass --data_dir or --text, not both")
-    run = rundir.read_run(save_dir)
-    if not run.has_checkpoint(checkpoint):
-        if ctx.get_parameter_source("checkpoint") != ParameterSource.DEFAULT:
-            raise click.BadParameter(f"{save_dir} has no {checkpoint} checkpoint",
-                                     param_hint="--checkpoint")
-        checkpoint = "latest"  # trained without validation: there is no "best"
-    loss = evaluate_run(save_dir, checkpoint, data_dir=data_dir, text_file=text_file,
-                        encoding=encoding, streams=streams)
+    model = kerasgen.load(save_dir, checkpoint)
+    checkpoint = model.checkpoint
+    loss = evaluate_model(model, data_dir=data_dir, text_file=text_file, encoding=encoding,
+                          streams=streams)
     syntax = None
     if python_syntax:
-        syntax = sample_syntax(save_dir, checkpoint, python_syntax, n,
+        syntax = sample_syntax(model, python_syntax, n,
                                SamplingOptions(temperature=temperature, seed=seed))
 
     result = {"save_dir": save_dir, "checkpoint": checkpoint, "step": loss.step,
@@ -80,6 +74,10 @@ def evaluate_command(ctx, save_dir, data_dir, text_file, encoding, checkpoint, s
               "level": loss.level, "chars": loss.chars, "nats_per_token": loss.nats_per_token,
               "unknown_targets": loss.unknown,
               "nats_per_char": loss.nats_per_char, "bits_per_char": loss.bits_per_char}
+    start = loss.start
+    result.update(cold_nats_per_char=start and start.cold_nats_per_char,
+                  warm_nats_per_char=start and start.warm_nats_per_char,
+                  start_penalty=start and start.ratio, start_lines=start and start.lines)
     if syntax is not None:
         result["python_syntax"] = {"ok": syntax.ok, "total": syntax.total, "rate": syntax.rate,
                                    "samples": syntax.samples, "chars": syntax.chars,
@@ -96,6 +94,11 @@ def evaluate_command(ctx, save_dir, data_dir, text_file, encoding, checkpoint, s
     if loss.level != "char":
         rows.append(("loss per token", f"{loss.nats_per_token:.4f} nats/token ({loss.unknown:,} "
                                        "<unk> targets; per char adds their spelling)"))
+    if start is not None:
+        rows.append(("start penalty", f"{start.ratio:.3f}: first {start.chars} characters of "
+                                      f"{start.lines} lines, {start.cold_nats_per_char:.4f} "
+                                      f"nats/char from where sample starts, "
+                                      f"{start.warm_nats_per_char:.4f} after the text before"))
     if syntax is not None:
         rate = "n/a" if syntax.rate is None else f"{syntax.rate:.1%}"
         rows.append(("python syntax", f"{rate}: {syntax.ok}/{syntax.total} top-level blocks "

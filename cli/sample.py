@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
 
 import click
-from click.core import ParameterSource
 
 from kerasgen_cli.errors import library_errors
 from kerasgen_cli.options import option
+
+SEPARATOR = "\n\n----\n\n"  # between samples
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -17,8 +20,11 @@ from kerasgen_cli.options import option
 @option("-n", "n", default=500, type=click.IntRange(min=0),
          help="Number of characters to generate (tokens, for a word-level model).")
 @option("--prime", default="",
-         help=r"Text to start from (\n, \t and \\ are decoded; tokenized as in training); "
-              "empty: the most frequent character (or token).")
+         help=r"Text to start from (\n, \t and \\ are decoded; tokenized as in training). "
+              "It is read after the run's preamble, as the start of a new paragraph.")
+@option("--stop", "stop", multiple=True,
+        help=r"End each sample just before the first time it generates this text (\n, \t "
+             r"and \\ decoded; repeatable), e.g. --stop '\n\n' for one speech.")
 @option("--sample", "sample", default=1, type=click.IntRange(0, 2),
          help="0: argmax at each step; 1: sample at each step; 2: sample only after a space.")
 @option("--temperature", default=1.0, type=click.FloatRange(0.0, min_open=True),
@@ -32,49 +38,103 @@ from kerasgen_cli.options import option
 @option("--num_samples", default=1, type=click.IntRange(min=1),
          help="Generate this many independent samples together as one batch.")
 @option("--checkpoint", default="best", type=click.Choice(["best", "latest"]),
-         help="Weights to use: lowest validation loss, or the newest.")
+         help="Weights to use: lowest validation loss (the latest when there is none yet), "
+              "or the newest.")
 @click.option("--jit_compile/--no_jit_compile", "--jit-compile/--no-jit-compile", "jit_compile",
               default=True, show_default=True,
               help="XLA-compile the sampling loop: about 5x faster, but compiling takes about "
                    "120 MB more peak memory.")
 @option("--output", "-o", "output", default=None, type=click.Path(dir_okay=False),
-         help="Also write the text to this file (UTF-8).")
-@click.pass_context
+         help="Also write the text to this file (UTF-8), as it is generated.")
 @library_errors
-def sample_command(ctx, save_dir, n, prime, sample, temperature, top_k, top_p, seed,
+def sample_command(save_dir, n, prime, stop, sample, temperature, top_k, top_p, seed,
                    num_samples, checkpoint, jit_compile, output):
-    """Generate text from the model in SAVE_DIR."""
-    from kerasgen import atomic, rundir
-    from kerasgen.model import build_model, configure_cpu_threads
-    from kerasgen.sampling import Generator, SamplingOptions, decode_prime
+    """Generate text from the model in SAVE_DIR, printing it as it comes.
+
+    With --num_samples N the first sample is printed as it is generated and
+    the others follow it, separated by ----. Ctrl-C stops at once and keeps
+    what was printed (exit code 130).
+    """
+    import kerasgen
+    from kerasgen.model import configure_cpu_threads
+    from kerasgen.sampling import decode_prime
 
     configure_cpu_threads()
-    run = rundir.read_run(save_dir)
     prime = decode_prime(prime)
-    unknown = run.vocab.unknown(prime)
-    if unknown:
-        raise click.BadParameter(
-            "characters not in the model's vocabulary: " + ", ".join(repr(c) for c in unknown)
-            + "; use only characters seen in training", param_hint="--prime")
-    if not run.has_checkpoint(checkpoint):
-        if ctx.get_parameter_source("checkpoint") != ParameterSource.DEFAULT:
-            raise click.BadParameter(f"{save_dir} has no {checkpoint} checkpoint",
-                                     param_hint="--checkpoint")
-        checkpoint = "latest"  # trained without validation: there is no "best"
+    stop = [decode_prime(s) for s in stop]
+    if not all(stop):
+        raise click.BadParameter("must not be empty", param_hint="--stop")
+    model = kerasgen.load(save_dir, checkpoint, jit_compile=jit_compile)
+    try:
+        model.check_prime(prime)
+    except ValueError as e:
+        raise click.BadParameter(str(e).removeprefix("--prime has "), param_hint="--prime")
+    if model.checkpoint != checkpoint:
+        click.echo(f"{save_dir} has no {checkpoint} checkpoint yet; using {model.checkpoint}",
+                   err=True)
     if seed is None:
         seed = int.from_bytes(os.urandom(4), "little")
-    model = build_model(run.model_config, num_samples)
-    rundir.load_checkpoint(save_dir, checkpoint, model)
-    texts = Generator(model, run.vocab, jit_compile=jit_compile).generate(
-        n, prime, SamplingOptions(sample=sample, temperature=temperature, top_k=top_k,
-                                  top_p=top_p, seed=seed))
-    text = "\n\n----\n\n".join(texts) + "\n"
-    # Bytes, not str: the text is UTF-8 whatever the terminal's locale says.
-    out = click.get_binary_stream("stdout")
-    out.write(text.encode("utf-8"))
-    out.flush()
-    if output is not None:
-        atomic.write_text(output, text)
+    pieces = model.stream(n, prime, sample=sample, temperature=temperature, top_k=top_k,
+                          top_p=top_p, seed=seed, num_samples=num_samples, stop=stop)
+    with _Output(output) as out:
+        if num_samples == 1:
+            for piece in pieces:
+                out.write(piece)
+        else:
+            _write_samples(pieces, num_samples, out)
+        out.write("\n")
+
+
+def _write_samples(pieces, num_samples: int, out) -> None:
+    """The first sample as it comes; the others, spooled to temporary files meanwhile
+    (so memory stays flat), after it."""
+    spools = [tempfile.TemporaryFile("w+", encoding="utf-8", newline="")
+              for _ in range(num_samples - 1)]
+    try:
+        for row in pieces:
+            out.write(row[0])
+            for spool, piece in zip(spools, row[1:]):
+                spool.write(piece)
+        for spool in spools:
+            out.write(SEPARATOR)
+            spool.seek(0)
+            for block in iter(lambda: spool.read(1 << 16), ""):
+                out.write(block)
+    finally:
+        for spool in spools:
+            spool.close()
+
+
+class _Output:
+    """Standard output as UTF-8 bytes, whatever the terminal's locale (and --output too),
+    flushed at every write so text appears as it is generated."""
+
+    def __init__(self, path: str | None):
+        self.path, self.file = path, None
+        self.stdout = getattr(sys.stdout, "buffer", None)
+
+    def __enter__(self):
+        if self.path is not None:
+            self.file = open(self.path, "w", encoding="utf-8", newline="")
+        return self
+
+    def write(self, text: str) -> None:
+        if not text:
+            return
+        if self.stdout is not None:
+            self.stdout.write(text.encode("utf-8"))
+            self.stdout.flush()
+        else:  # a text stream without bytes underneath
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        if self.file is not None:
+            self.file.write(text)
+            self.file.flush()
+
+    def __exit__(self, *exc):
+        if self.file is not None:
+            self.file.close()
+        return False
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Everything timed here is the code ``kerasgen train`` and ``kerasgen sample``
 run: ``train.compile_steps`` fed by ``data.make_dataset`` with the loss read
-back every step (as the training loop does), and ``sampling.Generator``.
+back every step (as the training loop does), and ``sampling.Sampler``.
 Each figure is the median over several timed windows after a warm-up that
 includes compilation, because a shared machine is noisy.
 """
@@ -20,6 +20,7 @@ import numpy as np
 from kerasgen.model import ModelConfig
 
 WINDOWS = 5  # timed windows per measurement; the median is reported
+PRIME_CHARS = 20_000  # the long prime whose reading is timed
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ def run_bench(config: BenchConfig) -> dict:
 
     from kerasgen import data
     from kerasgen.model import build_model, count_params
-    from kerasgen.sampling import Generator, SamplingOptions
+    from kerasgen.sampling import Sampler, SamplingOptions
     from kerasgen.train import compile_steps
     from kerasgen.vocab import Vocabulary
 
@@ -98,8 +99,9 @@ def run_bench(config: BenchConfig) -> dict:
     model = build_model(model_config, batch)
     optimizer = keras.optimizers.Adam(learning_rate=0.002, global_clipnorm=5.0)
     optimizer.build(model.trainable_variables)
+    # Streams at a line start begin from a zero state, as in training (id 0 plays the newline).
     train_step, _ = compile_steps(model, optimizer, fused=config.fused,
-                                  jit_compile=config.jit_compile)
+                                  jit_compile=config.jit_compile, line_start_id=0)
     batches = iter(data.make_dataset(x, y).repeat())
 
     def one_step() -> int:
@@ -117,25 +119,37 @@ def run_bench(config: BenchConfig) -> dict:
                        (1,) * config.vocab_size)
     options = SamplingOptions(temperature=1.0, seed=config.seed)
 
-    def sample_rate(streams: int) -> tuple[float, float]:
-        sampler = build_model(model_config, streams)
-        sampler.set_weights(model.get_weights())
-        generator = Generator(sampler, vocab, fused=config.fused)
+    def sampler(streams: int):
+        net = build_model(model_config, streams)
+        net.set_weights(model.get_weights())
+        return Sampler(net, vocab, vocab.chars[0], fused=config.fused)  # a one-token preamble
+
+    def sample_rate(generator) -> tuple[float, float]:
         n = 1024
         started = time.perf_counter()
         generator.generate_ids(n, "", options)  # compiles
         warmup = time.perf_counter() - started
-        return _median_rate(lambda: streams * generator.generate_ids(n, "", options).shape[1],
-                            config.seconds), warmup
+        return _median_rate(lambda: generator.batch * generator.generate_ids(n, "", options)
+                            .shape[1], config.seconds), warmup
 
-    sample_1, sample_warmup_s = sample_rate(1)
-    sample_n, _ = sample_rate(config.sample_streams)
+    one = sampler(1)
+    sample_1, sample_warmup_s = sample_rate(one)
+    sample_n, _ = sample_rate(sampler(config.sample_streams))
+    # Reading a long prime: the characters a sample starts after, per second.
+    prime = vocab.decode(rng.integers(0, config.vocab_size, size=PRIME_CHARS))
+
+    def read_prime() -> int:
+        one.generate_ids(0, prime, options)
+        return len(prime)
+
+    prime_rate = _median_rate(read_prime, config.seconds)
     train_flop, forward_flop = flops_per_char(model_config)
     return {
         "train_chars_per_s": round(train_rate, 1),
         "sample_chars_per_s": round(sample_1, 1),
         "sample_batched_chars_per_s": round(sample_n, 1),
         "sample_streams": config.sample_streams,
+        "prime_chars_per_s": round(prime_rate, 1),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "gflops": round(train_rate * train_flop / 1e9, 2),
         "train_flop_per_char": train_flop,

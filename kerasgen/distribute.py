@@ -92,10 +92,12 @@ class DistributedSteps:
     return the mean nats/char over the whole global batch.
     """
 
-    def __init__(self, strategy, model, optimizer, batch_size: int, jit_compile: bool = False):
+    def __init__(self, strategy, model, optimizer, batch_size: int, jit_compile: bool = False,
+                 line_start_id: int | None = None):
         import tensorflow as tf
 
         from kerasgen.fused import FusedModel
+        from kerasgen.train import start_rows
 
         self.strategy = strategy
         self.rows = replica_batch(batch_size, strategy)
@@ -110,6 +112,7 @@ class DistributedSteps:
 
         def train_replica(x, y, states):
             global_chars = tf.cast(tf.size(x) * strategy.num_replicas_in_sync, tf.float32)
+            states = start_rows(states, x, line_start_id)
             with tf.GradientTape() as tape:
                 loss, states = replica_loss(x, y, states, True, global_chars)
             # Dense (the embedding's gradient is sparse with input dropout): one all-reduce.

@@ -157,6 +157,7 @@ class LossResult:
     nats_per_token: float | None = None  # the same sum per token (= nats_per_char at char level)
     chars: int | None = None  # characters the scored tokens stand for (= targets at char level)
     unknown: int = 0  # word level: targets that are <unk> (their spelling is charged per char)
+    start: StartPenalty | None = None  # None: not measured, or no line start qualified
 
     @property
     def bits_per_char(self) -> float:
@@ -184,17 +185,18 @@ class HeldOut:
     ids: np.ndarray
     source: str  # what it is, in words
     chars: int  # characters the scored targets (every token but the first) stand for
+    text: str  # the text itself
     unknown: int = 0  # word level: targets that are the unknown token
     spelling_nats: float = 0.0  # word level: the cost of spelling those out (see WordVocabulary)
 
 
 def _held_out(run: rundir.Run, ids: np.ndarray, source: str, text: str | None) -> HeldOut:
     if run.vocab.level != "word":
-        return HeldOut(ids, source, len(ids) - 1)
+        return HeldOut(ids, source, len(ids) - 1, run.vocab.decode(ids) if text is None else text)
     tokens = tokenize(text)[1:]  # the targets
     index = run.vocab.index
     unknown = [t for t in tokens if t not in index]
-    return HeldOut(ids, source, sum(map(len, tokens)), len(unknown),
+    return HeldOut(ids, source, sum(map(len, tokens)), text, len(unknown),
                    sum(run.vocab.spelling_nats(t) for t in unknown))
 
 
@@ -245,21 +247,154 @@ def held_out_ids(run: rundir.Run, data_dir: str | None = None, text_file: str | 
     return _held_out(run, _to_run_ids(val_ids, vocab, run.vocab, f"the {what}"), what, None)
 
 
+def evaluate_model(model, data_dir: str | None = None, text_file: str | None = None,
+                   encoding: str | None = None, streams: int = STREAMS,
+                   chunk_length: int = CHUNK_LENGTH, start: bool = True) -> LossResult:
+    """Held-out loss of a loaded model (``kerasgen.load``; see ``held_out_ids`` for which
+    text) and, with ``start``, its start penalty (``start_penalty``)."""
+    run = model.run
+    held = held_out_ids(run, data_dir, text_file, encoding)
+    per_token = evaluate_loss(model.build(streams), held.ids, chunk_length)
+    targets = len(held.ids) - 1
+    penalty = start_penalty(model, held.text) if start else None
+    return LossResult((per_token * targets + held.spelling_nats) / held.chars, targets,
+                      held.source, model.checkpoint, model.state.get("step"), streams,
+                      run.vocab.level, per_token, held.chars, held.unknown, penalty)
+
+
 def evaluate_run(save_dir: str, checkpoint: str = "best", data_dir: str | None = None,
                  text_file: str | None = None, encoding: str | None = None,
-                 streams: int = STREAMS, chunk_length: int = CHUNK_LENGTH) -> LossResult:
-    """Held-out loss of the run in ``save_dir`` (see ``held_out_ids`` for which text)."""
-    from kerasgen.model import build_model
+                 streams: int = STREAMS, chunk_length: int = CHUNK_LENGTH,
+                 start: bool = True) -> LossResult:
+    """``evaluate_model`` of the run in ``save_dir``."""
+    from kerasgen.run import load
 
-    run = rundir.read_run(save_dir)
-    held = held_out_ids(run, data_dir, text_file, encoding)
-    model = build_model(run.model_config, streams)
-    state = rundir.load_checkpoint(save_dir, checkpoint, model)
-    per_token = evaluate_loss(model, held.ids, chunk_length)
-    targets = len(held.ids) - 1
-    return LossResult((per_token * targets + held.spelling_nats) / held.chars, targets,
-                      held.source, checkpoint, state.get("step"), streams, run.vocab.level,
-                      per_token, held.chars, held.unknown)
+    return evaluate_model(load(save_dir, checkpoint, jit_compile=False), data_dir, text_file,
+                          encoding, streams, chunk_length, start)
+
+
+# ---------------------------------------------------------------- start penalty
+
+START_LINES = 200  # line starts of the held-out text that are scored
+START_CHARS = 16  # characters scored after each line start
+WARM_CHARS = 512  # characters before a line start that the warm score reads
+WINDOW_BATCH = 256  # transformer windows scored per call
+
+
+@dataclass(frozen=True)
+class StartPenalty:
+    """How much worse a model predicts the first characters of a line when it starts
+    where ``kerasgen sample`` starts than when it has read the text before the line."""
+
+    cold_nats_per_char: float  # from the state ``kerasgen sample`` starts in
+    warm_nats_per_char: float  # after the WARM_CHARS characters before the line
+    lines: int
+    chars: int  # characters scored after each line start (whole tokens: at least START_CHARS)
+
+    @property
+    def ratio(self) -> float:
+        return self.cold_nats_per_char / self.warm_nats_per_char
+
+
+def line_starts(text: str, count: int = START_LINES, chars: int = START_CHARS,
+                before: int = WARM_CHARS) -> list[int]:
+    """Up to ``count`` evenly spread starts of non-empty lines of ``text`` with at least
+    ``before`` characters before them and ``chars`` after."""
+    found = [m.end() for m in re.finditer("\n", text)]
+    found = [p for p in found if p >= before and p + chars <= len(text) and text[p] != "\n"]
+    if not found:
+        return []
+    picks = np.unique(np.linspace(0, len(found) - 1, min(count, len(found))).round())
+    return [found[int(i)] for i in picks]
+
+
+def _tokens(vocab, text: str) -> list[str]:
+    return tokenize(text) if vocab.level == "word" else list(text)
+
+
+def start_penalty(model, text: str, count: int = START_LINES, chars: int = START_CHARS,
+                  before: int = WARM_CHARS) -> StartPenalty | None:
+    """Mean nats/char over the first ``chars`` characters (whole tokens) of ``count``
+    line starts of ``text``: cold, read after ``sampling.prefix_ids(vocab, preamble,
+    "")`` from a zero state, exactly as ``kerasgen sample`` starts with an empty
+    prime; warm, read after the ``before`` characters that precede the line (a
+    transformer sees at most its context of either). None when ``text`` has no
+    such line.
+    """
+    from kerasgen.sampling import prefix_ids
+
+    vocab = model.vocab
+    starts = line_starts(text, count, chars, before)
+    if not starts:
+        return None
+    targets, covered, warm = [], 0, []
+    for p in starts:
+        tokens, length = [], 0
+        for token in _tokens(vocab, text[p:p + chars + 200]):
+            if length >= chars:
+                break
+            tokens.append(token)
+            length += len(token)
+        targets.append(vocab.encode("".join(tokens)).astype(np.int32))
+        covered += length
+        warm.append(vocab.encode(text[p - before:p]).astype(np.int32))
+    common = min(len(w) for w in warm)  # the same context length for every line
+    warm = [w[len(w) - common:] for w in warm]
+    cold = [prefix_ids(vocab, model.run.preamble, "")] * len(starts)
+    return StartPenalty(_nats_after(model, cold, targets) / covered,
+                        _nats_after(model, warm, targets) / covered, len(starts), covered // len(starts))
+
+
+def _nats_after(model, contexts: list[np.ndarray], targets: list[np.ndarray]) -> float:
+    """Summed nats of each row's ``targets`` read after its context (all contexts one
+    length), every row from a zero state."""
+    import tensorflow as tf
+
+    logits, labels, mask = logits_after(model, contexts, targets)
+    nats = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels, tf.cast(logits, tf.float32)).numpy()
+    return float((nats * mask).sum())
+
+
+def logits_after(model, contexts: list[np.ndarray], targets: list[np.ndarray]):
+    """The logits (K, J, V) that predict each row's ``targets`` (padded to J, with
+    labels and a mask, each (K, J)) when the model reads the row's context and
+    then the targets from a zero state; all contexts have one length."""
+    from kerasgen.model import reset_states
+
+    rows, span = len(contexts), max(len(t) for t in targets)
+    start = len(contexts[0])
+    seqs = np.zeros((rows, start + span), np.int32)
+    mask = np.zeros((rows, span), np.float32)
+    for r, (context, target) in enumerate(zip(contexts, targets)):
+        seqs[r, :start], seqs[r, start:start + len(target)] = context, target
+        mask[r, :len(target)] = 1.0
+    labels = seqs[:, start:]  # (K, J)
+    window = model.config.context if model.config.model == "transformer" else 0
+    if not window:
+        # Targets sit at the same positions in every row: one call from a zero state.
+        net = model.build(rows)
+        reset_states(net)
+        logits = net(seqs[:, :-1], training=False)[:, start - 1:]  # (K, J, V)
+    else:
+        # A transformer: each target from its own window of the last ``window`` tokens,
+        # left-aligned as the sampler's (K * J windows, scored in batches).
+        ends = (start + np.arange(span))[None, :].repeat(rows, 0).reshape(-1)  # tokens before
+        windows = np.zeros((len(ends), window), np.int32)
+        for i, (row, end) in enumerate(zip(np.repeat(np.arange(rows), span), ends)):
+            kept = seqs[row, max(0, end - window):end]
+            windows[i, :len(kept)] = kept
+        filled = np.minimum(ends, window)
+        net = model.build(WINDOW_BATCH)
+        picked = []
+        for b in range(0, len(windows), WINDOW_BATCH):
+            part = windows[b:b + WINDOW_BATCH]
+            padded = np.zeros((WINDOW_BATCH, window), np.int32)
+            padded[:len(part)] = part
+            out = net(padded, training=False).numpy()[:len(part)]
+            picked.append(out[np.arange(len(part)), filled[b:b + WINDOW_BATCH] - 1])
+        logits = np.concatenate(picked).reshape(rows, span, -1)
+    return np.asarray(logits), labels, mask
 
 
 # ---------------------------------------------------------------- comparing runs
@@ -297,7 +432,7 @@ def compare_runs(save_dirs, data_dir: str | None = None, checkpoint: str = "best
     rows = []
     for save_dir, run in zip(save_dirs, runs):
         which = checkpoint if run.has_checkpoint(checkpoint) else "latest"
-        loss = evaluate_run(save_dir, which, data_dir=data_dir, streams=streams)
+        loss = evaluate_run(save_dir, which, data_dir=data_dir, streams=streams, start=False)
         state = rundir.read_checkpoint_state(save_dir, which)
         seconds = state.get("train_seconds")
         rows.append(RunSummary(
@@ -388,27 +523,24 @@ class SyntaxResult:
         return self.ok / self.total if self.total else None
 
 
-def sample_syntax(save_dir: str, checkpoint: str = "best", num_samples: int = 20,
-                  length: int = SYNTAX_SAMPLE_CHARS, options=None,
-                  jit_compile: bool = True) -> SyntaxResult:
+def sample_syntax(model, num_samples: int = 20, length: int = SYNTAX_SAMPLE_CHARS,
+                  options=None) -> SyntaxResult:
     """Generate ``num_samples`` texts as one batch and measure their ``syntax_rate``.
 
-    Generation starts after a newline (when the vocabulary has one), so the
-    first character is at column 0; the newline is not part of the text.
+    ``model``: a loaded model (``kerasgen.load``). Generation starts at a line
+    start (after the run's preamble, or after a newline for runs without one),
+    so the first character is at column 0; the newline is not part of the text.
     """
-    from kerasgen.model import build_model
-    from kerasgen.sampling import Generator, SamplingOptions
+    from kerasgen.sampling import SamplingOptions
 
     if num_samples < 1:
         raise ValueError(f"--python_syntax must be at least 1, got {num_samples}")
     if length < 1:
         raise ValueError(f"-n must be at least 1, got {length}")
-    run = rundir.read_run(save_dir)
-    model = build_model(run.model_config, num_samples)
-    rundir.load_checkpoint(save_dir, checkpoint, model)
-    prime = "\n" if "\n" in run.vocab.index else ""
-    ids = Generator(model, run.vocab, jit_compile=jit_compile).generate_ids(
-        length, prime, options or SamplingOptions())  # (N, length)
-    texts = tuple(run.vocab.decode(row) for row in ids)
+    vocab = model.vocab
+    at_line_start = model.run.preamble.endswith("\n") or "\n" not in vocab.index
+    ids = model.sampler(num_samples).generate_ids(length, "" if at_line_start else "\n",
+                                                 options or SamplingOptions())  # (N, length)
+    texts = tuple(vocab.decode(row) for row in ids)
     ok, total = syntax_rate(texts)
     return SyntaxResult(ok, total, num_samples, length, texts)

@@ -1,7 +1,8 @@
 """The run folder: the one module that knows its layout.
 
     save/
-      config.json        model settings (ModelConfig) + training settings, JSON
+      config.json        model settings (ModelConfig) + training settings + the
+                         preamble samples start after, JSON
       vocab.json         the vocabulary, JSON
       latest.ckpt.h5     newest weights + optimizer state + counters
       best.ckpt.h5       weights with the lowest validation loss so far
@@ -46,16 +47,18 @@ class Run:
     model_config: ModelConfig
     train_config: dict
     vocab: Vocabulary | WordVocabulary
+    preamble: str = ""  # the text read before every prime ("" for runs trained before it existed)
 
     def has_checkpoint(self, which: str) -> bool:
         return os.path.isfile(checkpoint_path(self.save_dir, which))
 
 
 def write_run(save_dir: str, model_config: ModelConfig, train_config: dict,
-              vocab: Vocabulary | WordVocabulary) -> None:
+              vocab: Vocabulary | WordVocabulary, preamble: str = "") -> None:
     os.makedirs(save_dir, exist_ok=True)
     atomic.write_text(os.path.join(save_dir, CONFIG_NAME), json.dumps(
-        {"kerasgen_version": __version__, "model": model_config.to_dict(), "train": train_config},
+        {"kerasgen_version": __version__, "model": model_config.to_dict(), "train": train_config,
+         "sampling": {"preamble": preamble}},
         indent=2, ensure_ascii=False))
     atomic.write_text(os.path.join(save_dir, VOCAB_NAME), vocab.to_json())
 
@@ -77,13 +80,16 @@ def read_run(save_dir: str) -> Run:
         with open(vocab_path, encoding="utf-8") as f:
             vocab = vocabulary_from_json(f.read())
         model_config = ModelConfig.from_dict(config["model"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        preamble = config.get("sampling", {}).get("preamble", "")
+        if not isinstance(preamble, str):
+            raise ValueError("the preamble is not a string")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{save_dir} has an unreadable {CONFIG_NAME} or {VOCAB_NAME} "
                               f"({e}); retrain into a fresh --save_dir") from None
     if model_config.vocab_size != len(vocab):
         raise CheckpointError(f"{save_dir}: config says {model_config.vocab_size} characters "
                               f"but {VOCAB_NAME} has {len(vocab)}; the folder is inconsistent")
-    return Run(save_dir, model_config, config.get("train", {}), vocab)
+    return Run(save_dir, model_config, config.get("train", {}), vocab, preamble)
 
 
 def save_checkpoint(save_dir: str, which: str, model, optimizer=None, state: dict | None = None):

@@ -1,18 +1,35 @@
 """Generate text from a trained model, one token (character, or word-level token) at a time.
 
-``Generator`` runs the whole per-token loop inside one compiled
-``tf.function`` (XLA on by default): a chunk of ``CHUNK`` tokens per call.
-A recurrent model is computed with ``kerasgen.fused.FusedModel`` over its
-weights, the recurrent state carried in its stateful layers between calls.
-A transformer has no state; it reads a sliding window of the last
-``context`` tokens, kept (with how much of it is filled) in variables
-between calls. The chunk size is fixed, so asking for a different ``n``
-never recompiles; ``n`` only decides how many chunks run.
+How a sample starts. Before it generates, the model reads a *prefix*: the
+run's preamble, then the prime. The preamble is a passage of the training
+text that ends at a paragraph break (``choose_preamble``), recorded in the
+run folder when the run was trained. So ``--prime "KING"`` is read as the
+first word of a new paragraph, in a state the model knows from training,
+instead of from the all-zero state that training almost never shows it
+(the state is reset only at epoch starts). Runs trained before preambles
+existed have none: their prefix is the prime alone (or the most frequent
+token when the prime is empty), as before. ``prefix_ids`` is the one
+definition, shared by the sampler and ``kerasgen evaluate``'s start penalty.
 
-Randomness is stateless: the draw for step ``s`` uses seed ``(seed, s)``, so
-the same seed gives the same text however the loop is split or compiled.
-``generate_reference`` is the plain Python step-by-step version of the same
-procedure, kept as the definition the fast path is tested against.
+The loop. ``Sampler`` runs the per-token loop inside one compiled
+``tf.function`` (XLA on by default), ``CHUNK`` tokens per call; the chunk size
+is fixed, so neither ``n`` nor the prime's length ever recompiles. A
+recurrent model reads its prefix in the same loop, the prefix's tokens
+forced instead of drawn, so a long prime costs what generating as many
+tokens does. A transformer's prefix goes straight into its sliding window
+(only the last ``context`` tokens can matter), and a bigram reads only the
+last token. Recurrent models are computed with ``kerasgen.fused.FusedModel``
+over their own weights, the state a loop variable.
+
+Randomness is stateless: generated token ``g`` of row ``r`` is drawn with a
+uniform that is a pure function of ``(seed, g, r)``, so the same seed gives
+the same text however the loop is split or compiled. ``generate_reference``
+is the plain step-by-step version of the same procedure, kept as the
+definition the fast path is tested against.
+
+Text. ``Sampler.stream`` decodes each chunk as it is generated and cuts each
+sample at its first stop text (``StopTexts``), so the CLI can print text as
+it comes and memory stays flat however long the sample.
 """
 
 from __future__ import annotations
@@ -24,6 +41,7 @@ import numpy as np
 
 ARGMAX, SAMPLE, SAMPLE_AFTER_SPACE = 0, 1, 2  # --sample, as char-rnn's sample.py
 CHUNK = 128  # tokens per compiled call
+PREAMBLE_CHARS = 256  # the preamble is at most this long
 
 
 @dataclass(frozen=True)
@@ -44,20 +62,66 @@ class SamplingOptions:
         if not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"--top_p must be in (0, 1], got {self.top_p}")
 
+    @property
+    def structure(self) -> tuple:
+        """What decides which operations the compiled loop holds; seed and temperature
+        are inputs of the loop, so changing them never recompiles."""
+        return self.sample, self.top_k, self.top_p
+
 
 def decode_prime(prime: str) -> str:
     r"""Turn the escapes ``\n``, ``\t`` and ``\\`` typed on a command line into characters."""
     return re.sub(r"\\([nt\\])", lambda m: {"n": "\n", "t": "\t", "\\": "\\"}[m.group(1)], prime)
 
 
-def select_next(logits, prev_ids, step, seed, options: SamplingOptions, space_id: int):
-    """Next ids (N,) from logits (N, V): the one selection rule both generators share."""
+def choose_preamble(text: str, max_chars: int = PREAMBLE_CHARS) -> str:
+    """The passage samples start after: the end of ``text`` up to its last blank line.
+
+    At most ``max_chars`` characters, beginning at a line start. Without a
+    blank line, up to the last line break; a text without line breaks gives
+    no preamble.
+    """
+    end = text.rfind("\n\n")
+    if end >= 0:
+        end += 2
+    else:
+        end = text.rfind("\n") + 1
+        if end == 0:
+            return ""
+    start = max(0, end - max_chars)
+    if start > 0 and text[start - 1] != "\n":
+        line_start = text.find("\n", start, end - 1)
+        if line_start >= 0:
+            start = line_start + 1
+    return text[start:end]
+
+
+def prefix_ids(vocab, preamble: str, prime: str) -> np.ndarray:
+    """The tokens a model reads before it generates: the preamble, then the prime.
+
+    Never empty: with neither, the most frequent token (id 0). Tokenized
+    together, as the text would be.
+    """
+    text = preamble + prime
+    return vocab.encode(text).astype(np.int32) if text else np.zeros(1, np.int32)
+
+
+def select_next(logits, prev_ids, steps, seed, temperature, options: SamplingOptions,
+                space_id: int):
+    """Next ids (N,) from logits (N, V): the one selection rule every generator shares.
+
+    ``steps``: the generation index of the token being drawn, a scalar or one
+    per row; ``temperature`` may be a tensor (the exported model's input).
+    """
     import tensorflow as tf
 
     greedy = tf.argmax(logits, axis=-1, output_type=tf.int32)
     if options.sample == ARGMAX:
         return greedy
-    logits = logits / options.temperature
+    # Shift the largest logit to 0 before dividing, so that a tiny temperature
+    # gives -inf for the others (argmax) instead of inf - inf = nan.
+    logits = logits - tf.reduce_max(logits, axis=-1, keepdims=True)
+    logits = logits / tf.cast(temperature, logits.dtype)
     if options.top_k:
         k = min(options.top_k, logits.shape[-1])
         kth = tf.math.top_k(logits, k=k).values[:, -1:]  # (N, 1)
@@ -76,7 +140,7 @@ def select_next(logits, prev_ids, step, seed, options: SamplingOptions, space_id
     # Inverse-CDF draw with one uniform per row from a counter-based hash:
     # integer arithmetic gives the same bits compiled (XLA) or not, which TF's
     # stateless categorical op does not.
-    u = _uniform(seed, step, tf.shape(logits)[0])  # (N,) in (0, 1)
+    u = _uniform(seed, steps, tf.shape(logits)[0])  # (N,) in (0, 1)
     cdf = tf.cumsum(tf.nn.softmax(logits), axis=-1)  # (N, V)
     drawn = tf.reduce_sum(tf.cast(cdf < u[:, None] * cdf[:, -1:], tf.int32), axis=-1)
     drawn = tf.minimum(drawn, tf.shape(logits)[-1] - 1)
@@ -99,174 +163,254 @@ def _mix32(x):
     return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 16))
 
 
-def _uniform(seed, step, batch):
-    """Uniforms in (0, 1), one per row, a pure function of (seed, step, row)."""
+def _uniform(seed, steps, batch):
+    """Uniforms in (0, 1), one per row, a pure function of (seed, step of the row, row)."""
     import tensorflow as tf
 
     def cast(v):
         return tf.bitwise.bitwise_and(tf.cast(v, tf.int64), _MASK32)
 
-    key = _mix32(cast(_mix32(cast(seed)) + cast(step)))
+    key = _mix32(cast(_mix32(cast(seed)) + cast(steps)))  # () or (N,)
     h = _mix32(cast(key + tf.range(batch, dtype=tf.int64)))
     # 24 bits fit a float32 exactly; +0.5 keeps the draw off 0 and 1.
     return (tf.cast(tf.bitwise.right_shift(h, 8), tf.float32) + 0.5) / float(1 << 24)
 
 
-def _prime_ids(vocab, prime: str) -> np.ndarray:
-    """Ids of the prime; an empty prime starts from the most frequent token (id 0)."""
-    return vocab.encode(prime).astype(np.int32) if prime else np.zeros(1, np.int32)
+class StopTexts:
+    """Cuts each of N streams of text at its first stop text (which is left out).
+
+    ``feed`` takes the next piece of every stream and returns what can be
+    shown: a stream's text up to a stop text, never the start of a possible
+    one until the next piece settles it (the longest end of the text that
+    begins a stop text is held back).
+    """
+
+    def __init__(self, stops, streams: int):
+        self.stops = [s for s in stops]
+        if any(not s for s in self.stops):
+            raise ValueError("a stop text must not be empty")
+        self.held = [""] * streams
+        self.stopped = [False] * streams
+
+    @property
+    def all_stopped(self) -> bool:
+        return bool(self.stops) and all(self.stopped)
+
+    def feed(self, pieces: list[str]) -> list[str]:
+        shown = []
+        for row, piece in enumerate(pieces):
+            if self.stopped[row]:
+                shown.append("")
+                continue
+            text = self.held[row] + piece
+            found = [i for i in (text.find(s) for s in self.stops) if i >= 0]
+            if found:
+                self.stopped[row], self.held[row] = True, ""
+                shown.append(text[:min(found)])
+                continue
+            keep = self._partial_stop(text)
+            self.held[row] = text[len(text) - keep:]
+            shown.append(text[:len(text) - keep])
+        return shown
+
+    def flush(self) -> list[str]:
+        """What is still held back, once the streams end without a stop text."""
+        shown, self.held = self.held, [""] * len(self.held)
+        return shown
+
+    def _partial_stop(self, text: str) -> int:
+        """Length of the longest end of ``text`` that is a proper beginning of a stop text."""
+        longest = 0
+        for stop in self.stops:
+            for k in range(min(len(stop) - 1, len(text)), longest, -1):
+                if text.endswith(stop[:k]):
+                    longest = k
+                    break
+        return longest
 
 
-def _warm_up(model, prime_ids: np.ndarray, batch: int) -> np.ndarray:
-    """Reset the state and feed all but the last prime token; return the last (N,)."""
-    from kerasgen.model import reset_states
+class Sampler:
+    """Compiled sampler over a model built at batch size N (N samples at once).
 
-    reset_states(model)
-    if len(prime_ids) > 1:
-        model(np.tile(prime_ids[None, :-1], (batch, 1)), training=False)
-    return np.full(batch, prime_ids[-1], np.int32)
+    ``preamble``: the text read before every prime (the run's; see the module
+    docstring).
+    """
 
-
-def _first_window(prime_ids: np.ndarray, batch: int, context: int) -> tuple[np.ndarray, int]:
-    """A transformer's window (N, context) holding the prime's last ``context`` tokens
-    left-aligned (positions 0..filled-1; the rest is padding it cannot see), and ``filled``."""
-    kept = prime_ids[-context:]
-    window = np.zeros((batch, context), np.int32)
-    window[:, :len(kept)] = kept
-    return window, len(kept)
-
-
-class Generator:
-    """Compiled sampler over a model built at batch size N (N streams at once)."""
-
-    def __init__(self, model, vocab, jit_compile: bool = True, fused: bool = True):
+    def __init__(self, model, vocab, preamble: str = "", jit_compile: bool = True,
+                 fused: bool = True):
         import tensorflow as tf
 
         from kerasgen.fused import FusedModel
         from kerasgen.model import context_length, rnn_layers
 
-        self.model = model
-        self.net = FusedModel(model) if fused and rnn_layers(model) else None
-        self.vocab = vocab
+        self.model, self.vocab, self.preamble = model, vocab, preamble
+        self.recurrent = bool(rnn_layers(model))
+        self.net = FusedModel(model) if fused and self.recurrent else None
         self.batch = int(model.inputs[0].shape[0])
         self.context = context_length(model)  # None: not a transformer
         if self.context is not None:  # the sliding window, carried between chunks
             self._window = tf.Variable(tf.zeros((self.batch, self.context), tf.int32),
                                        trainable=False)
-            self._filled = tf.Variable(0, trainable=False)
+            self._filled = tf.Variable(tf.zeros((self.batch,), tf.int32), trainable=False)
         self.space_id = vocab.index.get(" ", -1)
         self._jit = jit_compile
-        self._compiled = {}  # SamplingOptions -> compiled chunk function
+        self._compiled = {}  # SamplingOptions.structure -> compiled chunk function
         self._tf = tf
 
+    # -- one step of each kind of model: (ids read now, state) -> (logits (N, V), state) --
+
+    def _fused_step(self, weights):
+        def step(ids, states):
+            logits, states = self.net.forward(ids[None, :], states, weights=weights)
+            return logits[0], states
+        return step
+
+    def _keras_step(self, ids, unused):
+        return self.model(ids[:, None], training=False)[:, -1, :], unused
+
+    def _window_step(self, ids, window_filled):
+        # The window holds the tokens before ``ids``: append it (sliding once
+        # full), then read the logits at its newest position. The whole window
+        # goes through the model (no cache); the causal mask keeps the
+        # padding past ``filled`` unseen.
+        tf = self._tf
+        window, filled = window_filled
+        positions = tf.range(self.context)[None, :]  # (1, C)
+        slid = tf.concat([window[:, 1:], ids[:, None]], axis=1)
+        placed = tf.where(positions == filled[:, None], ids[:, None], window)
+        window = tf.where((filled >= self.context)[:, None], slid, placed)
+        filled = tf.minimum(filled + 1, self.context)
+        logits = tf.gather(self.model(window, training=False), filled - 1, axis=1,
+                           batch_dims=1)  # (N, V): the newest token's
+        return logits, (window, filled)
+
     def _chunk_fn(self, options: SamplingOptions):
-        # One compiled loop per SamplingOptions (they decide which ops exist);
-        # the length n, the prime and the seed are inputs, so they never recompile.
-        key = options
+        """The compiled loop of CHUNK steps for this kind of selection.
+
+        Step ``i`` reads ``ids`` and then takes ``forced[:, i]`` while
+        ``i < n_forced`` (the prefix), else draws generation index
+        ``gen_start + i``. Returns the ids taken (N, CHUNK) and the last ones.
+        """
+        key = options.structure
         if key not in self._compiled:
             tf = self._tf
 
-            def keras_chunk(last_ids, start_step, seed):
+            def chunk(ids, forced, n_forced, gen_start, seed, temperature):
+                if self.context is not None:
+                    step = self._window_step
+                    state = (self._window.read_value(), self._filled.read_value())
+                elif self.net is not None:
+                    # The fused weights are derived once per chunk; the state is a
+                    # loop variable, written back to the layers at the end.
+                    step, state = self._fused_step(self.net.derived_weights()), \
+                        self.net.read_states()
+                else:  # the Keras layers carry their own state
+                    step, state = self._keras_step, tf.zeros(())
                 out = tf.TensorArray(tf.int32, size=CHUNK)
-                ids = last_ids
                 for i in tf.range(CHUNK):
-                    logits = self.model(ids[:, None], training=False)[:, -1, :]  # (N, V)
-                    ids = select_next(logits, ids, start_step + i, seed, options, self.space_id)
+                    logits, state = step(ids, state)
+                    drawn = select_next(logits, ids, gen_start + i, seed, temperature, options,
+                                        self.space_id)
+                    ids = tf.where(i < n_forced, forced[:, i], drawn)
                     out = out.write(i, ids)
+                if self.context is not None:
+                    self._window.assign(state[0])
+                    self._filled.assign(state[1])
+                elif self.net is not None:
+                    self.net.assign_states(state)
                 return tf.transpose(out.stack()), ids  # (N, CHUNK), (N,)
-
-            def fused_chunk(last_ids, start_step, seed):
-                # The fused weights (embedding-times-kernel table, stacked
-                # kernels) are derived once per chunk, and the state is a loop
-                # variable, written back to the layers once at the end.
-                net = self.net
-                weights = net.derived_weights()
-                states = net.read_states()
-                out = tf.TensorArray(tf.int32, size=CHUNK)
-                ids = last_ids
-                for i in tf.range(CHUNK):
-                    logits, states = net.forward(ids[None, :], states, weights=weights)
-                    ids = select_next(logits[0], ids, start_step + i, seed, options,
-                                      self.space_id)  # logits[0]: (N, V)
-                    out = out.write(i, ids)
-                net.assign_states(states)
-                return tf.transpose(out.stack()), ids  # (N, CHUNK), (N,)
-
-            def window_chunk(last_ids, start_step, seed):
-                # The whole window goes through the model at every step (no
-                # cache); the causal mask keeps padding past ``filled`` unseen.
-                context = self.context
-                positions = tf.range(context)[None, :]  # (1, C)
-                window, filled = self._window.read_value(), self._filled.read_value()
-                out = tf.TensorArray(tf.int32, size=CHUNK)
-                ids = last_ids
-                for i in tf.range(CHUNK):
-                    logits = self.model(window, training=False)  # (N, C, V)
-                    logits = tf.gather(logits, filled - 1, axis=1)  # (N, V): the newest token's
-                    ids = select_next(logits, ids, start_step + i, seed, options, self.space_id)
-                    out = out.write(i, ids)
-                    slid = tf.concat([window[:, 1:], ids[:, None]], axis=1)
-                    placed = tf.where(positions == filled, ids[:, None], window)
-                    window = tf.where(filled >= context, slid, placed)
-                    filled = tf.minimum(filled + 1, context)
-                self._window.assign(window)
-                self._filled.assign(filled)
-                return tf.transpose(out.stack()), ids  # (N, CHUNK), (N,)
-
-            if self.context is not None:
-                chunk = window_chunk
-            else:
-                chunk = keras_chunk if self.net is None else fused_chunk
 
             self._compiled[key] = tf.function(chunk, jit_compile=self._jit)
         return self._compiled[key]
 
-    def generate_ids(self, n: int, prime: str = "", options: SamplingOptions = SamplingOptions()
-                     ) -> np.ndarray:
-        """Ids of ``n`` new tokens after ``prime`` for each of the N streams: (N, n)."""
+    def _start(self, prefix: np.ndarray) -> tuple[int, np.ndarray]:
+        """Make the model ready to read ``prefix``: (first id read, ids still to read)."""
+        from kerasgen.model import reset_states
+
+        if self.context is not None:
+            before = prefix[:-1][-self.context:] if len(prefix) > 1 else prefix[:0]
+            window = np.zeros((self.batch, self.context), np.int32)
+            window[:, :len(before)] = before
+            self._window.assign(window)
+            self._filled.assign(np.full(self.batch, len(before), np.int32))
+            return int(prefix[-1]), prefix[:0]
+        if not self.recurrent:  # a bigram sees only the last token
+            return int(prefix[-1]), prefix[:0]
+        reset_states(self.model)
+        return int(prefix[0]), prefix[1:]
+
+    def stream_ids(self, n: int, prime: str = "", options: SamplingOptions = SamplingOptions()):
+        """Yield the ids of ``n`` new tokens after ``prime`` in pieces of shape (N, k)."""
         if n < 0:
             raise ValueError(f"-n must be >= 0, got {n}")
         tf = self._tf
-        prime_ids = _prime_ids(self.vocab, prime)
-        if self.context is not None:
-            window, filled = _first_window(prime_ids, self.batch, self.context)
-            self._window.assign(window)
-            self._filled.assign(filled)
-            last = tf.fill([self.batch], int(prime_ids[-1]))
-        else:
-            last = tf.constant(_warm_up(self.model, prime_ids, self.batch))
+        first, forced = self._start(prefix_ids(self.vocab, self.preamble, prime))
         fn = self._chunk_fn(options)
+        ids = tf.fill([self.batch], first)
         seed = tf.constant(options.seed, tf.int64)
-        chunks = []
-        for start in range(0, n, CHUNK):
-            ids, last = fn(last, tf.constant(start, tf.int32), seed)
-            chunks.append(ids.numpy())
-        if not chunks:
-            return np.zeros((self.batch, 0), np.int32)
-        return np.concatenate(chunks, axis=1)[:, :n]
+        temperature = tf.constant(options.temperature, tf.float32)
+        total = len(forced) + n
+        block = np.zeros((self.batch, CHUNK), np.int32)
+        for start in range(0, total, CHUNK):
+            taken = forced[start:start + CHUNK]
+            block[:] = 0
+            block[:, :len(taken)] = taken
+            out, ids = fn(ids, tf.constant(block), tf.fill([self.batch], len(taken)),
+                          tf.fill([self.batch], start - len(forced)), seed, temperature)
+            new = out.numpy()[:, len(taken):total - start]
+            if new.shape[1]:
+                yield new
 
-    def generate(self, n: int, prime: str = "", options: SamplingOptions = SamplingOptions()
-                 ) -> list[str]:
-        """The prime followed by ``n`` generated tokens, one string per stream."""
-        return [prime + self.vocab.decode(row) for row in self.generate_ids(n, prime, options)]
+    def generate_ids(self, n: int, prime: str = "", options: SamplingOptions = SamplingOptions()
+                     ) -> np.ndarray:
+        """Ids of ``n`` new tokens after ``prime`` for each of the N streams: (N, n)."""
+        pieces = list(self.stream_ids(n, prime, options))
+        return np.concatenate(pieces, axis=1) if pieces else np.zeros((self.batch, 0), np.int32)
+
+    def stream(self, n: int, prime: str = "", options: SamplingOptions = SamplingOptions(),
+               stop=()):
+        """Yield the text of the N samples in pieces, a list of N strings each time.
+
+        The first pieces are the prime. Each sample ends at ``n`` tokens or
+        just before its first stop text after the prime; generation ends as
+        soon as every sample has stopped.
+        """
+        cut = StopTexts(stop, self.batch)
+        yield [prime] * self.batch
+        for ids in self.stream_ids(n, prime, options):
+            yield cut.feed([self.vocab.decode(row) for row in ids])
+            if cut.all_stopped:
+                return
+        yield cut.flush()
+
+    def generate(self, n: int, prime: str = "", options: SamplingOptions = SamplingOptions(),
+                 stop=()) -> list[str]:
+        """The prime followed by the generated text, one string per stream."""
+        texts = [[] for _ in range(self.batch)]
+        for pieces in self.stream(n, prime, options, stop):
+            for text, piece in zip(texts, pieces):
+                text.append(piece)
+        return ["".join(text) for text in texts]
 
 
 def generate_reference(model, vocab, n: int, prime: str = "",
-                       options: SamplingOptions = SamplingOptions()) -> np.ndarray:
+                       options: SamplingOptions = SamplingOptions(),
+                       preamble: str = "") -> np.ndarray:
     """The plain step-by-step sampler: one eager model call per token, (N, n) ids.
 
-    A transformer reads the last ``context`` tokens of everything so far, unpadded.
+    Reads the prefix in one call from a zero state; a transformer reads the
+    last ``context`` tokens of everything so far, unpadded.
     """
-    from kerasgen.model import context_length
+    from kerasgen.model import context_length, reset_states
 
     batch = int(model.inputs[0].shape[0])
     context = context_length(model)
-    prime_ids = _prime_ids(vocab, prime)
-    if context is None:
-        ids = _warm_up(model, prime_ids, batch)
-    else:
-        ids = np.full(batch, prime_ids[-1], np.int32)
-        seen = np.tile(prime_ids[None, :], (batch, 1))  # (N, so far)
+    prefix = prefix_ids(vocab, preamble, prime)
+    seen = np.tile(prefix[None, :], (batch, 1))  # (N, so far)
+    reset_states(model)
+    if context is None and len(prefix) > 1:
+        model(seen[:, :-1], training=False)
+    ids = seen[:, -1]
     space_id = vocab.index.get(" ", -1)
     out = np.zeros((batch, n), np.int32)
     for step in range(n):
@@ -274,8 +418,8 @@ def generate_reference(model, vocab, n: int, prime: str = "",
             logits = model(ids[:, None], training=False)[:, -1, :]
         else:
             logits = model(seen[:, -context:], training=False)[:, -1, :]
-        ids = select_next(logits, ids, step, options.seed, options, space_id).numpy()
+        ids = select_next(logits, ids, step, options.seed, options.temperature, options,
+                          space_id).numpy()
         out[:, step] = ids
-        if context is not None:
-            seen = np.concatenate([seen, ids[:, None]], axis=1)
+        seen = np.concatenate([seen, ids[:, None]], axis=1)
     return out

@@ -25,10 +25,12 @@ import numpy as np
 
 from kerasgen import atomic, data, rundir
 from kerasgen.errors import DistributedError
-from kerasgen.model import RNN_FAMILIES, ModelConfig, build_model, count_params, reset_states
+from kerasgen.model import (RNN_FAMILIES, ModelConfig, build_model, count_params, reset_states,
+                            rnn_layers)
 from kerasgen.vocab import DEFAULT_MAX_VOCAB, LEVELS
 
 TENSORBOARD_SAMPLE_CHARS = 300  # length of the text sample logged at each epoch end
+LINE_START = "\n"  # the token sampling starts with: a zero state reads it first
 
 
 @dataclass(frozen=True)
@@ -282,15 +284,21 @@ def _train(config, model_options, init_from, callbacks, overwrite, strategy) -> 
             state.update(rundir.load_checkpoint(init_from, "latest", model, optimizer))
             if state["batch"] >= steps_per_epoch:  # the text shrank: start a fresh epoch
                 state["epoch"], state["batch"] = state["epoch"] + 1, 0
+        # Streams that reach a line start at a batch start begin it from a zero
+        # state: the state sampling starts in (see start_rows).
+        line_start_id = vocab.index.get(LINE_START)
         if distributed:
             steps = distribute.DistributedSteps(strategy, model, optimizer, config.batch_size,
-                                                config.jit_compile)
+                                                config.jit_compile, line_start_id)
         else:
             steps = _SingleDeviceSteps(model, optimizer, fused=fused and not
-                                       config.mixed_precision, jit_compile=config.jit_compile)
+                                       config.mixed_precision, jit_compile=config.jit_compile,
+                                       line_start_id=line_start_id)
 
+    # Samples start from a zero state that reads a newline, as trained.
+    preamble = LINE_START if line_start_id is not None else ""
     if chief:
-        rundir.write_run(save_dir, model_config, dataclasses.asdict(config), vocab)
+        rundir.write_run(save_dir, model_config, dataclasses.asdict(config), vocab, preamble)
     if chief and run is not None and os.path.abspath(init_from) != os.path.abspath(save_dir) \
             and run.has_checkpoint("best"):
         with atomic.atomic_path(rundir.checkpoint_path(save_dir, "best"), suffix=".h5") as tmp:
@@ -302,7 +310,7 @@ def _train(config, model_options, init_from, callbacks, overwrite, strategy) -> 
     log_dir = os.path.join(config.log_dir, f"{os.path.basename(os.path.abspath(save_dir))}-"
                                            f"{time.strftime('%Y%m%d-%H%M%S')}")
     writer = tf.summary.create_file_writer(log_dir) if chief else tf.summary.create_noop_writer()
-    sampler = _EpochSampler(model_config, vocab)
+    sampler = _EpochSampler(model_config, vocab, preamble)
     cbs = keras.callbacks.CallbackList(list(callbacks), model=model)
 
     def save(which: str) -> str:
@@ -457,12 +465,30 @@ def _train(config, model_options, init_from, callbacks, overwrite, strategy) -> 
     return result
 
 
+def start_rows(states: list, x, line_start_id: int | None) -> list:
+    """Zero the state of every row whose batch ``x`` (B, T) begins with ``line_start_id``.
+
+    Sampling starts from a zero state that reads a newline (the run's
+    preamble); without this, training would show the model that state only
+    at epoch starts, and samples would begin with garbage. ``states``: per
+    layer, a list of (B, H) tensors.
+    """
+    import tensorflow as tf
+
+    if line_start_id is None or not states:
+        return states
+    keep = tf.cast(x[:, :1] != line_start_id, states[0][0].dtype)  # (B, 1)
+    return [[value * keep for value in layer] for layer in states]
+
+
 class _SingleDeviceSteps:
     """The one-device steps behind the same interface as ``distribute.DistributedSteps``."""
 
-    def __init__(self, model, optimizer, fused: bool, jit_compile: bool):
+    def __init__(self, model, optimizer, fused: bool, jit_compile: bool,
+                 line_start_id: int | None = None):
         self.model = model
-        self.train_step, self.eval_step = compile_steps(model, optimizer, fused, jit_compile)
+        self.train_step, self.eval_step = compile_steps(model, optimizer, fused, jit_compile,
+                                                        line_start_id)
 
     def reset(self) -> None:
         reset_states(self.model)
@@ -475,28 +501,40 @@ class _SingleDeviceSteps:
         return float(np.mean([float(self.eval_step(x, y)) for x, y in batches]))
 
 
-def compile_steps(model, optimizer, fused: bool = True, jit_compile: bool = False):
+def compile_steps(model, optimizer, fused: bool = True, jit_compile: bool = False,
+                  line_start_id: int | None = None):
     """The compiled ``train_step(x, y) -> loss`` and ``eval_step(x, y) -> loss``.
 
     x, y: (B, T) int32 batches; the loss is the mean nats/char. Both carry the
     recurrent state in the model's stateful layers. ``fused`` computes the
     logits with ``kerasgen.fused.FusedModel`` (the same weights and
     mathematics, fewer and larger operations) instead of calling the Keras
-    layers.
+    layers. ``line_start_id`` (the newline's id): ``train_step`` starts every
+    stream whose batch begins with it from a zero state (``start_rows``).
     """
     import tensorflow as tf
 
     from kerasgen.fused import FusedModel
 
     net = FusedModel(model) if fused else None
+    layers = rnn_layers(model)
     if fused:
 
         def logits_and_targets(x, y, training):
             # Time-major all the way to the loss: (T, B, V) logits, (T, B) targets.
-            logits, states = net.forward(tf.transpose(x), net.read_states(), training)
+            states = net.read_states()
+            if training:
+                states = start_rows(states, x, line_start_id)
+            logits, states = net.forward(tf.transpose(x), states, training)
             return logits, tf.transpose(y), states
     else:
         def logits_and_targets(x, y, training):
+            if training and line_start_id is not None:
+                for layer, values in zip(layers, start_rows(
+                        [[tf.convert_to_tensor(v) for v in layer.states] for layer in layers],
+                        x, line_start_id)):
+                    for variable, value in zip(layer.states, values):
+                        variable.assign(value)
             return model(x, training=training), y, None
 
     def mean_loss(targets, logits):
@@ -528,14 +566,14 @@ def compile_steps(model, optimizer, fused: bool = True, jit_compile: bool = Fals
 class _EpochSampler:
     """A batch-1 copy of the model that writes a short text sample to TensorBoard."""
 
-    def __init__(self, model_config: ModelConfig, vocab):
-        self.model_config, self.vocab, self.generator = model_config, vocab, None
+    def __init__(self, model_config: ModelConfig, vocab, preamble: str):
+        self.model_config, self.vocab, self.preamble = model_config, vocab, preamble
+        self.sampler = None
 
     def sample(self, model) -> str:
-        from kerasgen.sampling import Generator, SamplingOptions
+        from kerasgen.sampling import Sampler, SamplingOptions
 
-        if self.generator is None:
-            self.generator = Generator(build_model(self.model_config, 1), self.vocab)
-        self.generator.model.set_weights(model.get_weights())
-        return self.generator.generate(TENSORBOARD_SAMPLE_CHARS, "",
-                                       SamplingOptions(seed=0))[0]
+        if self.sampler is None:
+            self.sampler = Sampler(build_model(self.model_config, 1), self.vocab, self.preamble)
+        self.sampler.model.set_weights(model.get_weights())
+        return self.sampler.generate(TENSORBOARD_SAMPLE_CHARS, "", SamplingOptions(seed=0))[0]

@@ -34,3 +34,45 @@ def data_dir(tmp_path):
 
 TINY_TRAIN = ["--rnn_size", "16", "--num_layers", "2", "--batch_size", "4",
               "--seq_length", "16", "--save_every", "5", "--seed", "1", "--no_jit_compile"]
+
+
+@pytest.fixture(scope="session")
+def tiny_text():
+    """A small text with the shape of tiny Shakespeare."""
+    return TINY_TEXT
+
+
+@pytest.fixture(scope="session")
+def tiny_train():
+    """``kerasgen train`` flags for a tiny, quick model."""
+    return list(TINY_TRAIN)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """A tiny run trained once per session through the CLI: (data folder, run folder).
+
+    Tests must not change it; copy it first (``shutil.copytree``) to damage it.
+    """
+    from click.testing import CliRunner
+
+    from kerasgen_cli.main import main
+
+    base = tmp_path_factory.mktemp("trained")
+    (base / "data").mkdir()
+    (base / "data" / "input.txt").write_text(TINY_TEXT, encoding="utf-8")
+    save = base / "save"
+    result = CliRunner().invoke(main, ["train", "--data_dir", str(base / "data"),
+                                       "--save_dir", str(save), "--log_dir", str(base / "logs"),
+                                       "--num_epochs", "3", *TINY_TRAIN],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return base / "data", save
+
+
+@pytest.fixture(scope="session")
+def old_run():
+    """A run folder written by kerasgen 0.1.0, before runs recorded a preamble."""
+    import pathlib
+
+    return pathlib.Path(__file__).parent / "fixtures" / "run-0.1.0"

@@ -6,7 +6,7 @@ from click.testing import CliRunner
 from conftest import TINY_TEXT
 from kerasgen import data
 from kerasgen.model import ModelConfig, build_model, rnn_layers
-from kerasgen.sampling import Generator, SamplingOptions, generate_reference
+from kerasgen.sampling import Sampler, SamplingOptions, generate_reference
 from kerasgen.vocab import Vocabulary
 from kerasgen_cli.main import main
 
@@ -41,7 +41,7 @@ def test_bigram_samples_like_the_reference():
     model = build_model(ModelConfig(vocab_size=len(vocab), model="bigram"), 2)
     model.set_weights([np.random.default_rng(0).normal(0, 2, (len(vocab), len(vocab)))])
     options = SamplingOptions(seed=4)
-    np.testing.assert_array_equal(Generator(model, vocab).generate_ids(140, "ab", options),
+    np.testing.assert_array_equal(Sampler(model, vocab).generate_ids(140, "ab", options),
                                   generate_reference(model, vocab, 140, "ab", options))
 
 

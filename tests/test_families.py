@@ -14,7 +14,7 @@ from conftest import TINY_TEXT
 from kerasgen import data, rundir
 from kerasgen.evaluate import evaluate_loss, stream_layout
 from kerasgen.model import ModelConfig, build_model, context_length, reset_states
-from kerasgen.sampling import Generator, SamplingOptions, generate_reference
+from kerasgen.sampling import Sampler, SamplingOptions, generate_reference
 from kerasgen.vocab import (UNKNOWN_TOKEN, Vocabulary, WordVocabulary, tokenize,
                             vocabulary_from_json)
 from kerasgen_cli.main import main
@@ -88,15 +88,15 @@ def test_save_load_round_trip_gives_identical_logits(family, tmp_path):
 def test_sampling_works(family):
     model = tiny(family, 2)
     options = SamplingOptions(seed=5)
-    ids = Generator(model, V).generate_ids(20, "KING", options)
+    ids = Sampler(model, V).generate_ids(20, "KING", options)
     assert ids.shape == (2, 20) and ids.min() >= 0 and ids.max() < len(V)
-    np.testing.assert_array_equal(Generator(model, V).generate_ids(20, "KING", options), ids)
-    assert Generator(model, V).generate(5, "KING", options)[0].startswith("KING")
+    np.testing.assert_array_equal(Sampler(model, V).generate_ids(20, "KING", options), ids)
+    assert Sampler(model, V).generate(5, "KING", options)[0].startswith("KING")
     # The recurrent families and the bigram are checked against the step-by-step
     # reference in test_model_sampling and test_bigram; the transformer here:
     if family == "transformer":
         np.testing.assert_array_equal(  # 140 > one 128-token compiled chunk
-            Generator(model, V).generate_ids(140, "KING", options),
+            Sampler(model, V).generate_ids(140, "KING", options),
             generate_reference(model, V, 140, "KING", options))
 
 
@@ -121,10 +121,10 @@ def test_transformer_sampling_slides_the_window_past_a_long_prime():
     prime = TINY_TEXT[:3 * CONTEXT]  # longer than the context: only its tail is seen
     options = SamplingOptions(seed=9)
     np.testing.assert_array_equal(
-        Generator(model, V, jit_compile=False).generate_ids(20, prime, options),
+        Sampler(model, V, jit_compile=False).generate_ids(20, prime, options),
         generate_reference(model, V, 20, prime, options))
-    tail_only = Generator(model, V).generate_ids(20, prime[-CONTEXT:], options)
-    np.testing.assert_array_equal(Generator(model, V).generate_ids(20, prime, options),
+    tail_only = Sampler(model, V).generate_ids(20, prime[-CONTEXT:], options)
+    np.testing.assert_array_equal(Sampler(model, V).generate_ids(20, prime, options),
                                   tail_only)
 
 

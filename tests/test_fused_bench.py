@@ -108,7 +108,7 @@ def test_bench_json_has_positive_figures():
     assert r.exit_code == 0, r.output
     result = json.loads(r.output)
     for key in ("train_chars_per_s", "sample_chars_per_s", "sample_batched_chars_per_s",
-                "peak_rss_mb", "gflops"):
+                "prime_chars_per_s", "peak_rss_mb", "gflops"):
         assert result[key] > 0, key
 
 

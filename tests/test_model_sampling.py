@@ -4,7 +4,7 @@ import pytest
 from kerasgen import rundir
 from kerasgen.errors import CheckpointError
 from kerasgen.model import ModelConfig, build_model, reset_states, rnn_layers
-from kerasgen.sampling import (Generator, SamplingOptions, decode_prime, generate_reference,
+from kerasgen.sampling import (Sampler, SamplingOptions, decode_prime, generate_reference,
                                select_next)
 from kerasgen.vocab import Vocabulary
 
@@ -87,23 +87,22 @@ def test_forced_logits_pick_the_expected_id():
     logits = tf.constant([[0.0, 50.0, 0.0], [0.0, 0.0, 50.0]])
     prev = tf.constant([0, 0])
     for mode in (0, 1, 2):
-        ids = select_next(logits, prev, 3, 11, SamplingOptions(sample=mode), space_id=0)
+        ids = select_next(logits, prev, 3, 11, 1.0, SamplingOptions(sample=mode), space_id=0)
         assert list(ids.numpy()) == [1, 2]
     # top_k=1 leaves only the largest logit even at a huge temperature
     flat = tf.constant([[1.0, 1.1, 0.9]])
     for seed in range(20):
-        ids = select_next(flat, tf.constant([0]), 0, seed,
-                          SamplingOptions(temperature=100.0, top_k=1), 0)
+        ids = select_next(flat, tf.constant([0]), 0, seed, 100.0, SamplingOptions(top_k=1), 0)
         assert int(ids[0]) == 1
 
 
 def test_top_p_keeps_the_nucleus():
     import tensorflow as tf
     logits = tf.math.log(tf.constant([[0.6, 0.3, 0.1]]))
-    seen = {int(select_next(logits, tf.constant([0]), s, 5, SamplingOptions(top_p=0.5), 0)[0])
+    seen = {int(select_next(logits, tf.constant([0]), s, 5, 1.0, SamplingOptions(top_p=0.5), 0)[0])
             for s in range(50)}
     assert seen == {0}
-    seen = {int(select_next(logits, tf.constant([0]), s, 5, SamplingOptions(top_p=0.8), 0)[0])
+    seen = {int(select_next(logits, tf.constant([0]), s, 5, 1.0, SamplingOptions(top_p=0.8), 0)[0])
             for s in range(200)}
     assert seen == {0, 1}
 
@@ -112,7 +111,7 @@ def test_compiled_generators_match_step_by_step_reference():
     # Exactly the same ids, not just close: the draws are a pure function of
     # (seed, step, row), and the fused logits equal the Keras layers' to rounding.
     m = tiny(3)
-    generators = [Generator(m, V, jit_compile=jit, fused=fused)
+    generators = [Sampler(m, V, jit_compile=jit, fused=fused)
                   for fused, jit in ((True, True), (True, False), (False, True))]
     for options in (SamplingOptions(seed=3), SamplingOptions(sample=2, seed=4, temperature=1.5),
                     SamplingOptions(sample=0), SamplingOptions(seed=5, top_k=3, top_p=0.9)):
@@ -123,7 +122,7 @@ def test_compiled_generators_match_step_by_step_reference():
 
 
 def test_same_seed_same_text_and_streams_differ():
-    gen = Generator(tiny(2), V)
+    gen = Sampler(tiny(2), V)
     a = gen.generate(60, "a", SamplingOptions(seed=9, temperature=3.0))
     assert a == gen.generate(60, "a", SamplingOptions(seed=9, temperature=3.0))
     assert a != gen.generate(60, "a", SamplingOptions(seed=10, temperature=3.0))

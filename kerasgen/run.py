@@ -1,0 +1,143 @@
+"""The one path from a run folder to a ready model: ``load(save_dir) -> TrainedModel``.
+
+``kerasgen sample``, ``kerasgen evaluate``, ``kerasgen compare``, the export
+and the Python API all come through here: read the folder (``rundir``), pick
+the checkpoint, build the network at the batch size a job needs, load the
+weights, and hand out a compiled sampler.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kerasgen import rundir
+from kerasgen.sampling import SamplingOptions
+
+DEFAULT_CHECKPOINT = "best"
+
+
+def resolve_checkpoint(run: rundir.Run, checkpoint: str = DEFAULT_CHECKPOINT) -> str:
+    """``checkpoint``, or "latest" when "best" is asked for and the run has none yet
+    (trained with --val_frac 0, or stopped before its first validation)."""
+    if checkpoint not in rundir.CHECKPOINTS:
+        raise ValueError(f"checkpoint must be one of {', '.join(rundir.CHECKPOINTS)}, "
+                         f"got {checkpoint!r}")
+    if checkpoint == "best" and not run.has_checkpoint("best"):
+        return "latest"
+    return checkpoint
+
+
+class TrainedModel:
+    """A trained run, ready to generate text and to be evaluated.
+
+    Made by ``kerasgen.load`` (or returned by ``kerasgen.train``). The network
+    is built at each batch size a call needs (``num_samples``) from the same
+    weights, read once.
+    """
+
+    def __init__(self, save_dir: str = "save", checkpoint: str = DEFAULT_CHECKPOINT,
+                 jit_compile: bool = True):
+        from kerasgen.model import build_model
+
+        self.run = rundir.read_run(save_dir)
+        self.save_dir = save_dir
+        self.checkpoint = resolve_checkpoint(self.run, checkpoint)
+        self.jit_compile = jit_compile
+        model = build_model(self.run.model_config, 1)
+        self.state = rundir.load_checkpoint(save_dir, self.checkpoint, model)
+        self._weights = model.get_weights()
+        self._samplers = {1: self._sampler_for(model)}
+
+    @property
+    def vocab(self):
+        return self.run.vocab
+
+    @property
+    def config(self):
+        """The model's settings (``ModelConfig``)."""
+        return self.run.model_config
+
+    def build(self, batch_size: int):
+        """A fresh Keras model with these weights at ``batch_size`` streams."""
+        from kerasgen.model import build_model
+
+        model = build_model(self.run.model_config, batch_size)
+        model.set_weights(self._weights)
+        return model
+
+    def _sampler_for(self, model):
+        from kerasgen.sampling import Sampler
+
+        return Sampler(model, self.run.vocab, self.run.preamble, jit_compile=self.jit_compile)
+
+    def sampler(self, num_samples: int = 1):
+        """The compiled ``Sampler`` generating ``num_samples`` streams at once."""
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be at least 1, got {num_samples}")
+        if num_samples not in self._samplers:
+            self._samplers[num_samples] = self._sampler_for(self.build(num_samples))
+        return self._samplers[num_samples]
+
+    def check_prime(self, prime: str) -> None:
+        """Raise ValueError naming the characters of ``prime`` the model never saw."""
+        unknown = self.run.vocab.unknown(prime)
+        if unknown:
+            raise ValueError("--prime has characters not in the model's vocabulary: "
+                             + ", ".join(repr(c) for c in unknown)
+                             + "; use only characters seen in training")
+
+    def stream(self, n: int = 500, prime: str = "", *, temperature: float = 1.0, top_k: int = 0,
+               top_p: float = 1.0, seed: int | None = None, num_samples: int = 1, stop=None,
+               sample: int = 1):
+        """Yield the text as it is generated, in pieces whose join is ``generate``'s text.
+
+        One sample: each piece is a string (the first is the prime). With
+        ``num_samples > 1``: each piece is a list of ``num_samples`` strings,
+        one per sample. Arguments as for ``generate``.
+        """
+        self.check_prime(prime)
+        options = SamplingOptions(sample=sample, temperature=temperature, top_k=top_k,
+                                  top_p=top_p, seed=_seed(seed))
+        stop = [stop] if isinstance(stop, str) else list(stop or ())
+        for pieces in self.sampler(num_samples).stream(n, prime, options, stop):
+            if num_samples > 1:
+                yield pieces
+            elif pieces[0]:
+                yield pieces[0]
+
+    def generate(self, n: int = 500, prime: str = "", *, temperature: float = 1.0,
+                 top_k: int = 0, top_p: float = 1.0, seed: int | None = None,
+                 num_samples: int = 1, stop=None, sample: int = 1):
+        """The prime followed by ``n`` generated tokens (characters at char level).
+
+        ``temperature`` divides the logits; ``top_k`` (0: off) and ``top_p``
+        (1: off) limit the draw to the most likely tokens; the same ``seed``
+        gives the same text (None: a random one). ``stop``: a text or a list of
+        texts; each sample ends just before the first one it generates.
+        ``sample``: 1 draws every token, 0 takes the most likely, 2 draws only
+        after a space. Returns a string, or a list of ``num_samples`` strings.
+        """
+        pieces = self.stream(n, prime, temperature=temperature, top_k=top_k, top_p=top_p,
+                             seed=seed, num_samples=num_samples, stop=stop, sample=sample)
+        if num_samples == 1:
+            return "".join(pieces)
+        texts = [[] for _ in range(num_samples)]
+        for row in pieces:
+            for text, piece in zip(texts, row):
+                text.append(piece)
+        return ["".join(text) for text in texts]
+
+
+def _seed(seed: int | None) -> int:
+    if seed is None:
+        return int(np.random.default_rng().integers(0, 2**32))
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+    return int(seed)
+
+
+def load(save_dir: str = "save", checkpoint: str = DEFAULT_CHECKPOINT,
+         jit_compile: bool = True) -> TrainedModel:
+    """The trained model in ``save_dir``: ``checkpoint`` "best" (lowest validation
+    loss; "latest" when the run has no best yet) or "latest"."""
+    return TrainedModel(save_dir, checkpoint, jit_compile)
