@@ -14,14 +14,15 @@ setup(
     # top-level package called "cli" lands in site-packages.
     packages=["kerasgen", "kerasgen_cli"],
     package_dir={"kerasgen_cli": "cli"},
+    # Every dependency bounded below the next major version, which may break the API.
     install_requires=[
-        "tensorflow>=2.16",
-        "keras>=3.0",
-        "numpy",
-        "tensorboard",
-        "click>=8.1",
-        "h5py",
+        "tensorflow>=2.16,<3",
+        "keras>=3.0,<4",
+        "numpy>=1.26,<3",
+        "tensorboard>=2.16,<3",
+        "click>=8.1,<9",
+        "h5py>=3.10,<4",
     ],
-    extras_require={"test": ["pytest>=7"]},
-    entry_points={"console_scripts": ["kerasgen=kerasgen_cli.main:main"]},
+    extras_require={"test": ["pytest>=7,<10"]},
+    entry_points={"console_scripts": ["kerasgen=kerasgen_cli.main:run"]},
 )

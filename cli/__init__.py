@@ -7,5 +7,6 @@ and turn library errors into one-line messages with the right exit code.
 import os
 
 # TensorFlow's C++ start-up chatter (CUDA probes, CPU feature notes) is not for
-# users; an explicit setting in the environment still wins.
+# users (see native_logs, which filters what this setting lets through); an
+# explicit setting in the environment still wins.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -7,7 +7,7 @@ import json
 import click
 
 from kerasgen_cli.errors import library_errors
-from kerasgen_cli.options import POSITIVE, model_shape_options, option
+from kerasgen_cli.options import POSITIVE, model_shape_options, option, verbose_option
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -24,6 +24,7 @@ from kerasgen_cli.options import POSITIVE, model_shape_options, option
               default=False, show_default=True, help="XLA-compile the training step.")
 @option("--json", "as_json", is_flag=True, default=False,
          help="Print one JSON object instead of a table.")
+@verbose_option
 @library_errors
 def bench_command(as_json, **options):
     """Measure training chars/s, sampling chars/s (1 and N streams) and peak memory.
@@ -64,4 +65,6 @@ def bench_command(as_json, **options):
 
 
 if __name__ == "__main__":
-    bench_command()
+    from kerasgen_cli.native_logs import run_command
+
+    run_command(bench_command)

@@ -8,7 +8,7 @@ import json
 import click
 
 from kerasgen_cli.errors import library_errors
-from kerasgen_cli.options import option
+from kerasgen_cli.options import option, verbose_option
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -20,6 +20,7 @@ from kerasgen_cli.options import option
         help="Weights of each run (runs without a best checkpoint use latest).")
 @option("--json", "as_json", is_flag=True, default=False,
         help="Print one JSON object per run, one per line.")
+@verbose_option
 @library_errors
 def compare_command(save_dirs, data_dir, checkpoint, as_json):
     """Compare the runs in SAVE_DIRS: model, parameters, training time, speed, held-out loss.
@@ -27,7 +28,7 @@ def compare_command(save_dirs, data_dir, checkpoint, as_json):
     Every run is scored on the same characters (see kerasgen evaluate); training
     time and chars/s are those of the training steps up to the compared checkpoint.
     """
-    from kerasgen.evaluate import compare_runs
+    from kerasgen.compare import compare_runs
 
     rows = compare_runs(save_dirs, data_dir, checkpoint)
     if as_json:
@@ -51,4 +52,6 @@ def compare_command(save_dirs, data_dir, checkpoint, as_json):
 
 
 if __name__ == "__main__":
-    compare_command()
+    from kerasgen_cli.native_logs import run_command
+
+    run_command(compare_command)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from kerasgen.corpus import DEFAULT_MAX_CHARS, DEFAULT_MAX_FILE_BYTES
+from kerasgen.python_code import DEFAULT_MAX_CHARS, DEFAULT_MAX_FILE_BYTES
 from kerasgen_cli.errors import library_errors
 from kerasgen_cli.options import option
 
@@ -33,7 +33,7 @@ def corpus_group():
         help="Skip files larger than this many bytes (0: no limit).")
 @option("--max_chars", default=DEFAULT_MAX_CHARS, type=NON_NEGATIVE,
         help="Stop adding files once the next would take the text past this many "
-             "characters (0: no limit; 5M is about a minute per epoch on 2 CPU cores).")
+             "characters (0: no limit).")
 @library_errors
 def python_command(paths, out, include_tests, include_generated, max_file_bytes, max_chars):
     """Join the *.py files under PATHS (default: this Python's standard library) into OUT.
@@ -44,7 +44,7 @@ def python_command(paths, out, include_tests, include_generated, max_file_bytes,
     become \\n, tabs are kept. Files that are not UTF-8 are skipped, never
     mangled. The same files always give a byte-identical OUT.
     """
-    from kerasgen.corpus import SKIP_REASONS, build_python_corpus
+    from kerasgen.python_code import SKIP_REASONS, build_python_corpus
 
     corpus = build_python_corpus(out, paths, include_tests=include_tests,
                                  include_generated=include_generated,
@@ -57,4 +57,6 @@ def python_command(paths, out, include_tests, include_generated, max_file_bytes,
 
 
 if __name__ == "__main__":
-    corpus_group()
+    from kerasgen_cli.native_logs import run_command
+
+    run_command(corpus_group)

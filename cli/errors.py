@@ -7,9 +7,12 @@ import sys
 
 import click
 
-from kerasgen.errors import CheckpointError, DataError, DistributedError
+from kerasgen.errors import (CheckpointError, DataError, DistributedError, DivergedError,
+                             RunLockedError, StorageError)
 
-EXIT_INTERRUPTED = 130  # the shell's code for a Ctrl-C
+EXIT_INTERRUPTED = 130  # the shell's code for a Ctrl-C (128 + SIGINT)
+RUNTIME_ERRORS = (DataError, CheckpointError, DistributedError, DivergedError, RunLockedError,
+                  StorageError)
 
 
 class UsageFailure(click.ClickException):
@@ -21,26 +24,31 @@ class UsageFailure(click.ClickException):
 def library_errors(fn):
     """Run a command body, reporting library errors as `Error: ...` lines.
 
-    Problems inside files the user pointed at (DataError, CheckpointError) and
-    failed distributed runs (DistributedError) are runtime errors (exit 1); other ValueError / FileNotFoundError mean the
-    arguments were wrong (exit 2).
+    Problems inside files the user pointed at (DataError, CheckpointError),
+    failed or diverged training, a full disk and a run folder in use are runtime
+    errors (exit 1); other ValueError / FileNotFoundError mean the arguments
+    were wrong (exit 2). A stop signal exits with 128 + its number (130 for
+    Ctrl-C, 143 for SIGTERM), after the latest checkpoint was saved.
     """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from kerasgen.train import Interrupted
+        from kerasgen.training import Interrupted
 
         try:
             return fn(*args, **kwargs)
         except Interrupted as e:
             click.echo(f"\n{e}", err=True)
-            sys.exit(EXIT_INTERRUPTED)
+            sys.exit(128 + int(e.signum))
         except KeyboardInterrupt:  # before training started: nothing to save
             click.echo("\ninterrupted", err=True)
             sys.exit(EXIT_INTERRUPTED)
-        except (DataError, CheckpointError, DistributedError) as e:
+        except RUNTIME_ERRORS as e:
             raise click.ClickException(str(e)) from None
         except (ValueError, FileNotFoundError) as e:
             raise UsageFailure(str(e)) from None
+        except OSError as e:  # a file the system would not read or write
+            where = f"{e.filename}: " if e.filename else ""
+            raise click.ClickException(f"{where}{e.strerror or e}") from None
 
     return wrapper

@@ -7,7 +7,7 @@ import json
 import click
 
 from kerasgen_cli.errors import library_errors
-from kerasgen_cli.options import option
+from kerasgen_cli.options import option, verbose_option
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -36,6 +36,7 @@ from kerasgen_cli.options import option
         help="Random seed for --python_syntax samples.")
 @option("--json", "as_json", is_flag=True, default=False,
         help="Print one JSON object instead of a table.")
+@verbose_option
 @library_errors
 def evaluate_command(save_dir, data_dir, text_file, encoding, checkpoint, streams,
                      python_syntax, n, temperature, seed, as_json):
@@ -53,7 +54,8 @@ def evaluate_command(save_dir, data_dir, text_file, encoding, checkpoint, stream
     cut-off block of each sample are not counted.
     """
     import kerasgen
-    from kerasgen.evaluate import evaluate_model, sample_syntax
+    from kerasgen.evaluate import evaluate_model
+    from kerasgen.python_code import sample_syntax
     from kerasgen.model import configure_cpu_threads
     from kerasgen.sampling import SamplingOptions
 
@@ -69,15 +71,8 @@ def evaluate_command(save_dir, data_dir, text_file, encoding, checkpoint, stream
         syntax = sample_syntax(model, python_syntax, n,
                                SamplingOptions(temperature=temperature, seed=seed))
 
-    result = {"save_dir": save_dir, "checkpoint": checkpoint, "step": loss.step,
-              "text": loss.source, "targets": loss.targets, "streams": loss.streams,
-              "level": loss.level, "chars": loss.chars, "nats_per_token": loss.nats_per_token,
-              "unknown_targets": loss.unknown,
-              "nats_per_char": loss.nats_per_char, "bits_per_char": loss.bits_per_char}
+    result = loss.to_dict(save_dir)
     start = loss.start
-    result.update(cold_nats_per_char=start and start.cold_nats_per_char,
-                  warm_nats_per_char=start and start.warm_nats_per_char,
-                  start_penalty=start and start.ratio, start_lines=start and start.lines)
     if syntax is not None:
         result["python_syntax"] = {"ok": syntax.ok, "total": syntax.total, "rate": syntax.rate,
                                    "samples": syntax.samples, "chars": syntax.chars,
@@ -110,4 +105,6 @@ def evaluate_command(save_dir, data_dir, text_file, encoding, checkpoint, stream
 
 
 if __name__ == "__main__":
-    evaluate_command()
+    from kerasgen_cli.native_logs import run_command
+
+    run_command(evaluate_command)

@@ -7,6 +7,8 @@ from kerasgen_cli.bench import bench_command
 from kerasgen_cli.compare import compare_command
 from kerasgen_cli.corpus import corpus_group
 from kerasgen_cli.evaluate import evaluate_command
+from kerasgen_cli.export import export_command
+from kerasgen_cli.native_logs import run_command
 from kerasgen_cli.sample import sample_command
 from kerasgen_cli.train import train_command
 
@@ -23,6 +25,14 @@ main.add_command(bench_command, "bench")
 main.add_command(evaluate_command, "evaluate")
 main.add_command(corpus_group, "corpus")
 main.add_command(compare_command, "compare")
+main.add_command(export_command, "export")
+
+
+
+def run():
+    """The console entry point: TensorFlow's log lines filtered (``native_logs``), then Click."""
+    run_command(main)
+
 
 if __name__ == "__main__":
-    main()
+    run()

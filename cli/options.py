@@ -19,13 +19,20 @@ def option(*spellings, **kwargs):
     return click.option(*names, show_default=True, **kwargs)
 
 
+def verbose_option(fn):
+    """``--verbose``: show TensorFlow's own log lines (read before Click parses; see
+    ``native_logs``)."""
+    return click.option("--verbose", is_flag=True, expose_value=False,
+                        help="Show TensorFlow's own log lines (also KERASGEN_VERBOSE=1).")(fn)
+
+
 class Duration(click.ParamType):
     """A wall-clock duration: ``600``, ``600s``, ``10m`` or ``1h``, as seconds."""
 
     name = "duration"
 
     def convert(self, value, param, ctx):
-        from kerasgen.train import parse_duration
+        from kerasgen.training import parse_duration
 
         if isinstance(value, (int, float)):
             return float(value)

@@ -9,7 +9,7 @@ import tempfile
 import click
 
 from kerasgen_cli.errors import library_errors
-from kerasgen_cli.options import option
+from kerasgen_cli.options import option, verbose_option
 
 SEPARATOR = "\n\n----\n\n"  # between samples
 
@@ -46,6 +46,7 @@ SEPARATOR = "\n\n----\n\n"  # between samples
                    "120 MB more peak memory.")
 @option("--output", "-o", "output", default=None, type=click.Path(dir_okay=False),
          help="Also write the text to this file (UTF-8), as it is generated.")
+@verbose_option
 @library_errors
 def sample_command(save_dir, n, prime, stop, sample, temperature, top_k, top_p, seed,
                    num_samples, checkpoint, jit_compile, output):
@@ -138,4 +139,6 @@ class _Output:
 
 
 if __name__ == "__main__":
-    sample_command()
+    from kerasgen_cli.native_logs import run_command
+
+    run_command(sample_command)

@@ -9,12 +9,8 @@ from click.core import ParameterSource
 
 from kerasgen_cli.errors import library_errors
 from kerasgen_cli.options import (POSITIVE, RNN_FAMILIES, Duration, model_shape_options,
-                                  option)
+                                  option, verbose_option)
 
-# ModelConfig fields: with --init_from, any of these not given on the command
-# line is taken from the saved run instead of the default.
-MODEL_FLAGS = ("model", "rnn_size", "num_layers", "input_keep_prob", "output_keep_prob",
-               "n_head", "dropout")
 KEEP_PROB = click.FloatRange(0.0, 1.0, min_open=True)
 
 
@@ -23,13 +19,15 @@ KEEP_PROB = click.FloatRange(0.0, 1.0, min_open=True)
          help="Folder holding input.txt (tiny Shakespeare is downloaded if missing).")
 @option("--encoding", default="utf-8", help="Text encoding of input.txt.")
 @option("--save_dir", default="save", type=click.Path(file_okay=False),
-         help="Run folder for config, vocabulary and checkpoints.")
+         help="Run folder for config, vocabulary and checkpoints (with --init_from: that run's "
+              "folder unless given).")
 @option("--log_dir", default="logs", type=click.Path(file_okay=False),
          help="TensorBoard folder; each run gets its own subfolder.")
 @option("--save_every", default=1000, type=click.IntRange(min=0),
          help="Save the latest checkpoint every N steps (and at every epoch end).")
 @option("--init_from", default=None, type=click.Path(file_okay=False),
-         help="Continue training the run in this folder (weights, optimizer, counters).")
+         help="Continue training the run in this folder (weights, optimizer, counters, and "
+              "every setting not typed again).")
 @model_shape_options(RNN_FAMILIES + ["bigram", "transformer"],
                      "Recurrent cell type; bigram: the next token from the current one only (a "
                      "V x V table; the baseline); transformer: a small decoder-only transformer "
@@ -61,7 +59,7 @@ KEEP_PROB = click.FloatRange(0.0, 1.0, min_open=True)
               "1h; then validate, save and report. [default: none]")
 @option("--lr_schedule", default="epoch", type=click.Choice(["epoch", "cosine"]),
          help="epoch: multiply by --decay_rate after every epoch (char-rnn). cosine: warm up "
-              "over --warmup_steps, then follow a cosine down to 10%% of --learning_rate at "
+              "over --warmup_steps, then follow a cosine down to 10% of --learning_rate at "
               "the end of --time_budget (or of --num_epochs).")
 @option("--warmup_steps", default=100, type=click.IntRange(min=0),
          help="Linear learning-rate warm-up steps of --lr_schedule cosine.")
@@ -86,80 +84,30 @@ KEEP_PROB = click.FloatRange(0.0, 1.0, min_open=True)
 @option("--overwrite", is_flag=True, default=False,
          help="Replace a trained model already in --save_dir instead of refusing.")
 @click.pass_context
+@verbose_option
 @library_errors
-def train_command(ctx, init_from, overwrite, **options):
-    """Train a character- or word-level model on DATA_DIR/input.txt into SAVE_DIR."""
+def train_command(ctx, **options):
+    """Train a character- or word-level model on DATA_DIR/input.txt into SAVE_DIR.
+
+    With --init_from, every setting not typed again is the saved run's (its
+    data, epochs, model shape, learning rate...), and the run is continued in
+    place unless --save_dir says otherwise.
+    """
+    import kerasgen
     from kerasgen.model import configure_cpu_threads
-    from kerasgen.train import TrainConfig, train
+    from kerasgen.progress import training_progress
 
     configure_cpu_threads()
-    model_options = {name: options.pop(name) for name in MODEL_FLAGS}
-    if init_from is not None:
-        # Take the saved architecture for every model flag not typed explicitly.
-        from kerasgen import rundir
-
-        saved_run = rundir.read_run(init_from)
-        saved = saved_run.model_config.to_dict()
-        for name in MODEL_FLAGS:
-            if ctx.get_parameter_source(name) == ParameterSource.DEFAULT:
-                model_options[name] = saved[name]
-        # A transformer's context is its --seq_length; the level is its vocabulary's.
-        if saved["model"] == "transformer" and \
-                ctx.get_parameter_source("seq_length") == ParameterSource.DEFAULT:
-            options["seq_length"] = saved["context"]
-        if ctx.get_parameter_source("level") == ParameterSource.DEFAULT:
-            options["level"] = saved_run.vocab.level
-    typed = {name for name in ("n_head", "max_vocab")
-             if ctx.get_parameter_source(name) != ParameterSource.DEFAULT}
-    if "n_head" in typed and model_options["model"] != "transformer":
-        raise click.BadParameter("applies to --model transformer only", param_hint="--n_head")
-    if "max_vocab" in typed and options["level"] != "word":
-        raise click.BadParameter("applies to --level word only", param_hint="--max_vocab")
-    config = TrainConfig(**options)
-    result = train(config, model_options, init_from=init_from, overwrite=overwrite,
-                   callbacks=[_progress_callback(sys.stdout.isatty())])
-    best = "" if result.best_val_loss is None else f", best val loss {result.best_val_loss:.4f}"
-    budget = " (time budget spent)" if result.stopped_by_budget else ""
-    click.echo(f"done{budget}: {result.steps} steps in {result.seconds:.0f}s, "
-               f"{result.chars_per_s:,.0f} chars/s{best}; model saved in {result.save_dir}",
-               err=True)
-
-
-def _progress_callback(live: bool):
-    """A Keras callback that shows progress: a live bar on a terminal, else a line per epoch."""
-    import keras
-
-    class Progress(keras.callbacks.Callback):
-        def on_train_begin(self, logs=None):
-            # Keras turns numbers in logs into floats; counts are shown as ints.
-            self.total, self.num_epochs = int(logs["total_steps"]), int(logs["num_epochs"])
-            click.echo(f"model: {int(logs['params']):,} parameters; {int(logs['steps_per_epoch'])} steps "
-                       f"per epoch; TensorBoard logs in {logs['log_dir']}", err=True)
-            self.bar = None
-            if live:
-                self.bar = keras.utils.Progbar(self.total, unit_name="step",
-                                               stateful_metrics=["epoch", "loss", "chars/s"])
-                self.bar.update(int(logs["step"]))
-
-        def on_train_batch_end(self, step, logs=None):
-            if self.bar is not None:
-                self.bar.update(step, [("epoch", logs["epoch"]), ("loss", logs["loss"]),
-                                       ("chars/s", logs["chars_per_s"])])
-
-        def on_epoch_end(self, epoch, logs=None):
-            val = "" if logs["val_loss"] is None else f"  val_loss {logs['val_loss']:.4f}"
-            best = " (best)" if logs["best"] else ""
-            partial = int(logs["partial_steps"])  # steps of an epoch cut short by the budget
-            shown = f"{epoch} + {partial} steps" if partial else f"{epoch}"
-            line = (f"epoch {shown}/{self.num_epochs}  step {int(logs['step'])}/{self.total}  "
-                    f"train_loss {logs['loss']:.4f}{val}{best}  "
-                    f"chars/s {logs['chars_per_s']:,.0f}  {logs['seconds']:.1f}s "
-                    f"+ {logs['boundary_seconds']:.1f}s between epochs "
-                    f"({logs['val_seconds']:.1f}s validation)")
-            click.echo(("\n" if self.bar is not None else "") + line)
-
-    return Progress()
+    # Only what was typed: the library fills in the rest (the saved run's
+    # settings when continuing one, else the defaults shown in --help).
+    typed = {name: value for name, value in options.items()
+             if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)}
+    progress = training_progress(live=sys.stdout.isatty(), write=click.echo,
+                                 notes=lambda line: click.echo(line, err=True))
+    kerasgen.train(callbacks=[progress], **typed)
 
 
 if __name__ == "__main__":
-    train_command()
+    from kerasgen_cli.native_logs import run_command
+
+    run_command(train_command)

@@ -4,13 +4,15 @@ a bigram baseline and a small transformer.
 The Python API::
 
     import kerasgen
-    model = kerasgen.load("save")                  # a run folder written by training
+    model = kerasgen.train("data/tinyshakespeare", save_dir="save/x", num_epochs=1)
     print(model.generate(200, prime="KING", seed=1))
+    model = kerasgen.load("save/x")                # any run folder, later
+    kerasgen.export("save/x", "exported/x/1")      # a SavedModel for TensorFlow Serving
 
 Data flows one way, each step in its own module:
 
     text file -> vocab (Vocabulary) + data (ids, stream batches)
-      -> model (Keras Functional model) -> train (training loop)
+      -> model (Keras Functional model) -> training (the loop; steps: compiled steps)
       -> rundir (run folder: config, vocabulary, checkpoints)
       -> run (the one path from a run folder to a ready model)
       -> sampling (generate text) -> the Click CLI in ``kerasgen_cli``
@@ -18,6 +20,9 @@ Data flows one way, each step in its own module:
 
 __version__ = "0.1.0"
 
-from kerasgen.run import TrainedModel, load  # noqa: E402  (after __version__, which rundir reads)
+# After __version__, which rundir reads.
+from kerasgen.export import export  # noqa: E402
+from kerasgen.run import TrainedModel, load  # noqa: E402
+from kerasgen.training import train  # noqa: E402
 
-__all__ = ["TrainedModel", "load", "__version__"]
+__all__ = ["TrainedModel", "export", "load", "train", "__version__"]

@@ -1,6 +1,6 @@
 """``python -m kerasgen``: the same as the ``kerasgen`` command."""
 
-from kerasgen_cli.main import main
+from kerasgen_cli.main import run
 
 if __name__ == "__main__":
-    main()
+    run()

@@ -22,16 +22,25 @@ def _new_file_mode() -> int:
     return 0o666 & ~umask
 
 
+TMP_MARK = ".tmp"  # in the name of every temporary file (see ``is_leftover``)
+
+
+def is_leftover(name: str) -> bool:
+    """Whether a file name is one of ``atomic_path``'s temporary files (left by a kill)."""
+    return name.startswith(".") and TMP_MARK in name
+
+
 @contextlib.contextmanager
-def atomic_path(path: str, suffix: str = ""):
+def atomic_path(path: str, suffix: str = "", before_replace=None):
     """Yield a temporary path in ``path``'s folder; on success it replaces ``path``.
 
     ``suffix`` keeps an extension some writers insist on (numpy adds ``.npy``).
+    ``before_replace(tmp)`` runs on the finished file just before the rename.
     On any exception the temporary file is removed and ``path`` is untouched.
     """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp" + suffix,
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=TMP_MARK + suffix,
                                dir=folder)
     os.close(fd)
     try:
@@ -39,6 +48,8 @@ def atomic_path(path: str, suffix: str = ""):
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        if before_replace is not None:
+            before_replace(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -84,7 +84,7 @@ def run_bench(config: BenchConfig) -> dict:
     from kerasgen import data
     from kerasgen.model import build_model, count_params
     from kerasgen.sampling import Sampler, SamplingOptions
-    from kerasgen.train import compile_steps
+    from kerasgen.steps import compile_steps
     from kerasgen.vocab import Vocabulary
 
     keras.utils.set_random_seed(config.seed)

@@ -16,3 +16,15 @@ class CheckpointError(ValueError):
 
 class DistributedError(RuntimeError):
     """Multi-device or multi-worker training failed (e.g. a worker died)."""
+
+
+class DivergedError(RuntimeError):
+    """The loss or the weights stopped being finite numbers; nothing non-finite was saved."""
+
+
+class StorageError(RuntimeError):
+    """A file of the run folder could not be written (a full disk, say); earlier files are intact."""
+
+
+class RunLockedError(RuntimeError):
+    """Another trainer holds the run folder."""

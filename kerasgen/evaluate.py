@@ -1,4 +1,4 @@
-"""Evaluate a trained run: held-out loss, and how much of its Python parses.
+"""Evaluate a trained run: held-out loss, and how well its samples start.
 
 Held-out loss (``evaluate_loss``): the mean cross-entropy of every next
 character of a text, in nats per character (bits = nats / ln 2). Nothing is
@@ -23,40 +23,13 @@ for every held-out token outside the vocabulary the cost of spelling it out
 with the training text's character frequencies (predicting ``<unk>`` alone
 would score a rare word as cheap), divided by the characters the scored
 tokens stand for in the text.
-
-Python syntax (``python_blocks`` / ``syntax_rate``): the fraction of generated
-top-level blocks that ``ast.parse`` accepts. A sample is cut into blocks at
-lines that start a top-level statement: a line whose first character (column 0)
-is neither whitespace nor ``#`` starts a new block unless
-
-- it continues the previous statement: it begins with ``else``, ``elif``,
-  ``except``, ``finally`` (as a word) or a closing ``)``, ``]``, ``}``;
-- it follows a decorator: after a column-0 ``@`` line, the next column-0 line
-  that is not a decorator or closing bracket (the ``def``/``class``) joins its
-  block;
-- the block so far is an incomplete statement, as the standard library's
-  ``codeop.compile_command(block, symbol="exec")`` judges it (returns None):
-  inside an open bracket or triple-quoted string, after a trailing backslash,
-  or a compound statement still waiting for its body. So a docstring with
-  column-0 lines stays one block, while an unclosed bracket followed by a
-  new statement yields one failing block, not a swallowed sample.
-
-Comment and blank lines never start a block; they belong to the block they
-follow. Text before the first line that starts a block is discarded (the
-sample may begin mid-statement), and the last block of each sample is
-excluded (it is cut off by the length limit), so an unterminated
-triple-quoted string runs into that excluded last block. The metric is
-parsed blocks / counted blocks, summed over all samples.
 """
 
 from __future__ import annotations
 
-import ast
-import codeop
 import math
 import os
 import re
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -66,12 +39,8 @@ from kerasgen.vocab import Vocabulary, tokenize
 
 STREAMS = 32  # parallel streams the held-out text is cut into
 CHUNK_LENGTH = 256  # time steps per compiled call
-SYNTAX_SAMPLE_CHARS = 2000
 MAX_SHOWN = 20  # unknown characters named in an error
 
-CONTINUATION = re.compile(r"(?:else|elif|except|finally)\b|[)\]}]")
-CLOSING = re.compile(r"[)\]}]")
-PARSE_ERRORS = (SyntaxError, ValueError, OverflowError, MemoryError, RecursionError)
 
 
 # ---------------------------------------------------------------- held-out loss
@@ -163,6 +132,18 @@ class LossResult:
     def bits_per_char(self) -> float:
         return self.nats_per_char / math.log(2)
 
+    def to_dict(self, save_dir: str) -> dict:
+        """What ``kerasgen evaluate --json`` prints (see the README for each key)."""
+        start = self.start
+        return {"save_dir": save_dir, "checkpoint": self.checkpoint, "step": self.step,
+                "text": self.source, "targets": self.targets, "streams": self.streams,
+                "level": self.level, "chars": self.chars, "nats_per_token": self.nats_per_token,
+                "unknown_targets": self.unknown, "nats_per_char": self.nats_per_char,
+                "bits_per_char": self.bits_per_char,
+                "cold_nats_per_char": start and start.cold_nats_per_char,
+                "warm_nats_per_char": start and start.warm_nats_per_char,
+                "start_penalty": start and start.ratio, "start_lines": start and start.lines}
+
 
 def _to_run_ids(ids: np.ndarray, vocab: Vocabulary, run_vocab: Vocabulary, what: str):
     """Re-map ids of ``vocab`` into ``run_vocab``; characters it lacks raise ValueError."""
@@ -201,28 +182,31 @@ def _held_out(run: rundir.Run, ids: np.ndarray, source: str, text: str | None) -
 
 
 def held_out_ids(run: rundir.Run, data_dir: str | None = None, text_file: str | None = None,
-                 encoding: str | None = None) -> HeldOut:
+                 encoding: str | None = None, text: str | None = None) -> HeldOut:
     """The text to score in the run's ids, what it is in words, and (word level) how
     many characters the scored tokens stand for and what its unknown tokens hide.
 
-    ``text_file``: the whole file. Otherwise the validation split of
-    ``data_dir`` (default: the run's training data) cut exactly as training
-    cut it, with the run's ``val_frac``: the same characters at either level.
+    ``text_file``: the whole file; ``text``: the whole of this string. Otherwise
+    the validation split of ``data_dir`` (default: the run's training data) cut
+    exactly as training cut it, with the run's ``val_frac``: the same
+    characters at either level.
     """
     train = run.train_config
     encoding = encoding or train.get("encoding", "utf-8")
     word = run.vocab.level == "word"
+    if sum(x is not None for x in (data_dir, text_file, text)) > 1:
+        raise ValueError("pass --data_dir or --text, not both")
+    source = "the given text"
     if text_file is not None:
-        if data_dir is not None:
-            raise ValueError("pass --data_dir or --text, not both")
         if not os.path.isfile(text_file):
             raise FileNotFoundError(f"--text {text_file} is not a file")
-        text = data.read_text(text_file, encoding)
+        text, source = data.read_text(text_file, encoding), text_file
+    if text is not None:
         try:
             ids = run.vocab.encode(text)
         except ValueError as e:  # names the characters the model never saw
-            raise ValueError(f"--text {text_file}: {e}") from None
-        return _held_out(run, ids, text_file, text)
+            raise ValueError(f"--text {source}: {e}") from None
+        return _held_out(run, ids, source, text)
 
     if data_dir is None:
         data_dir = train.get("data_dir")
@@ -249,28 +233,18 @@ def held_out_ids(run: rundir.Run, data_dir: str | None = None, text_file: str | 
 
 def evaluate_model(model, data_dir: str | None = None, text_file: str | None = None,
                    encoding: str | None = None, streams: int = STREAMS,
-                   chunk_length: int = CHUNK_LENGTH, start: bool = True) -> LossResult:
+                   chunk_length: int = CHUNK_LENGTH, start: bool = True,
+                   text: str | None = None) -> LossResult:
     """Held-out loss of a loaded model (``kerasgen.load``; see ``held_out_ids`` for which
     text) and, with ``start``, its start penalty (``start_penalty``)."""
     run = model.run
-    held = held_out_ids(run, data_dir, text_file, encoding)
+    held = held_out_ids(run, data_dir, text_file, encoding, text)
     per_token = evaluate_loss(model.build(streams), held.ids, chunk_length)
     targets = len(held.ids) - 1
     penalty = start_penalty(model, held.text) if start else None
     return LossResult((per_token * targets + held.spelling_nats) / held.chars, targets,
                       held.source, model.checkpoint, model.state.get("step"), streams,
                       run.vocab.level, per_token, held.chars, held.unknown, penalty)
-
-
-def evaluate_run(save_dir: str, checkpoint: str = "best", data_dir: str | None = None,
-                 text_file: str | None = None, encoding: str | None = None,
-                 streams: int = STREAMS, chunk_length: int = CHUNK_LENGTH,
-                 start: bool = True) -> LossResult:
-    """``evaluate_model`` of the run in ``save_dir``."""
-    from kerasgen.run import load
-
-    return evaluate_model(load(save_dir, checkpoint, jit_compile=False), data_dir, text_file,
-                          encoding, streams, chunk_length, start)
 
 
 # ---------------------------------------------------------------- start penalty
@@ -395,152 +369,3 @@ def logits_after(model, contexts: list[np.ndarray], targets: list[np.ndarray]):
             picked.append(out[np.arange(len(part)), filled[b:b + WINDOW_BATCH] - 1])
         logits = np.concatenate(picked).reshape(rows, span, -1)
     return np.asarray(logits), labels, mask
-
-
-# ---------------------------------------------------------------- comparing runs
-
-@dataclass(frozen=True)
-class RunSummary:
-    save_dir: str
-    model: str  # family and size, e.g. "lstm 2x128"
-    level: str
-    params: int
-    train_seconds: float | None  # in training steps, over the run and its continuations
-    chars_per_s: float | None
-    loss: LossResult
-
-
-def compare_runs(save_dirs, data_dir: str | None = None, checkpoint: str = "best",
-                 streams: int = STREAMS) -> list[RunSummary]:
-    """Summaries of runs scored on one held-out text: the validation split of
-    ``data_dir`` (default: the first run's training data), cut by each run's
-    own ``val_frac``; the runs must agree on it, so every row scores the same
-    characters, at character or word level.
-    """
-    from kerasgen.model import build_model, count_params
-
-    save_dirs = list(save_dirs)
-    if not save_dirs:
-        raise ValueError("give at least one run folder to compare")
-    runs = [rundir.read_run(d) for d in save_dirs]
-    data_dir = data_dir or runs[0].train_config.get("data_dir")
-    fracs = {run.train_config.get("val_frac") for run in runs}
-    if len(fracs) > 1:
-        raise ValueError("the runs held out different fractions (--val_frac "
-                         + ", ".join(str(f) for f in sorted(fracs, key=str))
-                         + "), so their validation splits differ; compare runs with the same one")
-    rows = []
-    for save_dir, run in zip(save_dirs, runs):
-        which = checkpoint if run.has_checkpoint(checkpoint) else "latest"
-        loss = evaluate_run(save_dir, which, data_dir=data_dir, streams=streams, start=False)
-        state = rundir.read_checkpoint_state(save_dir, which)
-        seconds = state.get("train_seconds")
-        rows.append(RunSummary(
-            save_dir, describe_model(run.model_config), run.vocab.level,
-            count_params(build_model(run.model_config, 1)),
-            seconds, state.get("train_chars", 0) / seconds if seconds else None, loss))
-    return rows
-
-
-def describe_model(config) -> str:
-    """Family and size in a few characters: ``bigram``, ``lstm 2x128``,
-    ``transformer 4x128 h4 ctx64``."""
-    if config.model == "bigram":
-        return "bigram"
-    size = f"{config.model} {config.num_layers}x{config.rnn_size}"
-    if config.model == "transformer":
-        size += f" h{config.n_head} ctx{config.context}"
-    return size
-
-
-# ---------------------------------------------------------------- Python syntax
-
-def _is_code_start(line: str) -> bool:
-    """A line starting at column 0 with something other than whitespace or a comment."""
-    return bool(line) and not line[0].isspace() and line[0] != "#"
-
-
-def _incomplete(source: str) -> bool:
-    """Whether ``source`` is an unfinished statement that later lines could complete."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            return codeop.compile_command(source, "<sample>", "exec") is None
-        except PARSE_ERRORS:
-            return False
-
-
-def _parses(source: str) -> bool:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # e.g. invalid escape sequences in generated strings
-        try:
-            ast.parse(source)
-        except PARSE_ERRORS:
-            return False
-    return True
-
-
-def python_blocks(text: str) -> list[str]:
-    """The complete top-level blocks of one generated sample (see the module docstring).
-
-    Text before the first block and the last (cut-off) block are left out.
-    """
-    # Split at "\n" only: str.splitlines would also break at form feeds and
-    # other characters that Python source treats as ordinary whitespace.
-    lines = [line + "\n" for line in text.split("\n")]
-    lines[-1] = lines[-1][:-1]
-    blocks, current, decorating = [], None, False  # current: lines of the open block
-    for line in lines:
-        if _is_code_start(line):
-            starts = (not CONTINUATION.match(line) and not decorating
-                      and (current is None or not _incomplete("".join(current))))
-            if starts:
-                if current is not None:
-                    blocks.append("".join(current))
-                current = []
-            decorating = line.startswith("@") or (decorating and bool(CLOSING.match(line)))
-        if current is not None:
-            current.append(line)
-    return [b for b in blocks if b.strip()]  # the open block is the cut-off last one
-
-
-def syntax_rate(texts) -> tuple[int, int]:
-    """(blocks that ``ast.parse`` accepts, blocks counted) over all ``texts``."""
-    blocks = [b for text in texts for b in python_blocks(text)]
-    return sum(_parses(b) for b in blocks), len(blocks)
-
-
-@dataclass(frozen=True)
-class SyntaxResult:
-    ok: int  # blocks that parse
-    total: int  # blocks counted
-    samples: int
-    chars: int  # generated characters per sample
-    texts: tuple[str, ...]
-
-    @property
-    def rate(self) -> float | None:
-        return self.ok / self.total if self.total else None
-
-
-def sample_syntax(model, num_samples: int = 20, length: int = SYNTAX_SAMPLE_CHARS,
-                  options=None) -> SyntaxResult:
-    """Generate ``num_samples`` texts as one batch and measure their ``syntax_rate``.
-
-    ``model``: a loaded model (``kerasgen.load``). Generation starts at a line
-    start (after the run's preamble, or after a newline for runs without one),
-    so the first character is at column 0; the newline is not part of the text.
-    """
-    from kerasgen.sampling import SamplingOptions
-
-    if num_samples < 1:
-        raise ValueError(f"--python_syntax must be at least 1, got {num_samples}")
-    if length < 1:
-        raise ValueError(f"-n must be at least 1, got {length}")
-    vocab = model.vocab
-    at_line_start = model.run.preamble.endswith("\n") or "\n" not in vocab.index
-    ids = model.sampler(num_samples).generate_ids(length, "" if at_line_start else "\n",
-                                                 options or SamplingOptions())  # (N, length)
-    texts = tuple(vocab.decode(row) for row in ids)
-    ok, total = syntax_rate(texts)
-    return SyntaxResult(ok, total, num_samples, length, texts)

@@ -18,10 +18,8 @@ matmuls and per-operation overhead. What it does differently:
   one matmul: ``concat([x_t, h_{t-1}]) @ concat([kernel, recurrent_kernel])``.
 - The output projection of all timesteps is one matmul.
 
-Measured on a 2-core CPU, default 2x128 LSTM, batch 50, seq 50: a median of
-78,700 training chars/s in ``kerasgen bench`` (README, Speed), against about
-50,000 for the Keras layers in the same compiled step. XLA (``jit_compile``)
-makes this graph slower on a CPU (about 32,000).
+How much faster, and what XLA (``jit_compile``) does to it on a CPU (it makes
+this graph slower): docs/speed.md.
 
 The results equal the Keras layers' to float rounding (tested to 1e-5):
 gate order and activations follow Keras 3 (LSTM gates i, f, c, o with sigmoid

@@ -100,9 +100,7 @@ def build_model(config: ModelConfig, batch_size: int, stateful: bool = True):
     ids = keras.Input(batch_shape=(batch_size, None), dtype="int32", name="ids")  # (B, T)
     # Unit-variance embeddings, as PyTorch's nn.Embedding and torch-rnn: Keras's
     # default uniform(-0.05, 0.05) makes the first layer's input ~30x weaker,
-    # and the model then learns much more slowly at first (tiny Shakespeare,
-    # default model, val loss after 3 epochs: 1.757 with Keras's default, 1.667
-    # with this, as PyTorch's 1.66).
+    # and the model then learns much more slowly at first (docs/results.md).
     x = keras.layers.Embedding(
         config.vocab_size, config.rnn_size, name="embedding",
         embeddings_initializer=keras.initializers.RandomNormal(stddev=1.0))(ids)
@@ -223,8 +221,7 @@ def configure_cpu_threads() -> bool:
 
     A char-RNN step is a long chain of small matmuls; splitting each one over
     the cores (TensorFlow's default) costs more in synchronisation than it
-    gains. Measured on a 2-core CPU with the default 2x128 LSTM: 28,600 train
-    chars/s with (intra 1, inter 2) against 16,000 with TensorFlow's defaults.
+    gains (docs/speed.md has the figures).
     Must run before TensorFlow executes its first op; returns whether it applied.
     """
     import os

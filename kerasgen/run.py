@@ -105,6 +105,16 @@ class TrainedModel:
             elif pieces[0]:
                 yield pieces[0]
 
+    def evaluate(self, data_dir: str | None = None, *, text: str | None = None) -> dict:
+        """Held-out loss and start penalty: the dict ``kerasgen evaluate --json`` prints.
+
+        By default the validation split of the run's training data; ``data_dir``:
+        another folder's, cut the same way; ``text``: the whole of this string.
+        """
+        from kerasgen.evaluate import evaluate_model
+
+        return evaluate_model(self, data_dir, text=text).to_dict(self.save_dir)
+
     def generate(self, n: int = 500, prime: str = "", *, temperature: float = 1.0,
                  top_k: int = 0, top_p: float = 1.0, seed: int | None = None,
                  num_samples: int = 1, stop=None, sample: int = 1):

@@ -6,29 +6,46 @@
       vocab.json         the vocabulary, JSON
       latest.ckpt.h5     newest weights + optimizer state + counters
       best.ckpt.h5       weights with the lowest validation loss so far
+      checkpoints.json   the sha256 of each checkpoint, checked when it is loaded
+      .lock              while a trainer writes the folder: its process id and host
+      text/input.txt     the training text, when it was given as a string (kerasgen.train)
 
 A run folder is self-contained: sampling needs nothing else (no training data).
 Each file is written atomically (temporary file, then rename), so a crash or a
 concurrent reader never sees half a file. Checkpoints are plain HDF5: weights
 under ``weights/<variable path>`` (e.g. ``weights/lstm_1/lstm_cell/kernel``),
 so they load by layer name into the same architecture at any batch size.
+
+A checksum catches a checkpoint damaged on disk (flipped bytes load without
+complaint otherwise and the model writes gibberish). It is recorded in two
+phases around the rename (the new hash is accepted beside the old one before
+the file is replaced, then alone), so a kill at any moment leaves a file that
+matches its record.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import io
 import json
 import os
+import socket
+import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from kerasgen import __version__, atomic
-from kerasgen.errors import CheckpointError
+from kerasgen.errors import CheckpointError, DivergedError, RunLockedError, StorageError
 from kerasgen.model import ModelConfig
 from kerasgen.vocab import Vocabulary, WordVocabulary, vocabulary_from_json
 
 CONFIG_NAME = "config.json"
 VOCAB_NAME = "vocab.json"
+CHECKSUMS_NAME = "checkpoints.json"
+LOCK_NAME = ".lock"
+TEXT_DIR = "text"
 CHECKPOINTS = ("best", "latest")
 CHECKPOINT_FORMAT = 1
 
@@ -37,6 +54,101 @@ def checkpoint_path(save_dir: str, which: str) -> str:
     if which not in CHECKPOINTS:
         raise ValueError(f"checkpoint must be one of {', '.join(CHECKPOINTS)}, got {which!r}")
     return os.path.join(save_dir, f"{which}.ckpt.h5")
+
+
+def text_dir(save_dir: str) -> str:
+    """Where a training text given as a string is kept (the run's data folder)."""
+    return os.path.join(save_dir, TEXT_DIR)
+
+
+def has_trained_model(save_dir: str) -> bool:
+    return any(os.path.isfile(checkpoint_path(save_dir, w)) for w in CHECKPOINTS)
+
+
+def remove_checkpoints(save_dir: str) -> None:
+    """Delete a run's checkpoints and their checksums (training with --overwrite)."""
+    for path in [checkpoint_path(save_dir, w) for w in CHECKPOINTS] + [
+            os.path.join(save_dir, CHECKSUMS_NAME)]:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+
+
+def remove_leftovers(save_dir: str) -> list[str]:
+    """Delete the temporary files an interrupted write left in ``save_dir``; their names."""
+    removed = []
+    for name in sorted(os.listdir(save_dir)) if os.path.isdir(save_dir) else []:
+        path = os.path.join(save_dir, name)
+        if atomic.is_leftover(name) and os.path.isfile(path):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+                removed.append(name)
+    return removed
+
+
+class RunLock:
+    """One trainer per run folder: ``save_dir/.lock`` names the holder (process id, host).
+
+    A second trainer is refused at once with ``RunLockedError``; a lock whose
+    process is gone (same host, no such process) is taken over. Released on
+    exit, and the folder removed again if this lock created it and it is empty.
+    """
+
+    def __init__(self, save_dir: str):
+        self.save_dir, self.path = save_dir, os.path.join(save_dir, LOCK_NAME)
+        self.created_dir = False
+
+    def __enter__(self):
+        if not os.path.isdir(self.save_dir):
+            os.makedirs(self.save_dir)
+            self.created_dir = True
+        me = {"pid": os.getpid(), "host": socket.gethostname(),
+              "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                holder = self._holder()
+                if holder is None or not self._gone(holder):
+                    who = ("another process" if holder is None else
+                           f"process {holder['pid']} on {holder['host']} (since {holder['since']})")
+                    raise RunLockedError(
+                        f"{self.save_dir} is being trained by {who}; wait for it to finish, "
+                        f"or remove {self.path} if that process is gone") from None
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(self.path)  # its process is gone: take the lock over
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            return self
+        raise RunLockedError(f"could not take the lock {self.path}; try again")
+
+    def _holder(self) -> dict | None:
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                holder = json.load(f)
+            return holder if {"pid", "host", "since"} <= set(holder) else None
+        except (OSError, ValueError, TypeError):
+            return None
+
+    @staticmethod
+    def _gone(holder: dict) -> bool:
+        if holder["host"] != socket.gethostname():
+            return False  # cannot tell from here
+        try:
+            os.kill(int(holder["pid"]), 0)
+        except ProcessLookupError:
+            return True
+        except (PermissionError, OSError, ValueError):
+            return False
+        return False
+
+    def __exit__(self, *exc):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.path)
+        if self.created_dir:
+            with contextlib.suppress(OSError):
+                os.rmdir(self.save_dir)  # only if empty: nothing was trained
+        return False
 
 
 @dataclass(frozen=True)
@@ -55,12 +167,15 @@ class Run:
 
 def write_run(save_dir: str, model_config: ModelConfig, train_config: dict,
               vocab: Vocabulary | WordVocabulary, preamble: str = "") -> None:
-    os.makedirs(save_dir, exist_ok=True)
-    atomic.write_text(os.path.join(save_dir, CONFIG_NAME), json.dumps(
-        {"kerasgen_version": __version__, "model": model_config.to_dict(), "train": train_config,
-         "sampling": {"preamble": preamble}},
-        indent=2, ensure_ascii=False))
-    atomic.write_text(os.path.join(save_dir, VOCAB_NAME), vocab.to_json())
+    try:
+        os.makedirs(save_dir, exist_ok=True)
+        atomic.write_text(os.path.join(save_dir, CONFIG_NAME), json.dumps(
+            {"kerasgen_version": __version__, "model": model_config.to_dict(),
+             "train": train_config, "sampling": {"preamble": preamble}},
+            indent=2, ensure_ascii=False))
+        atomic.write_text(os.path.join(save_dir, VOCAB_NAME), vocab.to_json())
+    except OSError as e:
+        raise StorageError(f"could not write the run folder {save_dir} ({_reason(e)})") from None
 
 
 def read_run(save_dir: str) -> Run:
@@ -92,24 +207,113 @@ def read_run(save_dir: str) -> Run:
     return Run(save_dir, model_config, config.get("train", {}), vocab, preamble)
 
 
+def _sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _read_checksums(save_dir: str) -> dict:
+    try:
+        with open(os.path.join(save_dir, CHECKSUMS_NAME), encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{os.path.join(save_dir, CHECKSUMS_NAME)} is unreadable ({e}); "
+                              "delete it to load the checkpoints unchecked") from None
+
+
+def _record_checksum(save_dir: str, which: str, accepted: list[str]) -> None:
+    sums = _read_checksums(save_dir)
+    sums[f"{which}.ckpt.h5"] = accepted
+    atomic.write_text(os.path.join(save_dir, CHECKSUMS_NAME), json.dumps(sums, indent=1))
+
+
+def verify_checkpoint(save_dir: str, which: str) -> None:
+    """Raise CheckpointError if the checkpoint does not match its recorded sha256
+    (runs from before checksums have none, and are not checked)."""
+    accepted = _read_checksums(save_dir).get(f"{which}.ckpt.h5")
+    path = checkpoint_path(save_dir, which)
+    if accepted and _sha256(path) not in accepted:
+        other = [w for w in CHECKPOINTS if w != which][0]
+        raise CheckpointError(f"{path} is damaged (its sha256 does not match {CHECKSUMS_NAME}); "
+                              f"use --checkpoint {other} or retrain")
+
+
+def copy_checkpoint(from_dir: str, to_dir: str, which: str) -> None:
+    """Copy a checkpoint (and its checksum) from one run folder to another."""
+    verify_checkpoint(from_dir, which)
+    target = checkpoint_path(to_dir, which)
+    digest = _sha256(checkpoint_path(from_dir, which))
+    _record_checksum(to_dir, which, _accepted_with(to_dir, which, digest))
+    with atomic.atomic_path(target, suffix=".h5") as tmp:
+        with open(checkpoint_path(from_dir, which), "rb") as src, open(tmp, "wb") as dst:
+            dst.write(src.read())
+    _record_checksum(to_dir, which, [digest])
+
+
+def _accepted_with(save_dir: str, which: str, digest: str) -> list[str]:
+    """The hashes accepted while ``digest`` replaces the current file."""
+    old = _read_checksums(save_dir).get(f"{which}.ckpt.h5") or []
+    return old[-1:] + [digest]
+
+
 def save_checkpoint(save_dir: str, which: str, model, optimizer=None, state: dict | None = None):
-    """Write model weights (+ optimizer variables + counters in ``state``) atomically."""
+    """Write model weights (+ optimizer variables + counters in ``state``) atomically.
+
+    Refuses (DivergedError) weights that are not all finite, so a diverged
+    run never overwrites a good checkpoint; a write that fails (a full disk)
+    raises StorageError and leaves the previous file as it was.
+    """
     import h5py
 
     path = checkpoint_path(save_dir, which)
-    with atomic.atomic_path(path, suffix=".h5") as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["format"] = CHECKPOINT_FORMAT
-            f.attrs["state"] = json.dumps(state or {})
-            weights = f.create_group("weights")
-            for v in model.weights:
-                weights.create_dataset(v.path, data=np.asarray(v.numpy()))
-            if optimizer is not None:
-                opt = f.create_group("optimizer")
-                for i, v in enumerate(optimizer.variables):
-                    opt.create_dataset(str(i), data=np.asarray(v.numpy()))
-                opt.attrs["paths"] = json.dumps([v.path for v in optimizer.variables])
+    weights = [(v.path, np.asarray(v.numpy())) for v in model.weights]
+    if not all(np.isfinite(w).all() for _, w in weights if np.issubdtype(w.dtype, np.floating)):
+        raise DivergedError(f"the weights are not finite numbers; {path} was not written")
+
+    digest = []
+
+    def record(tmp):
+        digest.append(_sha256(tmp))
+        _record_checksum(save_dir, which, _accepted_with(save_dir, which, digest[0]))
+
+    # The HDF5 file is built in memory and written with plain file I/O: h5py does
+    # not survive a write that fails part-way (a full disk), plain writes raise.
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
+        f.attrs["format"] = CHECKPOINT_FORMAT
+        f.attrs["state"] = json.dumps(state or {})
+        group = f.create_group("weights")
+        for name, value in weights:
+            group.create_dataset(name, data=value)
+        if optimizer is not None:
+            opt = f.create_group("optimizer")
+            for i, v in enumerate(optimizer.variables):
+                opt.create_dataset(str(i), data=np.asarray(v.numpy()))
+            opt.attrs["paths"] = json.dumps([v.path for v in optimizer.variables])
+    try:
+        with atomic.atomic_path(path, suffix=".h5", before_replace=record) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(buffer.getbuffer())
+        _record_checksum(save_dir, which, digest)
+    except OSError as e:
+        raise StorageError(f"could not write {path} ({_reason(e)}); free some disk space and "
+                           "continue with --init_from; the earlier checkpoints are intact") from None
     return path
+
+
+def _reason(error: OSError) -> str:
+    """The operating system's words for a failed write, without h5py's wrapping."""
+    text = str(error)
+    for known in ("No space left on device", "File too large", "Disk quota exceeded",
+                  "Read-only file system", "Permission denied"):
+        if known in text:
+            return known
+    return error.strerror or text.splitlines()[0][:200]
 
 
 def load_checkpoint(save_dir: str, which: str, model, optimizer=None) -> dict:
@@ -122,8 +326,9 @@ def load_checkpoint(save_dir: str, which: str, model, optimizer=None) -> dict:
 
     path = checkpoint_path(save_dir, which)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} does not exist; pick another --checkpoint "
+        raise FileNotFoundError(f"{path} does not exist; use the other checkpoint "
                                 f"({', '.join(CHECKPOINTS)}) or train first")
+    verify_checkpoint(save_dir, which)
     try:
         with h5py.File(path, "r") as f:
             state = json.loads(f.attrs["state"])

@@ -246,9 +246,10 @@ class Sampler:
         self.model, self.vocab, self.preamble = model, vocab, preamble
         self.recurrent = bool(rnn_layers(model))
         self.net = FusedModel(model) if fused and self.recurrent else None
-        self.batch = int(model.inputs[0].shape[0])
+        self.batch = model.inputs[0].shape[0]  # None: any batch (graph_generate only)
         self.context = context_length(model)  # None: not a transformer
-        if self.context is not None:  # the sliding window, carried between chunks
+        if self.context is not None and self.batch is not None:
+            # The sliding window, carried between chunks.
             self._window = tf.Variable(tf.zeros((self.batch, self.context), tf.int32),
                                        trainable=False)
             self._filled = tf.Variable(tf.zeros((self.batch,), tf.int32), trainable=False)
@@ -284,14 +285,16 @@ class Sampler:
                            batch_dims=1)  # (N, V): the newest token's
         return logits, (window, filled)
 
-    def _chunk_fn(self, options: SamplingOptions):
+    def _chunk_fn(self, options: SamplingOptions | None):
         """The compiled loop of CHUNK steps for this kind of selection.
 
         Step ``i`` reads ``ids`` and then takes ``forced[:, i]`` while
         ``i < n_forced`` (the prefix), else draws generation index
         ``gen_start + i``. Returns the ids taken (N, CHUNK) and the last ones.
+        ``options`` None: a chunk of the prefix only, nothing drawn (so the
+        logits and the draw are never computed).
         """
-        key = options.structure
+        key = None if options is None else options.structure
         if key not in self._compiled:
             tf = self._tf
 
@@ -300,8 +303,8 @@ class Sampler:
                     step = self._window_step
                     state = (self._window.read_value(), self._filled.read_value())
                 elif self.net is not None:
-                    # The fused weights are derived once per chunk; the state is a
-                    # loop variable, written back to the layers at the end.
+                    # The fused weights are derived once per chunk; the state is a loop
+                    # variable, written back to the layers at the end.
                     step, state = self._fused_step(self.net.derived_weights()), \
                         self.net.read_states()
                 else:  # the Keras layers carry their own state
@@ -309,9 +312,12 @@ class Sampler:
                 out = tf.TensorArray(tf.int32, size=CHUNK)
                 for i in tf.range(CHUNK):
                     logits, state = step(ids, state)
-                    drawn = select_next(logits, ids, gen_start + i, seed, temperature, options,
-                                        self.space_id)
-                    ids = tf.where(i < n_forced, forced[:, i], drawn)
+                    if options is None:
+                        ids = forced[:, i]
+                    else:
+                        drawn = select_next(logits, ids, gen_start + i, seed, temperature,
+                                            options, self.space_id)
+                        ids = tf.where(i < n_forced, forced[:, i], drawn)
                     out = out.write(i, ids)
                 if self.context is not None:
                     self._window.assign(state[0])
@@ -320,8 +326,63 @@ class Sampler:
                     self.net.assign_states(state)
                 return tf.transpose(out.stack()), ids  # (N, CHUNK), (N,)
 
-            self._compiled[key] = tf.function(chunk, jit_compile=self._jit)
+            # The concrete function of the one signature every call has: calling it
+            # skips tf.function's per-call matching of six arguments, which costs as
+            # much as a good part of a small model's chunk.
+            spec = [tf.TensorSpec([self.batch], tf.int32), tf.TensorSpec([self.batch, CHUNK],
+                                                                          tf.int32),
+                    tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32),
+                    tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.float32)]
+            self._compiled[key] = tf.function(chunk, jit_compile=self._jit
+                                              ).get_concrete_function(*spec)
         return self._compiled[key]
+
+    def graph_generate(self, prefix, lengths, n, seed, temperature,
+                       options: SamplingOptions = SamplingOptions()):
+        """The whole of ``stream_ids`` in TensorFlow ops, one prefix per row (for an
+        exported model): ids (N, n) of ``n`` tokens after each row's prefix.
+
+        ``prefix`` (N, L) int32, row r's prefix left-aligned in its first
+        ``lengths[r]`` >= 1 places; ``n``, ``seed``, ``temperature``: scalar
+        tensors. Draws are those of ``stream_ids`` for the same prefix and
+        seed (generation index g of row r uses the uniform of (seed, g, r)).
+        A recurrent model needs ``fused``; the others a model built for any batch.
+        """
+        tf = self._tf
+        batch = tf.shape(prefix)[0]
+        last = tf.gather(prefix, lengths - 1, batch_dims=1)
+        if self.context is not None:
+            # The window holds what comes before the last prefix token (see _window_step).
+            before = tf.minimum(lengths - 1, self.context)  # (N,)
+            src = (lengths - 1 - before)[:, None] + tf.range(self.context)[None, :]  # (N, C)
+            valid = tf.range(self.context)[None, :] < before[:, None]
+            src = tf.minimum(src, tf.shape(prefix)[1] - 1)
+            window = tf.where(valid, tf.gather(prefix, src, batch_dims=1), 0)
+            step, state, read = self._window_step, (window, before), tf.ones_like(lengths)
+            ids = last
+        elif self.net is not None:
+            zeros = [[tf.zeros(tf.stack([batch, v.shape[1]]), v.dtype) for v in layer.states]
+                     for layer in self.net.layers]
+            step, state, read = self._fused_step(self.net.derived_weights()), zeros, lengths
+            ids = prefix[:, 0]
+        else:  # a bigram: only the last token matters
+            step, state, read = self._keras_step, tf.zeros(()), tf.ones_like(lengths)
+            ids = last
+        # Row r reads its first read[r] tokens, then draws; the loop runs until the
+        # row with the longest prefix has drawn n.
+        total = tf.reduce_max(read) - 1 + n
+        out = tf.TensorArray(tf.int32, size=total)
+        width = tf.shape(prefix)[1]
+        for k in tf.range(total):
+            logits, state = step(ids, state)
+            drawn = select_next(logits, ids, k + 1 - read, seed, temperature, options,
+                                self.space_id)
+            forced = tf.gather(prefix, tf.minimum(k + 1, width - 1)[None], axis=1)[:, 0]
+            ids = tf.where(k + 1 < read, forced, drawn)
+            out = out.write(k, ids)
+        taken = tf.transpose(out.stack())  # (N, total)
+        columns = (read - 1)[:, None] + tf.range(n)[None, :]  # (N, n)
+        return tf.gather(taken, columns, batch_dims=1)
 
     def _start(self, prefix: np.ndarray) -> tuple[int, np.ndarray]:
         """Make the model ready to read ``prefix``: (first id read, ids still to read)."""
@@ -350,13 +411,18 @@ class Sampler:
         seed = tf.constant(options.seed, tf.int64)
         temperature = tf.constant(options.temperature, tf.float32)
         total = len(forced) + n
-        block = np.zeros((self.batch, CHUNK), np.int32)
+        no_prefix = tf.zeros((self.batch, CHUNK), tf.int32)
         for start in range(0, total, CHUNK):
             taken = forced[start:start + CHUNK]
-            block[:] = 0
-            block[:, :len(taken)] = taken
-            out, ids = fn(ids, tf.constant(block), tf.fill([self.batch], len(taken)),
-                          tf.fill([self.batch], start - len(forced)), seed, temperature)
+            block = no_prefix
+            if len(taken):
+                padded = np.zeros((self.batch, CHUNK), np.int32)
+                padded[:, :len(taken)] = taken
+                block = tf.constant(padded)
+            # A chunk of prefix only (a long prime) draws nothing: a cheaper loop.
+            chunk = self._chunk_fn(None) if len(taken) == CHUNK else fn
+            out, ids = chunk(ids, block, tf.constant(len(taken), tf.int32),
+                             tf.constant(start - len(forced), tf.int32), seed, temperature)
             new = out.numpy()[:, len(taken):total - start]
             if new.shape[1]:
                 yield new

@@ -14,7 +14,7 @@ from kerasgen_cli.main import main
 def test_bigram_fits_the_exact_count_based_estimate():
     import keras
 
-    from kerasgen.train import compile_steps
+    from kerasgen.steps import compile_steps
 
     vocab = Vocabulary.from_text(TINY_TEXT)
     ids = vocab.encode(TINY_TEXT)

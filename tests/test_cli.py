@@ -133,6 +133,10 @@ def test_corrupt_checkpoint_gives_runtime_error(trained, tmp_path):
     shutil.copytree(save, broken)
     (broken / "best.ckpt.h5").write_bytes(b"not hdf5 at all")
     r = run(["sample", "--save_dir", str(broken), "-n", "5"])
+    assert r.exit_code == 1 and "is damaged" in r.output and "--checkpoint latest" in r.output
+    assert len(r.output.strip().splitlines()) == 1
+    (broken / "checkpoints.json").unlink()  # a run from before checksums: HDF5 itself complains
+    r = run(["sample", "--save_dir", str(broken), "-n", "5"])
     assert r.exit_code == 1 and "corrupt or truncated" in r.output
     assert len(r.output.strip().splitlines()) == 1
     r = run(["sample", "--save_dir", str(broken), "-n", "5", "--checkpoint", "latest"])

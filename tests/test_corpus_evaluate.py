@@ -6,8 +6,10 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import TINY_TEXT, TINY_TRAIN
-from kerasgen import corpus, data, rundir
-from kerasgen.evaluate import evaluate_loss, python_blocks, stream_layout, syntax_rate
+from kerasgen import data, rundir
+from kerasgen import python_code as corpus
+from kerasgen.evaluate import evaluate_loss, stream_layout
+from kerasgen.python_code import python_blocks, syntax_rate
 from kerasgen_cli.main import main
 
 

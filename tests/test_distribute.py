@@ -31,7 +31,8 @@ MIRRORED_SCRIPT = textwrap.dedent("""
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
     from kerasgen import distribute
-    from kerasgen.train import TrainConfig, train
+    from kerasgen.steps import DistributedSteps
+    from kerasgen.training import TrainConfig, run_training as train
 
     class Losses(keras.callbacks.Callback):
         def __init__(self):
@@ -58,7 +59,7 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     with strategy.scope():
         from kerasgen.model import ModelConfig, build_model
         model = build_model(ModelConfig(vocab_size=5, rnn_size=4), 2)
-        steps = distribute.DistributedSteps(strategy, model, keras.optimizers.Adam(), 4)
+        steps = DistributedSteps(strategy, model, keras.optimizers.Adam(), 4)
     batch = np.arange(4 * 3).reshape(4, 3)
     result["rows"] = [t.numpy().tolist() for t in
                       strategy.experimental_local_results(steps._split(batch))]
@@ -112,7 +113,7 @@ def test_mixed_precision_trains_with_float32_logits(data_dir, tmp_path):
     import keras
 
     from kerasgen.model import ModelConfig, build_model
-    from kerasgen.train import TrainConfig, train
+    from kerasgen.training import TrainConfig, run_training as train
 
     config = TrainConfig(data_dir=str(data_dir), save_dir=str(tmp_path / "s"),
                          log_dir=str(tmp_path / "logs"), batch_size=4, seq_length=16,

@@ -47,7 +47,7 @@ def test_output_shapes(family):
 def test_a_few_training_steps_reduce_the_loss(family):
     import keras
 
-    from kerasgen.train import compile_steps
+    from kerasgen.steps import compile_steps
 
     model = tiny(family, 4)
     x, y = data.stream_batches(V.encode(TINY_TEXT), 4, CONTEXT)

@@ -60,7 +60,7 @@ def training_run(fused, jit, steps=4, **model_kw):
     """Losses and final weights of a few Adam steps from fixed weights on fixed batches."""
     import keras
 
-    from kerasgen.train import compile_steps
+    from kerasgen.steps import compile_steps
 
     model, _ = model_with_random_weights("lstm", 2, **model_kw)
     optimizer = keras.optimizers.Adam(learning_rate=0.01, global_clipnorm=1.0)

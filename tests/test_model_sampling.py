@@ -60,6 +60,9 @@ def test_corrupt_checkpoint_is_refused_and_model_untouched(tmp_path):
     data = open(path, "rb").read()
     open(path, "wb").write(data[: len(data) // 2])
     before = [w.copy() for w in m.get_weights()]
+    with pytest.raises(CheckpointError, match="is damaged"):  # its checksum no longer matches
+        rundir.load_checkpoint(str(tmp_path), "latest", m)
+    (tmp_path / "checkpoints.json").unlink()  # unchecked, as runs before checksums
     with pytest.raises(CheckpointError, match="corrupt or truncated"):
         rundir.load_checkpoint(str(tmp_path), "latest", m)
     for a, b in zip(before, m.get_weights()):
@@ -79,7 +82,8 @@ def test_interrupted_checkpoint_write_keeps_previous(tmp_path, monkeypatch):
         rundir.save_checkpoint(str(tmp_path), "latest", m, state={"step": 8})
     monkeypatch.undo()
     assert rundir.load_checkpoint(str(tmp_path), "latest", m)["step"] == 7
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.ckpt.h5"]  # no debris
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoints.json",
+                                                          "latest.ckpt.h5"]  # no debris
 
 
 def test_forced_logits_pick_the_expected_id():

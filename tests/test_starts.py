@@ -19,7 +19,7 @@ from kerasgen.evaluate import logits_after, start_penalty
 from kerasgen.model import ModelConfig, build_model
 from kerasgen.sampling import (CHUNK, SamplingOptions, Sampler, StopTexts, generate_reference,
                                prefix_ids, select_next)
-from kerasgen.train import start_rows
+from kerasgen.steps import start_rows
 from kerasgen.vocab import Vocabulary
 from kerasgen_cli.main import main
 

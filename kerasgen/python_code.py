@@ -1,6 +1,6 @@
-"""Build a training text from Python source files (``kerasgen corpus python``).
+"""Python source: the corpus to train on, and how much of what a model writes parses.
 
-The corpus is every ``*.py`` file under the given folders (default: the
+**The corpus** (``kerasgen corpus python``) is every ``*.py`` file under the given folders (default: the
 running interpreter's standard library, so it works offline), in sorted
 order, each preceded by a header comment and followed by two blank lines::
 
@@ -45,18 +45,45 @@ What is kept, and how it is normalised:
   are skipped.
 - ``max_chars`` caps the total: files are added in order until the next one
   would take the text past the cap; that file and all later ones are skipped.
-  The default, 5,000,000 characters, keeps an epoch near a minute at the
-  ~80,000 chars/s a 2-core CPU trains; the whole standard library without
-  tests and generated files is about 10 million characters (Python 3.11).
+  The default, 5,000,000 characters, keeps an epoch of the default model
+  short on a laptop CPU (about half of the standard library without tests
+  and generated files; docs/python-code.md).
 
 The text is deterministic: the same files give byte-identical output.
+
+**The syntax measure** (``python_blocks`` / ``syntax_rate``): the fraction of generated
+top-level blocks that ``ast.parse`` accepts. A sample is cut into blocks at
+lines that start a top-level statement: a line whose first character (column 0)
+is neither whitespace nor ``#`` starts a new block unless
+
+- it continues the previous statement: it begins with ``else``, ``elif``,
+  ``except``, ``finally`` (as a word) or a closing ``)``, ``]``, ``}``;
+- it follows a decorator: after a column-0 ``@`` line, the next column-0 line
+  that is not a decorator or closing bracket (the ``def``/``class``) joins its
+  block;
+- the block so far is an incomplete statement, as the standard library's
+  ``codeop.compile_command(block, symbol="exec")`` judges it (returns None):
+  inside an open bracket or triple-quoted string, after a trailing backslash,
+  or a compound statement still waiting for its body. So a docstring with
+  column-0 lines stays one block, while an unclosed bracket followed by a
+  new statement yields one failing block, not a swallowed sample.
+
+Comment and blank lines never start a block; they belong to the block they
+follow. Text before the first line that starts a block is discarded (the
+sample may begin mid-statement), and the last block of each sample is
+excluded (it is cut off by the length limit), so an unterminated
+triple-quoted string runs into that excluded last block. The metric is
+parsed blocks / counted blocks, summed over all samples.
 """
 
 from __future__ import annotations
 
+import ast
+import codeop
 import os
 import re
 import sysconfig
+import warnings
 from dataclasses import dataclass, field
 
 from kerasgen import atomic
@@ -64,7 +91,7 @@ from kerasgen import atomic
 FILE_HEADER = "# ==== {path} ====\n"
 FILE_SEPARATOR = "\n\n"  # after each file's final newline: two blank lines
 DEFAULT_MAX_FILE_BYTES = 200_000
-DEFAULT_MAX_CHARS = 5_000_000  # about a minute per epoch at 80k chars/s on 2 cores
+DEFAULT_MAX_CHARS = 5_000_000  # keeps an epoch short on a laptop CPU
 
 PRUNED_FOLDERS = frozenset({"__pycache__", "site-packages", "dist-packages"})
 TEST_FOLDER = re.compile(r"(.*_)?tests?")
@@ -72,6 +99,10 @@ TEST_FILE = re.compile(r"test_.*\.py|.*_test\.py|conftest\.py")
 GENERATED_MARK = re.compile(r"automatically generated|auto-?generated|generated from|do not edit",
                             re.IGNORECASE)
 GENERATED_WINDOW = 1000  # characters at the top of a file searched for GENERATED_MARK
+SYNTAX_SAMPLE_CHARS = 2000  # characters per sample of the syntax measure
+CONTINUATION = re.compile(r"(?:else|elif|except|finally)\b|[)\]}]")
+CLOSING = re.compile(r"[)\]}]")
+PARSE_ERRORS = (SyntaxError, ValueError, OverflowError, MemoryError, RecursionError)
 
 # Skip reasons, in the order a summary lists them.
 SKIP_TESTS = "tests"
@@ -228,3 +259,96 @@ def build_python_corpus(out: str, paths=None, include_tests: bool = False,
               "or a larger --max_file_bytes / --max_chars")
     atomic.write_text(out, corpus.text)
     return corpus
+
+
+# ---------------------------------------------------------------- Python syntax
+
+def _is_code_start(line: str) -> bool:
+    """A line starting at column 0 with something other than whitespace or a comment."""
+    return bool(line) and not line[0].isspace() and line[0] != "#"
+
+
+def _incomplete(source: str) -> bool:
+    """Whether ``source`` is an unfinished statement that later lines could complete."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return codeop.compile_command(source, "<sample>", "exec") is None
+        except PARSE_ERRORS:
+            return False
+
+
+def _parses(source: str) -> bool:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. invalid escape sequences in generated strings
+        try:
+            ast.parse(source)
+        except PARSE_ERRORS:
+            return False
+    return True
+
+
+def python_blocks(text: str) -> list[str]:
+    """The complete top-level blocks of one generated sample (see the module docstring).
+
+    Text before the first block and the last (cut-off) block are left out.
+    """
+    # Split at "\n" only: str.splitlines would also break at form feeds and
+    # other characters that Python source treats as ordinary whitespace.
+    lines = [line + "\n" for line in text.split("\n")]
+    lines[-1] = lines[-1][:-1]
+    blocks, current, decorating = [], None, False  # current: lines of the open block
+    for line in lines:
+        if _is_code_start(line):
+            starts = (not CONTINUATION.match(line) and not decorating
+                      and (current is None or not _incomplete("".join(current))))
+            if starts:
+                if current is not None:
+                    blocks.append("".join(current))
+                current = []
+            decorating = line.startswith("@") or (decorating and bool(CLOSING.match(line)))
+        if current is not None:
+            current.append(line)
+    return [b for b in blocks if b.strip()]  # the open block is the cut-off last one
+
+
+def syntax_rate(texts) -> tuple[int, int]:
+    """(blocks that ``ast.parse`` accepts, blocks counted) over all ``texts``."""
+    blocks = [b for text in texts for b in python_blocks(text)]
+    return sum(_parses(b) for b in blocks), len(blocks)
+
+
+@dataclass(frozen=True)
+class SyntaxResult:
+    ok: int  # blocks that parse
+    total: int  # blocks counted
+    samples: int
+    chars: int  # generated characters per sample
+    texts: tuple[str, ...]
+
+    @property
+    def rate(self) -> float | None:
+        return self.ok / self.total if self.total else None
+
+
+def sample_syntax(model, num_samples: int = 20, length: int = SYNTAX_SAMPLE_CHARS,
+                  options=None) -> SyntaxResult:
+    """Generate ``num_samples`` texts as one batch and measure their ``syntax_rate``.
+
+    ``model``: a loaded model (``kerasgen.load``). Generation starts at a line
+    start (after the run's preamble, or after a newline for runs without one),
+    so the first character is at column 0; the newline is not part of the text.
+    """
+    from kerasgen.sampling import SamplingOptions
+
+    if num_samples < 1:
+        raise ValueError(f"--python_syntax must be at least 1, got {num_samples}")
+    if length < 1:
+        raise ValueError(f"-n must be at least 1, got {length}")
+    vocab = model.vocab
+    at_line_start = model.run.preamble.endswith("\n") or "\n" not in vocab.index
+    ids = model.sampler(num_samples).generate_ids(length, "" if at_line_start else "\n",
+                                                 options or SamplingOptions())  # (N, length)
+    texts = tuple(vocab.decode(row) for row in ids)
+    ok, total = syntax_rate(texts)
+    return SyntaxResult(ok, total, num_samples, length, texts)

@@ -1,0 +1,42 @@
+"""``kerasgen export``: a TensorFlow SavedModel that generates text, for TensorFlow Serving."""
+
+from __future__ import annotations
+
+import click
+
+from kerasgen_cli.errors import library_errors
+from kerasgen_cli.options import option, verbose_option
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@option("--save_dir", default="save", type=click.Path(file_okay=False),
+        help="Run folder written by kerasgen train.")
+@option("--out", required=True, type=click.Path(),
+        help="Folder to write the SavedModel to (must not exist yet).")
+@option("--checkpoint", default="best", type=click.Choice(["best", "latest"]),
+        help="Weights to export: lowest validation loss (the latest when there is none yet), "
+             "or the newest.")
+@verbose_option
+@library_errors
+def export_command(save_dir, out, checkpoint):
+    """Export the model in SAVE_DIR as a SavedModel that generates text in its graph.
+
+    Its serving_default signature takes prime (string, [batch]), n (int32),
+    temperature (float32) and seed (int64) and returns text (string, [batch]):
+    each prime followed by what kerasgen sample generates for it with that seed.
+    Load it with tf.saved_model.load (kerasgen is not needed) or serve it with
+    TensorFlow Serving. Character-level runs only.
+    """
+    from kerasgen.export import export
+    from kerasgen.model import configure_cpu_threads
+
+    configure_cpu_threads()
+    export(save_dir, out, checkpoint)
+    click.echo(f"wrote {out}: serving_default(prime: string [batch], n: int32, temperature: "
+               "float32, seed: int64) -> text: string [batch]", err=True)
+
+
+if __name__ == "__main__":
+    from kerasgen_cli.native_logs import run_command
+
+    run_command(export_command)

@@ -1,0 +1,69 @@
+"""Training progress as users see it: a Keras callback, as ``Model.fit`` shows it.
+
+A live bar (``keras.utils.Progbar``) on a terminal, one line per epoch
+otherwise, and a last line with the totals. ``write`` decides where the lines
+go: by default Keras's own ``print_msg`` (what ``fit`` uses); the CLI passes
+its own.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def _keras_print(line: str) -> None:
+    from keras.utils import io_utils
+
+    io_utils.print_msg(line)
+
+
+def training_progress(live: bool | None = None, write=None, notes=None):
+    """A ``TrainingProgress`` callback; see the module docstring.
+
+    ``live``: a bar (default: when standard output is a terminal). ``write``:
+    a function of one line (default: Keras's). ``notes``: a function of one
+    line for set-up facts (parameters, log folder); default ``write``.
+    """
+    import keras
+
+    write = write or _keras_print
+    notes = notes or write
+    live = sys.stdout.isatty() if live is None else live
+
+    class TrainingProgress(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            self.total, self.num_epochs = int(logs["total_steps"]), int(logs["num_epochs"])
+            notes(f"model: {int(logs['params']):,} parameters; {int(logs['steps_per_epoch'])} "
+                  f"steps per epoch; TensorBoard logs in {logs['log_dir']}")
+            self.bar = None
+            if live:
+                self.bar = keras.utils.Progbar(self.total, unit_name="step",
+                                               stateful_metrics=["epoch", "loss", "chars/s"])
+                self.bar.update(int(logs["step"]))
+
+        def on_train_batch_end(self, step, logs=None):
+            if self.bar is not None:
+                self.bar.update(step, [("epoch", f"{int(logs['epoch'])}/{self.num_epochs}"),
+                                       ("loss", float(logs["loss"])),
+                                       ("chars/s", f"{float(logs['chars_per_s']):,.0f}")])
+
+        def on_epoch_end(self, epoch, logs=None):
+            val = "" if logs["val_loss"] is None else f"  val_loss {logs['val_loss']:.4f}"
+            best = " (best)" if logs["best"] else ""
+            partial = int(logs["partial_steps"])  # steps of an epoch cut short by the budget
+            shown = f"{epoch} + {partial} steps" if partial else f"{epoch}"
+            line = (f"epoch {shown}/{self.num_epochs}  step {int(logs['step'])}/{self.total}  "
+                    f"train_loss {logs['loss']:.4f}{val}{best}  "
+                    f"chars/s {logs['chars_per_s']:,.0f}  {logs['seconds']:.1f}s "
+                    f"+ {logs['boundary_seconds']:.1f}s between epochs "
+                    f"({logs['val_seconds']:.1f}s validation)")
+            write(("\n" if self.bar is not None else "") + line)
+
+        def on_train_end(self, logs=None):
+            best = ("" if logs["best_val_loss"] is None
+                    else f", best val loss {logs['best_val_loss']:.4f}")
+            budget = " (time budget spent)" if logs["stopped_by_budget"] else ""
+            notes(f"done{budget}: {int(logs['steps'])} steps in {logs['seconds']:.0f}s, "
+                  f"{logs['chars_per_s']:,.0f} chars/s{best}; model saved in {logs['save_dir']}")
+
+    return TrainingProgress()

@@ -1,0 +1,91 @@
+"""``kerasgen export``: a SavedModel that generates in its graph, loadable without kerasgen."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import kerasgen
+from kerasgen import rundir
+from kerasgen.model import ModelConfig, build_model
+from kerasgen.vocab import Vocabulary, WordVocabulary
+from kerasgen_cli.main import main
+
+# Loads each exported model in a Python where kerasgen cannot be imported, and
+# prints the text of serving_default for the primes given.
+LOAD_WITHOUT_KERASGEN = """
+import json, sys
+sys.modules["kerasgen"] = None  # any import of kerasgen now fails
+import tensorflow as tf
+out = {}
+for folder in sys.argv[1:]:
+    serve = tf.saved_model.load(folder).signatures["serving_default"]
+    text = serve(prime=tf.constant(["KING", "", "QUEEN:\\n"]), n=tf.constant(150),
+                 temperature=tf.constant(0.9), seed=tf.constant(11, tf.int64))["text"]
+    out[folder] = [t.decode("utf-8") for t in text.numpy()]
+print("RESULT " + json.dumps(out))
+"""
+
+
+def run(args):
+    return CliRunner().invoke(main, args, catch_exceptions=False)
+
+
+def tiny_run(folder, vocab, family):
+    import keras
+
+    keras.utils.set_random_seed(5)
+    config = ModelConfig(vocab_size=len(vocab), model=family, rnn_size=16, num_layers=2,
+                         n_head=2, context=12 if family == "transformer" else 0)
+    model = build_model(config, 1)
+    model.set_weights([w + 0.3 * np.random.default_rng(6).normal(size=w.shape)
+                       for w in model.get_weights()])
+    rundir.write_run(str(folder), config, {}, vocab, "\n")
+    rundir.save_checkpoint(str(folder), "latest", model)
+
+
+def test_export_generates_what_sample_does_without_kerasgen(tiny_text, tmp_path):
+    vocab = Vocabulary.from_text(tiny_text)
+    folders = []
+    for family in ("lstm", "transformer", "bigram"):
+        tiny_run(tmp_path / family, vocab, family)
+        out = tmp_path / f"{family}-export"
+        r = run(["export", "--save_dir", str(tmp_path / family), "--out", str(out)])
+        assert r.exit_code == 0, r.output
+        folders.append(str(out))
+    proc = subprocess.run([sys.executable, "-c", LOAD_WITHOUT_KERASGEN, *folders],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    served = json.loads(proc.stdout.split("RESULT ", 1)[1])
+    for family, folder in zip(("lstm", "transformer", "bigram"), folders):
+        model = kerasgen.load(str(tmp_path / family))
+        # Row r of the batch draws as sample r of --num_samples: row 0 is kerasgen sample's.
+        assert served[folder][0] == model.generate(150, "KING", temperature=0.9, seed=11)
+        rows = [model.generate(150, p, temperature=0.9, seed=11, num_samples=3)[r]
+                for r, p in enumerate(["KING", "", "QUEEN:\n"])]
+        assert served[folder] == rows, family
+    cli = subprocess.run(["saved_model_cli", "show", "--all", "--dir", folders[0]],
+                         capture_output=True, text=True, timeout=120)
+    if cli.returncode == 127 or "No such file" in cli.stderr:
+        pytest.skip("saved_model_cli is not installed")
+    assert cli.returncode == 0, cli.stderr[-2000:]
+    for name in ("prime", "temperature", "seed", "text", "serving_default"):
+        assert name in cli.stdout
+
+
+def test_export_refuses_other_levels_and_existing_folders(tiny_text, tmp_path):
+    vocab = WordVocabulary.from_text(tiny_text, 100)
+    tiny_run(tmp_path / "word", vocab, "lstm")
+    r = run(["export", "--save_dir", str(tmp_path / "word"), "--out", str(tmp_path / "e")])
+    assert r.exit_code == 2 and "word-level" in r.output and not (tmp_path / "e").exists()
+    tiny_run(tmp_path / "char", Vocabulary.from_text(tiny_text), "lstm")
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "keep.txt").write_text("mine")
+    r = run(["export", "--save_dir", str(tmp_path / "char"), "--out", str(tmp_path / "taken")])
+    assert r.exit_code == 2 and "already exists" in r.output
+    assert (tmp_path / "taken" / "keep.txt").read_text() == "mine"
+    shutil.rmtree(tmp_path / "taken")
