@@ -20,8 +20,13 @@ KEEP_PROB = click.FloatRange(0.0, 1.0, min_open=True)
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @option("--data_dir", default="data/tinyshakespeare", type=click.Path(file_okay=False),
-         help="Folder holding input.txt (tiny Shakespeare is downloaded if missing).")
-@option("--encoding", default="utf-8", help="Text encoding of input.txt.")
+         help="Folder holding input.txt, or else *.txt files, one document each, joined "
+              "in name order with a blank line between (tiny Shakespeare is downloaded if "
+              "missing). The id cache goes beside them, or under $KERASGEN_CACHE_DIR "
+              "(default ~/.cache/kerasgen) if the folder is read-only.")
+@option("--encoding", default="utf-8", help="Text encoding of the text files.")
+@option("--keep_cr", is_flag=True, default=False,
+        help="Keep carriage returns: without it CRLF and lone CR line ends are read as LF.")
 @option("--save_dir", default="save", type=click.Path(file_okay=False),
          help="Run folder for config, vocabulary and checkpoints.")
 @option("--log_dir", default="logs", type=click.Path(file_okay=False),
@@ -88,7 +93,8 @@ KEEP_PROB = click.FloatRange(0.0, 1.0, min_open=True)
 @click.pass_context
 @library_errors
 def train_command(ctx, init_from, overwrite, **options):
-    """Train a character- or word-level model on DATA_DIR/input.txt into SAVE_DIR."""
+    """Train a character- or word-level model on DATA_DIR/input.txt (or DATA_DIR/*.txt)
+    into SAVE_DIR."""
     from kerasgen.model import configure_cpu_threads
     from kerasgen.train import TrainConfig, train
 
@@ -117,12 +123,26 @@ def train_command(ctx, init_from, overwrite, **options):
         raise click.BadParameter("applies to --level word only", param_hint="--max_vocab")
     config = TrainConfig(**options)
     result = train(config, model_options, init_from=init_from, overwrite=overwrite,
-                   callbacks=[_progress_callback(sys.stdout.isatty())])
+                   callbacks=[_progress_callback(sys.stdout.isatty())],
+                   data_progress=_data_progress() if sys.stderr.isatty() else None)
     best = "" if result.best_val_loss is None else f", best val loss {result.best_val_loss:.4f}"
     budget = " (time budget spent)" if result.stopped_by_budget else ""
     click.echo(f"done{budget}: {result.steps} steps in {result.seconds:.0f}s, "
                f"{result.chars_per_s:,.0f} chars/s{best}; model saved in {result.save_dir}",
                err=True)
+
+
+DATA_PROGRESS_BYTES = 64 << 20  # smaller corpora are read too quickly to need a bar
+
+
+def _data_progress():
+    """``progress(done, total, stage)`` for the data layer: one self-rewriting stderr line."""
+    def progress(done, total, stage):
+        if total >= DATA_PROGRESS_BYTES:
+            click.echo(f"\rdata: {stage} {done / total:4.0%} of {total / 1e6:,.0f} MB",
+                       nl=done >= total, err=True)
+
+    return progress
 
 
 def _progress_callback(live: bool):
@@ -133,6 +153,8 @@ def _progress_callback(live: bool):
         def on_train_begin(self, logs=None):
             # Keras turns numbers in logs into floats; counts are shown as ints.
             self.total, self.num_epochs = int(logs["total_steps"]), int(logs["num_epochs"])
+            for note in logs.get("notes", ()):
+                click.echo(f"note: {note}", err=True)
             click.echo(f"model: {int(logs['params']):,} parameters; {int(logs['steps_per_epoch'])} steps "
                        f"per epoch; TensorBoard logs in {logs['log_dir']}", err=True)
             self.bar = None

@@ -61,6 +61,7 @@ class TrainConfig:
     mixed_precision: bool = False  # mixed_float16 compute, float32 logits and loss (GPU)
     level: str = "char"  # kerasgen.vocab.LEVELS: one id per character, or per word-level token
     max_vocab: int = DEFAULT_MAX_VOCAB  # word level: keep this many most frequent tokens
+    keep_cr: bool = False  # keep "\r" in the text; False reads CRLF and lone CR as "\n"
 
     def __post_init__(self):
         for name in ("seq_length", "batch_size", "num_epochs"):
@@ -135,6 +136,7 @@ class TrainResult:
     boundary_seconds: float  # spent between epochs: validation, checkpoints, TensorBoard
     save_dir: str
     log_dir: str
+    notes: tuple[str, ...] = ()  # one-line remarks on the data (kerasgen.data.Corpus.notes)
 
 
 class Interrupted(Exception):
@@ -166,17 +168,18 @@ def _check_resumable(run: rundir.Run, model_config: ModelConfig, vocab):
         shown = ", ".join(repr(c) for c in missing[:20])
         raise ValueError(f"--init_from {run.save_dir} has a different vocabulary: the text has "
                          f"characters the model never saw ({shown}); train a new model instead")
-    return np.array([run.vocab.index[c] for c in vocab.chars], dtype=np.int64)
+    return np.array([run.vocab.index[c] for c in vocab.chars], dtype=run.vocab.id_dtype)
 
 
 def train(config: TrainConfig, model_options: dict | None = None, init_from: str | None = None,
-          callbacks=(), overwrite: bool = False) -> TrainResult:
+          callbacks=(), overwrite: bool = False, data_progress=None) -> TrainResult:
     """Train a model on ``config.data_dir`` into ``config.save_dir``.
 
     ``model_options`` are ModelConfig fields other than ``vocab_size`` (taken from
     the data). ``init_from`` continues a saved run: weights, optimizer state,
     step/epoch counters and the lr schedule pick up where it stopped.
-    Raises Interrupted (after saving) on Ctrl-C.
+    Raises Interrupted (after saving) on Ctrl-C. ``data_progress``: see
+    ``kerasgen.data.load_corpus``'s ``progress``.
     """
     import keras
 
@@ -188,13 +191,15 @@ def train(config: TrainConfig, model_options: dict | None = None, init_from: str
         previous_policy = keras.mixed_precision.global_policy()
         keras.mixed_precision.set_global_policy("mixed_float16")
         try:
-            return _train(config, model_options, init_from, callbacks, overwrite, strategy)
+            return _train(config, model_options, init_from, callbacks, overwrite, strategy,
+                          data_progress)
         finally:
             keras.mixed_precision.set_global_policy(previous_policy)
-    return _train(config, model_options, init_from, callbacks, overwrite, strategy)
+    return _train(config, model_options, init_from, callbacks, overwrite, strategy, data_progress)
 
 
-def _train(config, model_options, init_from, callbacks, overwrite, strategy) -> TrainResult:
+def _train(config, model_options, init_from, callbacks, overwrite, strategy,
+           data_progress=None) -> TrainResult:
     import keras
     import tensorflow as tf
 
@@ -223,16 +228,19 @@ def _train(config, model_options, init_from, callbacks, overwrite, strategy) -> 
                              f"{run.vocab.level}; pass --level {run.vocab.level}")
     chars_per_token = 1.0
     if config.level == "word":
-        vocab, train_ids, val_ids, train_chars = data.load_word_splits(
+        vocab, train_ids, val_ids, train_chars, notes = data.load_word_splits(
             config.data_dir, config.encoding, config.val_frac, config.max_vocab,
-            vocab=None if run is None else run.vocab)
+            vocab=None if run is None else run.vocab, keep_cr=config.keep_cr,
+            progress=data_progress)
         chars_per_token = train_chars / max(len(train_ids), 1)
         model_config = ModelConfig(vocab_size=len(vocab), **model_options)
         if run is not None:
             _check_resumable(run, model_config, None)
             model_config = run.model_config
     else:
-        vocab, ids = data.load_corpus(config.data_dir, config.encoding)
+        corpus = data.load_corpus(config.data_dir, config.encoding, keep_cr=config.keep_cr,
+                                  progress=data_progress)
+        vocab, ids, notes = corpus.vocab, corpus.ids, corpus.notes
         model_config = ModelConfig(vocab_size=len(vocab), **model_options)
         if run is not None:
             ids = _check_resumable(run, model_config, vocab)[ids]
@@ -253,17 +261,17 @@ def _train(config, model_options, init_from, callbacks, overwrite, strategy) -> 
 
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
-    x_train, y_train = data.stream_batches(train_ids, config.batch_size, config.seq_length,
-                                           what="training text")
-    x_val = y_val = None
+    train_batches = data.StreamBatches(train_ids, config.batch_size, config.seq_length,
+                                       what="training text")
+    val_batches = None
     if config.val_frac > 0:
         try:
-            x_val, y_val = data.stream_batches(val_ids, config.batch_size, config.seq_length,
-                                               what="validation text")
+            val_batches = data.StreamBatches(val_ids, config.batch_size, config.seq_length,
+                                             what="validation text")
         except ValueError as e:
             raise ValueError(f"{e}; or raise --val_frac, or pass --val_frac 0 to skip "
                              "validation") from None
-    steps_per_epoch = len(x_train)
+    steps_per_epoch = len(train_batches)
     total_steps = steps_per_epoch * config.num_epochs
     # Characters per step (at word level: tokens times the mean token length).
     chars_per_step = config.batch_size * config.seq_length * chars_per_token
@@ -305,7 +313,7 @@ def _train(config, model_options, init_from, callbacks, overwrite, strategy) -> 
             shutil.copyfile(rundir.checkpoint_path(init_from, "best"), tmp)
 
     def validate() -> float:
-        return steps.evaluate_batches(data.make_dataset(x_val, y_val))
+        return steps.evaluate_batches(val_batches.dataset())
 
     log_dir = os.path.join(config.log_dir, f"{os.path.basename(os.path.abspath(save_dir))}-"
                                            f"{time.strftime('%Y%m%d-%H%M%S')}")
@@ -329,7 +337,7 @@ def _train(config, model_options, init_from, callbacks, overwrite, strategy) -> 
     budget_spent = False
     first_step, first_step_seconds = step, 0.0
     train_seconds, trained_steps, total_boundary_seconds = 0.0, 0, 0.0
-    val_steps = 0 if x_val is None else len(x_val)
+    val_steps = 0 if val_batches is None else len(val_batches)
 
     def progress() -> float:
         if deadline is not None:
@@ -340,7 +348,7 @@ def _train(config, model_options, init_from, callbacks, overwrite, strategy) -> 
     cbs.on_train_begin({"total_steps": total_steps, "steps_per_epoch": steps_per_epoch,
                         "step": step, "epoch": epoch, "num_epochs": config.num_epochs,
                         "params": count_params(model),
-                        "log_dir": log_dir})
+                        "log_dir": log_dir, "notes": notes})
     # Ctrl-C only raises a flag that the loop checks between steps, so the
     # interrupt never lands inside TensorFlow or a half-done step; a second
     # Ctrl-C interrupts at once.
@@ -359,16 +367,14 @@ def _train(config, model_options, init_from, callbacks, overwrite, strategy) -> 
             while epoch < config.num_epochs and not budget_spent:
                 steps.reset()
                 epoch_losses, epoch_start = [], time.perf_counter()
-                x_epoch, y_epoch = x_train, y_train
+                order = None
                 if not recurrent:
                     # No state to carry, so the windows can go anywhere: shuffled
                     # across rows and steps, a fresh order each epoch and the same
                     # one again on resume.
                     order = np.random.default_rng([epoch, config.seed or 0]).permutation(
-                        x_train.shape[0] * x_train.shape[1])
-                    x_epoch, y_epoch = (a.reshape(-1, a.shape[2])[order].reshape(a.shape)
-                                        for a in (x_train, y_train))
-                for x, y in data.make_dataset(x_epoch, y_epoch, start=state["batch"]):
+                        train_batches.windows)
+                for x, y in train_batches.dataset(start=state["batch"], order=order):
                     lr = learning_rate_at(config, epoch, step, progress())
                     optimizer.learning_rate.assign(lr)
                     train_loss = steps.train(x, y)
@@ -405,7 +411,7 @@ def _train(config, model_options, init_from, callbacks, overwrite, strategy) -> 
                 trained_steps += len(epoch_losses)
                 chars_per_s = len(epoch_losses) * chars_per_step / max(epoch_seconds, 1e-9)
                 boundary_start = time.perf_counter()
-                val_loss = validate() if x_val is not None else None
+                val_loss = validate() if val_batches is not None else None
                 val_seconds = time.perf_counter() - boundary_start
                 if state["batch"] >= steps_per_epoch:  # else the budget ended it part-way
                     epoch += 1
@@ -460,7 +466,7 @@ def _train(config, model_options, init_from, callbacks, overwrite, strategy) -> 
         best_val_loss=state["best_val_loss"],
         chars_per_s=trained_steps * chars_per_step / train_seconds if train_seconds else 0.0,
         seconds=time.perf_counter() - started, boundary_seconds=total_boundary_seconds,
-        save_dir=save_dir, log_dir=log_dir)
+        save_dir=save_dir, log_dir=log_dir, notes=tuple(notes))
     cbs.on_train_end(dataclasses.asdict(result))
     return result
 
