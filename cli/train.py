@@ -16,8 +16,13 @@ KEEP_PROB = click.FloatRange(0.0, 1.0, min_open=True)
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @option("--data_dir", default="data/tinyshakespeare", type=click.Path(file_okay=False),
-         help="Folder holding input.txt (tiny Shakespeare is downloaded if missing).")
-@option("--encoding", default="utf-8", help="Text encoding of input.txt.")
+         help="Folder holding input.txt, or else *.txt files, one document each, joined "
+              "in name order with a blank line between (tiny Shakespeare is downloaded if "
+              "missing). The id cache goes beside them, or under $KERASGEN_CACHE_DIR "
+              "(default ~/.cache/kerasgen) if the folder is read-only.")
+@option("--encoding", default="utf-8", help="Text encoding of the text files.")
+@option("--keep_cr", is_flag=True, default=False,
+        help="Keep carriage returns: without it CRLF and lone CR line ends are read as LF.")
 @option("--save_dir", default="save", type=click.Path(file_okay=False),
          help="Run folder for config, vocabulary and checkpoints (with --init_from: that run's "
               "folder unless given).")
@@ -87,7 +92,8 @@ KEEP_PROB = click.FloatRange(0.0, 1.0, min_open=True)
 @verbose_option
 @library_errors
 def train_command(ctx, **options):
-    """Train a character- or word-level model on DATA_DIR/input.txt into SAVE_DIR.
+    """Train a character- or word-level model on DATA_DIR/input.txt (or DATA_DIR/*.txt)
+    into SAVE_DIR.
 
     With --init_from, every setting not typed again is the saved run's (its
     data, epochs, model shape, learning rate...), and the run is continued in

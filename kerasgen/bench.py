@@ -1,7 +1,7 @@
 """``kerasgen bench``: training and sampling throughput of one model shape, measured.
 
 Everything timed here is the code ``kerasgen train`` and ``kerasgen sample``
-run: ``train.compile_steps`` fed by ``data.make_dataset`` with the loss read
+run: ``steps.compile_steps`` fed by ``data.StreamBatches`` with the loss read
 back every step (as the training loop does), and ``sampling.Sampler``.
 Each figure is the median over several timed windows after a warm-up that
 includes compilation, because a shared machine is noisy.
@@ -94,7 +94,7 @@ def run_bench(config: BenchConfig) -> dict:
     # Synthetic text: uniform random ids. Throughput does not depend on content.
     rng = np.random.default_rng(config.seed)
     ids = rng.integers(0, config.vocab_size, size=batch * seq * 64 + 1)
-    x, y = data.stream_batches(ids, batch, seq)
+    batches_of_ids = data.StreamBatches(ids, batch, seq)
 
     model = build_model(model_config, batch)
     optimizer = keras.optimizers.Adam(learning_rate=0.002, global_clipnorm=5.0)
@@ -102,7 +102,7 @@ def run_bench(config: BenchConfig) -> dict:
     # Streams at a line start begin from a zero state, as in training (id 0 plays the newline).
     train_step, _ = compile_steps(model, optimizer, fused=config.fused,
                                   jit_compile=config.jit_compile, line_start_id=0)
-    batches = iter(data.make_dataset(x, y).repeat())
+    batches = iter(batches_of_ids.dataset().repeat())
 
     def one_step() -> int:
         xb, yb = next(batches)

@@ -200,7 +200,8 @@ def held_out_ids(run: rundir.Run, data_dir: str | None = None, text_file: str | 
     if text_file is not None:
         if not os.path.isfile(text_file):
             raise FileNotFoundError(f"--text {text_file} is not a file")
-        text, source = data.read_text(text_file, encoding), text_file
+        text = data.read_text(text_file, encoding, keep_cr=train.get("keep_cr", False))
+        source = text_file
     if text is not None:
         try:
             ids = run.vocab.encode(text)
@@ -217,18 +218,21 @@ def held_out_ids(run: rundir.Run, data_dir: str | None = None, text_file: str | 
     if not val_frac:
         raise ValueError(f"{run.save_dir} was trained with --val_frac 0, so it has no held-out "
                          "split; pass --text FILE to evaluate on a file")
-    path = os.path.join(data_dir, data.INPUT_NAME)
-    what = f"validation split of {path} (last {val_frac * 100:g}%)"
+    keep_cr = train.get("keep_cr", False)  # read the text as training read it
     try:
         if word:
-            _, val_text = data.split_text(data.read_text(data.input_path(data_dir), encoding),
-                                          val_frac)
-            return _held_out(run, run.vocab.encode(val_text), what, val_text)
-        vocab, ids = data.load_corpus(data_dir, encoding)
+            corpus = data.read_corpus_text(data_dir, encoding, keep_cr)
+        else:
+            corpus = data.load_corpus(data_dir, encoding, keep_cr)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"{e}; or pass --data_dir or --text") from None
-    _, val_ids = data.split(ids, val_frac)
-    return _held_out(run, _to_run_ids(val_ids, vocab, run.vocab, f"the {what}"), what, None)
+    what = f"validation split of {data.describe_files(corpus.files)} (last {val_frac * 100:g}%)"
+    if word:
+        _, val_text = data.split_text(corpus.text, val_frac)
+        return _held_out(run, run.vocab.encode(val_text), what, val_text)
+    _, val_ids = data.split(corpus.ids, val_frac)
+    return _held_out(run, _to_run_ids(val_ids, corpus.vocab, run.vocab, f"the {what}"), what,
+                     None)
 
 
 def evaluate_model(model, data_dir: str | None = None, text_file: str | None = None,

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import sys
 
+DATA_PROGRESS_BYTES = 64 << 20  # smaller texts are read too quickly to need a bar
+
 
 def _keras_print(line: str) -> None:
     from keras.utils import io_utils
@@ -31,7 +33,22 @@ def training_progress(live: bool | None = None, write=None, notes=None):
     live = sys.stdout.isatty() if live is None else live
 
     class TrainingProgress(keras.callbacks.Callback):
+        data_bar, data_stage = None, None
+
+        def on_data_progress(self, done, total, stage):
+            """Reading a big text: a bar per stage (hashing, counting, encoding)."""
+            if total < DATA_PROGRESS_BYTES:
+                return
+            if stage != self.data_stage:
+                self.data_stage = stage
+                notes(f"data: {stage} {total / 1e6:,.0f} MB")
+                self.data_bar = keras.utils.Progbar(total, unit_name="byte") if live else None
+            if self.data_bar is not None:
+                self.data_bar.update(done)
+
         def on_train_begin(self, logs=None):
+            for note in logs.get("notes", ()):
+                notes(f"note: {note}")
             self.total, self.num_epochs = int(logs["total_steps"]), int(logs["num_epochs"])
             notes(f"model: {int(logs['params']):,} parameters; {int(logs['steps_per_epoch'])} "
                   f"steps per epoch; TensorBoard logs in {logs['log_dir']}")

@@ -73,6 +73,7 @@ class TrainConfig:
     mixed_precision: bool = False  # mixed_float16 compute, float32 logits and loss (GPU)
     level: str = "char"  # kerasgen.vocab.LEVELS: one id per character, or per word-level token
     max_vocab: int = DEFAULT_MAX_VOCAB  # word level: keep this many most frequent tokens
+    keep_cr: bool = False  # keep "\r" in the text; False reads CRLF and lone CR as "\n"
 
     def __post_init__(self):
         for name in ("seq_length", "batch_size", "num_epochs"):
@@ -142,6 +143,7 @@ class TrainResult:
     boundary_seconds: float  # spent between epochs: validation, checkpoints, TensorBoard
     save_dir: str
     log_dir: str
+    notes: tuple[str, ...] = ()  # one-line remarks on the data (kerasgen.data.Corpus.notes)
 
 
 class Interrupted(Exception):
@@ -162,48 +164,53 @@ class TrainingData:
 
     vocab: object  # kerasgen.vocab.Vocabulary or WordVocabulary
     model_config: ModelConfig
-    x_train: np.ndarray  # (steps per epoch, B, T)
-    y_train: np.ndarray
-    x_val: np.ndarray | None  # None: no validation
-    y_val: np.ndarray | None
+    train: data.StreamBatches
+    val: data.StreamBatches | None  # None: no validation
     chars_per_token: float  # 1 at char level
     line_start_id: int | None  # the newline's id: streams reaching it restart from zero
     preamble: str  # what samples start after (the run folder records it)
+    notes: tuple[str, ...]  # one-line remarks on reading the text, for the user
 
 
-def prepare_data(config: TrainConfig, model_options: dict, run: rundir.Run | None
-                 ) -> TrainingData:
-    """Read the text, build (or, resuming, check) the vocabulary, cut the batches."""
+def prepare_data(config: TrainConfig, model_options: dict, run: rundir.Run | None,
+                 progress=None) -> TrainingData:
+    """Read the text, build (or, resuming, check) the vocabulary, cut the batches.
+
+    ``progress(done_bytes, total_bytes, stage)``: see ``data.load_corpus``.
+    """
     chars_per_token = 1.0
     if config.level == "word":
-        vocab, train_ids, val_ids, train_chars = data.load_word_splits(
+        vocab, train_ids, val_ids, train_chars, notes = data.load_word_splits(
             config.data_dir, config.encoding, config.val_frac, config.max_vocab,
-            vocab=None if run is None else run.vocab)
+            vocab=None if run is None else run.vocab, keep_cr=config.keep_cr,
+            progress=progress)
         chars_per_token = train_chars / max(len(train_ids), 1)
         model_config = ModelConfig(vocab_size=len(vocab), **model_options)
         if run is not None:
             _check_resumable(run, model_config, None)
             model_config = run.model_config
     else:
-        vocab, ids = data.load_corpus(config.data_dir, config.encoding)
+        corpus = data.load_corpus(config.data_dir, config.encoding, keep_cr=config.keep_cr,
+                                  progress=progress)
+        vocab, ids, notes = corpus.vocab, corpus.ids, corpus.notes
         model_config = ModelConfig(vocab_size=len(vocab), **model_options)
         if run is not None:
             ids = _check_resumable(run, model_config, vocab)[ids]
             vocab, model_config = run.vocab, run.model_config
         train_ids, val_ids = data.split(ids, config.val_frac)
-    x_train, y_train = data.stream_batches(train_ids, config.batch_size, config.seq_length,
-                                           what="training text")
-    x_val = y_val = None
+    train = data.StreamBatches(train_ids, config.batch_size, config.seq_length,
+                               what="training text")
+    val = None
     if config.val_frac > 0:
         try:
-            x_val, y_val = data.stream_batches(val_ids, config.batch_size, config.seq_length,
-                                               what="validation text")
+            val = data.StreamBatches(val_ids, config.batch_size, config.seq_length,
+                                     what="validation text")
         except ValueError as e:
             raise ValueError(f"{e}; or raise --val_frac, or pass --val_frac 0 to skip "
                              "validation") from None
     line_start_id = vocab.index.get(LINE_START)
-    return TrainingData(vocab, model_config, x_train, y_train, x_val, y_val, chars_per_token,
-                        line_start_id, LINE_START if line_start_id is not None else "")
+    return TrainingData(vocab, model_config, train, val, chars_per_token, line_start_id,
+                        LINE_START if line_start_id is not None else "", tuple(notes))
 
 
 def _check_resumable(run: rundir.Run, model_config: ModelConfig, vocab):
@@ -226,7 +233,7 @@ def _check_resumable(run: rundir.Run, model_config: ModelConfig, vocab):
         shown = ", ".join(repr(c) for c in missing[:20])
         raise ValueError(f"--init_from {run.save_dir} has a different vocabulary: the text has "
                          f"characters the model never saw ({shown}); train a new model instead")
-    return np.array([run.vocab.index[c] for c in vocab.chars], dtype=np.int64)
+    return np.array([run.vocab.index[c] for c in vocab.chars], dtype=run.vocab.id_dtype)
 
 
 class Trainee:
@@ -272,7 +279,7 @@ class Trainee:
             if init_from is not None:
                 self.state.update(rundir.load_checkpoint(init_from, "latest", self.model,
                                                          optimizer))
-                if self.state["batch"] >= len(training.x_train):  # the text shrank
+                if self.state["batch"] >= len(training.train):  # the text shrank
                     self.state["epoch"], self.state["batch"] = self.state["epoch"] + 1, 0
             if distributed:
                 self.steps = DistributedSteps(strategy, self.model, optimizer, config.batch_size,
@@ -446,7 +453,7 @@ def run_training(config: TrainConfig, model_options: dict | None = None,
         model_options.setdefault("context", config.seq_length)  # it sees one training window
     with precision, lock, StopSignals() as signals:
         run = _claim_run_folder(config, init_from, overwrite, chief)
-        training = prepare_data(config, model_options, run)
+        training = prepare_data(config, model_options, run, _data_progress(callbacks))
         distributed = (strategy.num_replicas_in_sync > 1 or not chief
                        or config.strategy == "multiworker")
         trainee = Trainee(config, training, strategy, distributed, init_from)
@@ -456,7 +463,7 @@ def run_training(config: TrainConfig, model_options: dict | None = None,
             if run is not None and not _same_folder(init_from, config.save_dir) \
                     and run.has_checkpoint("best"):
                 rundir.copy_checkpoint(init_from, config.save_dir, "best")
-        budget.val_steps = 0 if training.x_val is None else len(training.x_val)
+        budget.val_steps = 0 if training.val is None else len(training.val)
         return _loop(config, training, trainee, budget, signals, callbacks, chief, distributed)
 
 
@@ -468,6 +475,17 @@ def _precision_policy(keras, policy: str):
         yield
     finally:
         keras.mixed_precision.set_global_policy(previous)
+
+
+def _data_progress(callbacks):
+    """Reading the text, reported to the callbacks that have ``on_data_progress``."""
+    listeners = [cb for cb in callbacks if hasattr(cb, "on_data_progress")]
+
+    def progress(done: int, total: int, stage: str) -> None:
+        for cb in listeners:
+            cb.on_data_progress(done, total, stage)
+
+    return progress if listeners else None
 
 
 def _same_folder(a: str | None, b: str) -> bool:
@@ -541,7 +559,7 @@ class _Epochs:
         self.board = TensorBoardLog(config, training, chief)
         self.callbacks = keras.callbacks.CallbackList(list(callbacks), model=trainee.model)
         self.state = trainee.state
-        self.steps_per_epoch = len(training.x_train)
+        self.steps_per_epoch = len(training.train)
         self.total_steps = self.steps_per_epoch * config.num_epochs
         # Characters per step (at word level: tokens times the mean token length).
         self.chars_per_step = config.batch_size * config.seq_length * training.chars_per_token
@@ -553,7 +571,8 @@ class _Epochs:
         self.callbacks.on_train_begin({
             "total_steps": self.total_steps, "steps_per_epoch": self.steps_per_epoch,
             "step": self.step, "epoch": self.epoch, "num_epochs": config.num_epochs,
-            "params": count_params(trainee.model), "log_dir": self.board.log_dir})
+            "params": count_params(trainee.model), "log_dir": self.board.log_dir,
+            "notes": training.notes})
         budget.start_loop()
 
     def train_epoch(self, signals: StopSignals) -> None:
@@ -562,8 +581,13 @@ class _Epochs:
         config, state, trainee = self.config, self.state, self.trainee
         trainee.steps.reset()
         self.losses, started = [], time.perf_counter()
-        batches = data.make_dataset(*_epoch_batches(self.training, trainee, self.epoch,
-                                                     config.seed), start=state["batch"])
+        order = None
+        if not trainee.recurrent:
+            # No state to carry, so the windows can go anywhere: shuffled across rows
+            # and steps, a fresh order each epoch, and the same one again on resume.
+            order = np.random.default_rng([self.epoch, config.seed or 0]).permutation(
+                self.training.train.windows)
+        batches = self.training.train.dataset(start=state["batch"], order=order)
         for x, y in batches:
             if signals.received is not None:
                 raise _Stop
@@ -605,9 +629,8 @@ class _Epochs:
         chars_per_s = len(self.losses) * self.chars_per_step / max(seconds, 1e-9)
         started = time.perf_counter()
         self.val_loss = None
-        if self.training.x_val is not None:
-            self.val_loss = self.trainee.steps.evaluate_batches(
-                data.make_dataset(self.training.x_val, self.training.y_val))
+        if self.training.val is not None:
+            self.val_loss = self.trainee.steps.evaluate_batches(self.training.val.dataset())
         val_seconds = time.perf_counter() - started
         if state["batch"] >= self.steps_per_epoch:  # else the budget ended it part-way
             self.epoch += 1
@@ -645,24 +668,13 @@ class _Epochs:
             best_val_loss=self.state["best_val_loss"], chars_per_s=chars_per_s,
             seconds=time.perf_counter() - self.budget.started,
             boundary_seconds=self.boundary_seconds, save_dir=self.config.save_dir,
-            log_dir=self.board.log_dir)
+            log_dir=self.board.log_dir, notes=self.training.notes)
         self.callbacks.on_train_end(dataclasses.asdict(result))
         return result
 
 
 class _Stop(Exception):
     """A stop signal arrived: leave the loop and save."""
-
-
-def _epoch_batches(training: TrainingData, trainee: Trainee, epoch: int, seed: int | None):
-    """This epoch's (x, y) batches: in stream order, or, for models without state,
-    windows shuffled across rows and steps (a fresh order each epoch, and the same
-    one again on resume)."""
-    x, y = training.x_train, training.y_train
-    if trainee.recurrent:
-        return x, y
-    order = np.random.default_rng([epoch, seed or 0]).permutation(x.shape[0] * x.shape[1])
-    return tuple(a.reshape(-1, a.shape[2])[order].reshape(a.shape) for a in (x, y))
 
 
 # ---------------------------------------------------------------- the public entry

@@ -32,12 +32,19 @@ UNKNOWN_TOKEN = "<unk>"  # what the unknown id decodes to; tokenize never yields
 
 def _by_frequency(items) -> list[tuple[str, int]]:
     """(item, count) pairs by falling count, ties by the item itself."""
-    return sorted(collections.Counter(items).items(), key=lambda kv: (-kv[1], kv[0]))
+    return _ordered(collections.Counter(items).items())
+
+
+def _ordered(pairs) -> list[tuple[str, int]]:
+    return sorted(pairs, key=lambda kv: (-kv[1], kv[0]))
 
 
 def _id_dtype(size: int) -> np.dtype:
     """The smallest dtype that holds ids below ``size`` (ids are cached in it)."""
-    return np.dtype(np.uint16 if size <= np.iinfo(np.uint16).max + 1 else np.int32)
+    for dtype in (np.uint8, np.uint16):
+        if size <= np.iinfo(dtype).max + 1:
+            return np.dtype(dtype)
+    return np.dtype(np.int32)
 
 
 @dataclass(frozen=True)
@@ -51,7 +58,13 @@ class Vocabulary:
 
     @classmethod
     def from_text(cls, text: str) -> "Vocabulary":
-        ordered = _by_frequency(text)
+        return cls.from_counts(collections.Counter(text))
+
+    @classmethod
+    def from_counts(cls, counts) -> "Vocabulary":
+        """From ``{character: count}`` (characters counted elsewhere, e.g. chunk by
+        chunk); the same order as ``from_text``. Zero counts are left out."""
+        ordered = _ordered((c, int(n)) for c, n in counts.items() if n > 0)
         return cls(tuple(c for c, _ in ordered), tuple(n for _, n in ordered))
 
     def __len__(self) -> int:

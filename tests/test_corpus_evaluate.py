@@ -213,8 +213,8 @@ def test_evaluate_cli_json_matches_direct_computation(trained):
     r = run(["evaluate", "--save_dir", str(save), "--streams", "1", "--json"])
     assert r.exit_code == 0, r.output
     result = json.loads(r.stdout)
-    vocab, ids = data.load_corpus(str(base / "data"))
-    _, val = data.split(ids, 0.1)
+    corpus = data.load_corpus(str(base / "data"))
+    vocab, (_, val) = corpus.vocab, data.split(corpus.ids, 0.1)
     run_ = rundir.read_run(str(save))
     val = run_.vocab.encode(vocab.decode(val))
     _, model = load(save, 1)

@@ -220,8 +220,8 @@ def test_max_vocab_maps_rare_tokens_to_unknown():
 
 
 def test_word_level_holds_out_the_same_characters_as_char_level(data_dir):
-    vocab, train_ids, val_ids, train_chars = data.load_word_splits(str(data_dir), "utf-8",
-                                                                   0.1, 50)
+    vocab, train_ids, val_ids, train_chars, _ = data.load_word_splits(str(data_dir), "utf-8",
+                                                                      0.1, 50)
     _, char_val = data.split(V.encode(TINY_TEXT), 0.1)
     train_text, val_text = data.split_text(TINY_TEXT, 0.1)
     assert val_text == V.decode(char_val) and train_chars == len(train_text)

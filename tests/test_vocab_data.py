@@ -49,13 +49,13 @@ def test_split_holds_out_last_fraction():
 
 
 def test_cache_is_rebuilt_when_input_changes(data_dir):
-    v1, ids1 = data.load_corpus(str(data_dir))
+    first = data.load_corpus(str(data_dir))
     assert (data_dir / data.CACHE_JSON).exists() and (data_dir / data.CACHE_IDS).exists()
-    v2, ids2 = data.load_corpus(str(data_dir))  # from the cache
-    assert v2 == v1 and np.array_equal(ids1, ids2)
+    again = data.load_corpus(str(data_dir))  # from the cache
+    assert again.vocab == first.vocab and np.array_equal(first.ids, again.ids)
     (data_dir / "input.txt").write_text("xyz" * 10, encoding="utf-8")
-    v3, ids3 = data.load_corpus(str(data_dir))
-    assert set(v3.chars) == {"x", "y", "z"} and len(ids3) == 30
+    changed = data.load_corpus(str(data_dir))
+    assert set(changed.vocab.chars) == {"x", "y", "z"} and len(changed.ids) == 30
 
 
 def test_undecodable_bytes_name_file_and_offset(tmp_path):
