@@ -68,6 +68,12 @@ KEEP_PROB = click.FloatRange(0.0, 1.0, min_open=True)
               "the end of --time_budget (or of --num_epochs).")
 @option("--warmup_steps", default=100, type=click.IntRange(min=0),
          help="Linear learning-rate warm-up steps of --lr_schedule cosine.")
+@option("--eval_every", default=0, type=click.IntRange(min=0),
+        help="Also validate every this many steps (the best checkpoint is judged each "
+             "time; 0: at epoch ends only).")
+@option("--eval_chars", default=1_000_000, type=click.IntRange(min=0),
+        help="Validate on this many characters at the start of the held-out split (a fixed "
+             "subset; 0: all of it). kerasgen evaluate scores the whole split.")
 @option("--val_frac", default=0.1, type=click.FloatRange(0.0, 1.0, max_open=True),
          help="Hold out the LAST fraction of the text for validation (0: none).")
 @option("--seed", default=None, type=int, help="Random seed for weights and dropout.")

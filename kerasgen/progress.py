@@ -76,6 +76,14 @@ def training_progress(live: bool | None = None, write=None, notes=None):
                     f"({logs['val_seconds']:.1f}s validation)")
             write(("\n" if self.bar is not None else "") + line)
 
+        def on_test_end(self, logs=None):  # a validation within an epoch (--eval_every)
+            if logs.get("val_loss") is None:
+                return
+            best = " (best)" if logs["best"] else ""
+            write(("\n" if self.bar is not None else "") +
+                  f"step {int(logs['step'])}/{self.total}  val_loss {logs['val_loss']:.4f}{best}  "
+                  f"({logs['val_seconds']:.1f}s validation)")
+
         def on_train_end(self, logs=None):
             best = ("" if logs["best_val_loss"] is None
                     else f", best val loss {logs['best_val_loss']:.4f}")

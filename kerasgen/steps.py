@@ -60,8 +60,16 @@ class SingleDeviceSteps:
         return float(self.train_step(x, y))
 
     def evaluate_batches(self, batches) -> float:
+        """Mean loss over (x, y) batches read in order from a zero state; the training
+        streams' state is put back afterwards (validation may come mid-epoch)."""
+        layers = rnn_layers(self.model)
+        kept = [[v.numpy() for v in layer.states] for layer in layers]
         reset_states(self.model)
-        return float(np.mean([float(self.eval_step(x, y)) for x, y in batches]))
+        loss = float(np.mean([float(self.eval_step(x, y)) for x, y in batches]))
+        for layer, values in zip(layers, kept):
+            for variable, value in zip(layer.states, values):
+                variable.assign(value)
+        return loss
 
 
 def compile_steps(model, optimizer, fused: bool = True, jit_compile: bool = False,

@@ -41,6 +41,10 @@ from kerasgen.vocab import DEFAULT_MAX_VOCAB, LEVELS
 TENSORBOARD_SAMPLE_CHARS = 300  # length of the text sample logged at each epoch end
 LINE_START = "\n"  # the token sampling starts with: a zero state reads it first
 LR_SCHEDULES = ("epoch", "cosine")
+# Validation during training scores this many characters at the start of the held-out
+# split (all of tiny Shakespeare's): a fixed subset, so a big corpus can be validated
+# often; kerasgen evaluate scores the whole split.
+DEFAULT_EVAL_CHARS = 1_000_000
 COSINE_FLOOR = 0.1  # the cosine schedule ends at this fraction of --learning_rate
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600}
 
@@ -74,6 +78,8 @@ class TrainConfig:
     level: str = "char"  # kerasgen.vocab.LEVELS: one id per character, or per word-level token
     max_vocab: int = DEFAULT_MAX_VOCAB  # word level: keep this many most frequent tokens
     keep_cr: bool = False  # keep "\r" in the text; False reads CRLF and lone CR as "\n"
+    eval_every: int = 0  # also validate (and keep the best) every this many steps; 0: epoch ends
+    eval_chars: int = DEFAULT_EVAL_CHARS  # validate on this much of the split; 0: all of it
 
     def __post_init__(self):
         for name in ("seq_length", "batch_size", "num_epochs"):
@@ -95,6 +101,11 @@ class TrainConfig:
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"unknown --lr_schedule {self.lr_schedule!r}; choose one of "
                              + ", ".join(LR_SCHEDULES))
+        if self.eval_every < 0:
+            raise ValueError(f"--eval_every must be >= 0 (0: at epoch ends), got {self.eval_every}")
+        if self.eval_chars < 0:
+            raise ValueError(f"--eval_chars must be >= 0 (0: the whole split), got "
+                             f"{self.eval_chars}")
         if self.warmup_steps < 0:
             raise ValueError(f"--warmup_steps must be >= 0, got {self.warmup_steps}")
         if self.level not in LEVELS:
@@ -202,12 +213,14 @@ def prepare_data(config: TrainConfig, model_options: dict, run: rundir.Run | Non
                                what="training text")
     val = None
     if config.val_frac > 0:
+        if config.eval_chars:  # tokens standing for about eval_chars characters
+            val_ids = val_ids[:max(1, round(config.eval_chars / chars_per_token))]
         try:
             val = data.StreamBatches(val_ids, config.batch_size, config.seq_length,
                                      what="validation text")
         except ValueError as e:
-            raise ValueError(f"{e}; or raise --val_frac, or pass --val_frac 0 to skip "
-                             "validation") from None
+            raise ValueError(f"{e}; or raise --val_frac or --eval_chars, or pass --val_frac 0 "
+                             "to skip validation") from None
     line_start_id = vocab.index.get(LINE_START)
     return TrainingData(vocab, model_config, train, val, chars_per_token, line_start_id,
                         LINE_START if line_start_id is not None else "", tuple(notes))
@@ -566,7 +579,7 @@ class _Epochs:
         self.step, self.epoch = self.state["step"], self.state["epoch"]
         self.lr = learning_rate_at(config, self.epoch, self.step, 0.0)
         self.train_loss = self.val_loss = math.nan
-        self.losses, self.epoch_seconds = [], 0.0
+        self.losses, self.epoch_seconds, self.paused = [], 0.0, 0.0
         self.trained_steps, self.train_seconds, self.boundary_seconds = 0, 0.0, 0.0
         self.callbacks.on_train_begin({
             "total_steps": self.total_steps, "steps_per_epoch": self.steps_per_epoch,
@@ -580,7 +593,7 @@ class _Epochs:
         budget's, or a stop signal (``_Stop``). A non-finite loss raises DivergedError."""
         config, state, trainee = self.config, self.state, self.trainee
         trainee.steps.reset()
-        self.losses, started = [], time.perf_counter()
+        self.losses, self.paused, started = [], 0.0, time.perf_counter()
         order = None
         if not trainee.recurrent:
             # No state to carry, so the windows can go anywhere: shuffled across rows
@@ -607,17 +620,19 @@ class _Epochs:
             self.train_loss = loss
             self.losses.append(loss)
             self.board.scalar("loss/train", loss, self.step)
-            elapsed = time.perf_counter() - started
+            elapsed = time.perf_counter() - started - self.paused
             self.callbacks.on_train_batch_end(self.step, {
                 "loss": loss, "epoch": self.epoch + 1,
                 "chars_per_s": len(self.losses) * self.chars_per_step / max(elapsed, 1e-9)})
-            if config.save_every and self.step % config.save_every == 0:
+            if config.eval_every and self.step % config.eval_every == 0:
+                self.evaluate_now()
+            elif config.save_every and self.step % config.save_every == 0:
                 self.checkpoints.save("latest")
             if signals.received is not None:
                 raise _Stop
             if self.budget.after_step():
                 break
-        self.epoch_seconds = time.perf_counter() - started
+        self.epoch_seconds = time.perf_counter() - started - self.paused  # in training steps
 
     def end_epoch(self) -> None:
         """Validate, keep the best checkpoint, save the latest, log, report."""
@@ -628,25 +643,12 @@ class _Epochs:
                                        + len(self.losses) * self.chars_per_step))
         chars_per_s = len(self.losses) * self.chars_per_step / max(seconds, 1e-9)
         started = time.perf_counter()
-        self.val_loss = None
-        if self.training.val is not None:
-            self.val_loss = self.trainee.steps.evaluate_batches(self.training.val.dataset())
-        val_seconds = time.perf_counter() - started
         if state["batch"] >= self.steps_per_epoch:  # else the budget ended it part-way
             self.epoch += 1
             state.update(epoch=self.epoch, batch=0)
-        state.update(val_loss=self.val_loss, train_loss=self.train_loss)
-        improved = self.val_loss is not None and (state["best_val_loss"] is None
-                                                  or self.val_loss < state["best_val_loss"])
-        if improved:
-            state["best_val_loss"] = self.val_loss
-        self.checkpoints.save("latest")
-        if improved:
-            self.checkpoints.save("best")
+        improved, val_seconds = self.validate_and_save()
         self.board.scalar("learning_rate", self.lr, self.step)
         self.board.scalar("chars_per_s", chars_per_s, self.step)
-        if self.val_loss is not None:
-            self.board.scalar("loss/val", self.val_loss, self.step)
         self.board.sample(self.trainee.model, self.step)
         boundary = time.perf_counter() - started
         self.boundary_seconds += boundary
@@ -658,6 +660,37 @@ class _Epochs:
             "boundary_seconds": boundary,
             "epochs_done": self.epoch + state["batch"] / self.steps_per_epoch,
             "partial_steps": state["batch"]})  # > 0: the budget ended an epoch early
+
+    def validate_and_save(self) -> tuple[bool, float]:
+        """Score the held-out subset, save the latest checkpoint and, if it is the best
+        so far, the best; return (improved, seconds spent validating)."""
+        state, started = self.state, time.perf_counter()
+        self.val_loss = None
+        if self.training.val is not None:
+            self.val_loss = self.trainee.steps.evaluate_batches(self.training.val.dataset())
+            self.board.scalar("loss/val", self.val_loss, self.step)
+        val_seconds = time.perf_counter() - started
+        state.update(val_loss=self.val_loss, train_loss=self.train_loss)
+        improved = self.val_loss is not None and (state["best_val_loss"] is None
+                                                  or self.val_loss < state["best_val_loss"])
+        if improved:
+            state["best_val_loss"] = self.val_loss
+        self.checkpoints.save("latest")
+        if improved:
+            self.checkpoints.save("best")
+        return improved, val_seconds
+
+    def evaluate_now(self) -> None:
+        """A validation within an epoch (--eval_every), reported as Keras's on_test_end."""
+        started = time.perf_counter()
+        self.callbacks.on_test_begin({"step": self.step})
+        improved, val_seconds = self.validate_and_save()
+        seconds = time.perf_counter() - started
+        self.paused += seconds
+        self.budget.after_boundary(seconds)
+        self.boundary_seconds += seconds
+        self.callbacks.on_test_end({"val_loss": self.val_loss, "step": self.step,
+                                    "best": improved, "val_seconds": val_seconds})
 
     def finish(self) -> TrainResult:
         chars_per_s = (self.trained_steps * self.chars_per_step / self.train_seconds
