@@ -71,7 +71,7 @@ KEEP_PROB = click.FloatRange(0.0, 1.0, min_open=True)
 @option("--eval_every", default=0, type=click.IntRange(min=0),
         help="Also validate every this many steps (the best checkpoint is judged each "
              "time; 0: at epoch ends only).")
-@option("--eval_chars", default=1_000_000, type=click.IntRange(min=0),
+@option("--eval_chars", default=250_000, type=click.IntRange(min=0),
         help="Validate on this many characters at the start of the held-out split (a fixed "
              "subset; 0: all of it). kerasgen evaluate scores the whole split.")
 @option("--val_frac", default=0.1, type=click.FloatRange(0.0, 1.0, max_open=True),
