@@ -14,6 +14,8 @@ setup(
     # top-level package called "cli" lands in site-packages.
     packages=["kerasgen", "kerasgen_cli"],
     package_dir={"kerasgen_cli": "cli"},
+    # The shipped presets (kerasgen train --preset NAME), read with importlib.resources.
+    package_data={"kerasgen": ["presets/*.json"]},
     # Every dependency bounded below the next major version, which may break the API.
     install_requires=[
         "tensorflow>=2.16,<3",

@@ -29,13 +29,22 @@ def corpus_group():
               default=False, show_default=True,
               help="Keep files whose first 1000 characters say 'automatically generated', "
                    "'auto-generated', 'generated from' or 'do not edit'.")
+@click.option("--docstrings/--no_docstrings", "--docstrings/--no-docstrings", "docstrings",
+              default=True, show_default=True,
+              help="Keep docstrings; --no_docstrings drops those on lines of their own (not "
+                   "one that is a whole body).")
+@click.option("--comments/--no_comments", "--comments/--no-comments", "comments",
+              default=True, show_default=True,
+              help="Keep comments; --no_comments drops them (a comment alone on its line "
+                   "takes the line with it). The file headers stay.")
 @option("--max_file_bytes", default=DEFAULT_MAX_FILE_BYTES, type=NON_NEGATIVE,
         help="Skip files larger than this many bytes (0: no limit).")
 @option("--max_chars", default=DEFAULT_MAX_CHARS, type=NON_NEGATIVE,
         help="Stop adding files once the next would take the text past this many "
              "characters (0: no limit).")
 @library_errors
-def python_command(paths, out, include_tests, include_generated, max_file_bytes, max_chars):
+def python_command(paths, out, include_tests, include_generated, docstrings, comments,
+                   max_file_bytes, max_chars):
     """Join the *.py files under PATHS (default: this Python's standard library) into OUT.
 
     Folders are walked recursively in sorted order, skipping __pycache__,
@@ -48,7 +57,8 @@ def python_command(paths, out, include_tests, include_generated, max_file_bytes,
 
     corpus = build_python_corpus(out, paths, include_tests=include_tests,
                                  include_generated=include_generated,
-                                 max_file_bytes=max_file_bytes, max_chars=max_chars)
+                                 max_file_bytes=max_file_bytes, max_chars=max_chars,
+                                 docstrings=docstrings, comments=comments)
     skipped = ", ".join(f"{corpus.skipped[r]:,} {r.replace('_', ' ')}" for r in SKIP_REASONS
                         if corpus.skipped.get(r))
     click.echo(f"{len(corpus.files):,} files, {corpus.chars:,} characters, "

@@ -34,12 +34,16 @@ from kerasgen_cli.options import option, verbose_option
         help="Sampling temperature for --python_syntax.")
 @option("--seed", default=0, type=click.IntRange(min=0),
         help="Random seed for --python_syntax samples.")
+@option("--prime", default="",
+        help=r"With --python_syntax: start every sample with this text (e.g. 'def '; \n, \t "
+             r"and \\ decoded) and also count the samples whose first block finishes within "
+             "-n characters, and how many of those parse.")
 @option("--json", "as_json", is_flag=True, default=False,
         help="Print one JSON object instead of a table.")
 @verbose_option
 @library_errors
 def evaluate_command(save_dir, data_dir, text_file, encoding, checkpoint, streams,
-                     python_syntax, n, temperature, seed, as_json):
+                     python_syntax, n, temperature, seed, prime, as_json):
     """Score the model in SAVE_DIR on held-out text (nats and bits per character).
 
     Every next character (token, at word level) of the text is scored exactly
@@ -51,32 +55,37 @@ def evaluate_command(save_dir, data_dir, text_file, encoding, checkpoint, stream
     bracket, not the def/class after a decorator, and not while the block so
     far is unfinished (open bracket or triple-quoted string, trailing
     backslash, missing body). Text before the first block and the last,
-    cut-off block of each sample are not counted.
+    cut-off block of each sample are not counted. The rate comes with a 95%
+    Wilson score interval, and the share of samples that never returned to
+    column 0 (nothing was counted from them) is reported.
     """
     import kerasgen
     from kerasgen.evaluate import evaluate_model
-    from kerasgen.python_code import sample_syntax
+    from kerasgen.python_code import check_syntax_prime, sample_syntax
     from kerasgen.model import configure_cpu_threads
-    from kerasgen.sampling import SamplingOptions
+    from kerasgen.sampling import SamplingOptions, decode_prime
 
     configure_cpu_threads()
     if data_dir is not None and text_file is not None:
         raise click.UsageError("pass --data_dir or --text, not both")
+    prime = decode_prime(prime)
+    if prime and not python_syntax:
+        raise click.UsageError("--prime applies to --python_syntax N only")
     model = kerasgen.load(save_dir, checkpoint)
     checkpoint = model.checkpoint
+    if python_syntax:
+        check_syntax_prime(model, prime)  # before the loss, which takes a while
     loss = evaluate_model(model, data_dir=data_dir, text_file=text_file, encoding=encoding,
                           streams=streams)
     syntax = None
     if python_syntax:
         syntax = sample_syntax(model, python_syntax, n,
-                               SamplingOptions(temperature=temperature, seed=seed))
+                               SamplingOptions(temperature=temperature, seed=seed), prime)
 
     result = loss.to_dict(save_dir)
     start = loss.start
     if syntax is not None:
-        result["python_syntax"] = {"ok": syntax.ok, "total": syntax.total, "rate": syntax.rate,
-                                   "samples": syntax.samples, "chars": syntax.chars,
-                                   "temperature": temperature, "seed": seed}
+        result["python_syntax"] = syntax.to_dict(temperature, seed)
     if as_json:
         click.echo(json.dumps(result, ensure_ascii=False))
         return
@@ -95,13 +104,28 @@ def evaluate_command(save_dir, data_dir, text_file, encoding, checkpoint, stream
                                       f"nats/char from where sample starts, "
                                       f"{start.warm_nats_per_char:.4f} after the text before"))
     if syntax is not None:
-        rate = "n/a" if syntax.rate is None else f"{syntax.rate:.1%}"
-        rows.append(("python syntax", f"{rate}: {syntax.ok}/{syntax.total} top-level blocks "
-                                      f"parse ({syntax.samples} samples of {syntax.chars:,} "
-                                      f"chars, temperature {temperature:g})"))
+        rows.append(("python syntax", f"{_rate(syntax.ok, syntax.total, syntax.interval)} "
+                                      f"top-level blocks parse ({syntax.samples} samples of "
+                                      f"{syntax.chars:,} chars, temperature {temperature:g})"))
+        rows.append(("no block", f"{syntax.never_at_column_0:.1%} of samples never returned to "
+                                 "column 0 for a second block (nothing counted from them)"))
+        if prime:
+            rows.append((f"prime {prime!r}",
+                         f"{syntax.finished}/{syntax.samples} first blocks finished within "
+                         f"{syntax.chars:,} chars; of those, "
+                         f"{_rate(syntax.finished_ok, syntax.finished, syntax.finished_interval)}"
+                         " parse"))
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         click.echo(f"{name:<{width}}  {value}")
+
+
+def _rate(ok: int, total: int, interval) -> str:
+    """``62.0% (95% CI 55.1-68.4%): 155/250``, or ``n/a: 0/0``."""
+    if not total:
+        return f"n/a: {ok}/{total}"
+    lo, hi = interval
+    return f"{ok / total:.1%} (95% CI {lo:.1%}-{hi:.1%}): {ok}/{total}"
 
 
 if __name__ == "__main__":

@@ -46,10 +46,17 @@ SEPARATOR = "\n\n----\n\n"  # between samples
                    "120 MB more peak memory.")
 @option("--output", "-o", "output", default=None, type=click.Path(dir_okay=False),
          help="Also write the text to this file (UTF-8), as it is generated.")
+@option("--syntax", default=None, type=click.Choice(["python"]),
+        help="python: print only complete top-level blocks that ast.parse accepts, drawing a "
+             "block again when it fails (the prime is part of the first block); blocks are "
+             "added until -n characters follow the prime. The counts go to stderr.")
+@option("--tries", default=20, type=click.IntRange(min=1),
+        help="With --syntax: draws per block; when all fail, a note says so and the sample "
+             "ends.")
 @verbose_option
 @library_errors
 def sample_command(save_dir, n, prime, stop, sample, temperature, top_k, top_p, seed,
-                   num_samples, checkpoint, jit_compile, output):
+                   num_samples, checkpoint, jit_compile, output, syntax, tries):
     """Generate text from the model in SAVE_DIR, printing it as it comes.
 
     With --num_samples N the first sample is printed as it is generated and
@@ -58,7 +65,8 @@ def sample_command(save_dir, n, prime, stop, sample, temperature, top_k, top_p, 
     """
     import kerasgen
     from kerasgen.model import configure_cpu_threads
-    from kerasgen.sampling import decode_prime
+    from kerasgen.python_code import BlockSampler
+    from kerasgen.sampling import SamplingOptions, decode_prime
 
     configure_cpu_threads()
     prime = decode_prime(prime)
@@ -75,6 +83,15 @@ def sample_command(save_dir, n, prime, stop, sample, temperature, top_k, top_p, 
                    err=True)
     if seed is None:
         seed = int.from_bytes(os.urandom(4), "little")
+    if syntax is not None:
+        if stop:
+            raise click.UsageError("--stop and --syntax do not combine: blocks are whole "
+                                   "statements; bound the length with -n")
+        options = SamplingOptions(sample=sample, temperature=temperature, top_k=top_k,
+                                  top_p=top_p, seed=seed)
+        with _Output(output) as out:
+            _write_blocks(BlockSampler(model, tries), n, prime, options, num_samples, out)
+        return
     pieces = model.stream(n, prime, sample=sample, temperature=temperature, top_k=top_k,
                           top_p=top_p, seed=seed, num_samples=num_samples, stop=stop)
     with _Output(output) as out:
@@ -84,6 +101,26 @@ def sample_command(save_dir, n, prime, stop, sample, temperature, top_k, top_p, 
         else:
             _write_samples(pieces, num_samples, out)
         out.write("\n")
+
+
+def _write_blocks(blocks, n: int, prime: str, options, num_samples: int, out) -> None:
+    """Each sample's blocks as they are kept, the samples one after the other; the counts
+    (and any sample that ran out of tries) on stderr."""
+    stats = blocks.stats
+    for row in range(num_samples):
+        if row:
+            out.write(SEPARATOR)
+        gave_up = stats.gave_up
+        for block in blocks.stream(n, prime, options, sample=row):
+            out.write(block)
+        if stats.gave_up > gave_up:
+            click.echo(f"python syntax: no draw of the next block parsed in {blocks.tries} "
+                       "tries; the sample ends here", err=True)
+    unfinished = (f", {stats.unfinished} of them unfinished after {blocks.limit(n):,} "
+                  "characters" if stats.unfinished else "")
+    rate = "" if stats.redraw_rate is None else f" ({stats.redraw_rate:.0%} redrawn)"
+    click.echo(f"python syntax: kept {stats.kept} of {stats.drawn} blocks drawn{rate}; "
+               f"{stats.drawn - stats.kept} thrown away{unfinished}", err=True)
 
 
 def _write_samples(pieces, num_samples: int, out) -> None:

@@ -12,9 +12,50 @@ from kerasgen_cli.options import (POSITIVE, RNN_FAMILIES, Duration, model_shape_
                                   option, verbose_option)
 
 KEEP_PROB = click.FloatRange(0.0, 1.0, min_open=True)
+PRESET_HELP = ("Start from these shipped settings; flags typed here override them, and they "
+               "override what --init_from recorded.")
+
+
+class PresetName(click.ParamType):
+    """A shipped preset's name; the names come from the package's preset files."""
+
+    name = "preset"
+
+    def get_metavar(self, param, ctx=None):
+        from kerasgen.presets import preset_names
+
+        return "[" + "|".join(preset_names()) + "]"
+
+    def convert(self, value, param, ctx):
+        from kerasgen.presets import load_preset
+
+        try:
+            load_preset(value)
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+        return value
+
+    def shell_complete(self, ctx, param, incomplete):
+        from click.shell_completion import CompletionItem
+
+        from kerasgen.presets import preset_names
+
+        return [CompletionItem(n) for n in preset_names() if n.startswith(incomplete)]
+
+
+class PresetOption(click.Option):
+    """``--preset``, whose help lists each preset's flags, read from the files when shown."""
+
+    def get_help_record(self, ctx):
+        from kerasgen.presets import as_flags, load_preset, preset_names
+
+        self.help = PRESET_HELP + " " + "; ".join(
+            f"{name}: {as_flags(load_preset(name))}" for name in preset_names()) + "."
+        return super().get_help_record(ctx)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--preset", default=None, type=PresetName(), cls=PresetOption, help=PRESET_HELP)
 @option("--data_dir", default="data/tinyshakespeare", type=click.Path(file_okay=False),
          help="Folder holding input.txt, or else *.txt files, one document each, joined "
               "in name order with a blank line between (tiny Shakespeare is downloaded if "
@@ -101,9 +142,10 @@ def train_command(ctx, **options):
     """Train a character- or word-level model on DATA_DIR/input.txt (or DATA_DIR/*.txt)
     into SAVE_DIR.
 
-    With --init_from, every setting not typed again is the saved run's (its
-    data, epochs, model shape, learning rate...), and the run is continued in
-    place unless --save_dir says otherwise.
+    Each setting is, first match wins: the flag typed here, the --preset,
+    what the --init_from run recorded (its data, epochs, model shape,
+    learning rate...), the default shown. With --init_from the run is
+    continued in place unless --save_dir says otherwise.
     """
     import kerasgen
     from kerasgen.model import configure_cpu_threads

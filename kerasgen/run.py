@@ -88,7 +88,7 @@ class TrainedModel:
 
     def stream(self, n: int = 500, prime: str = "", *, temperature: float = 1.0, top_k: int = 0,
                top_p: float = 1.0, seed: int | None = None, num_samples: int = 1, stop=None,
-               sample: int = 1):
+               sample: int = 1, syntax: str | None = None):
         """Yield the text as it is generated, in pieces whose join is ``generate``'s text.
 
         One sample: each piece is a string (the first is the prime). With
@@ -99,11 +99,32 @@ class TrainedModel:
         options = SamplingOptions(sample=sample, temperature=temperature, top_k=top_k,
                                   top_p=top_p, seed=_seed(seed))
         stop = [stop] if isinstance(stop, str) else list(stop or ())
+        if syntax is not None:
+            yield from self._stream_blocks(n, prime, options, num_samples, stop, syntax)
+            return
         for pieces in self.sampler(num_samples).stream(n, prime, options, stop):
             if num_samples > 1:
                 yield pieces
             elif pieces[0]:
                 yield pieces[0]
+
+    def _stream_blocks(self, n, prime, options, num_samples, stop, syntax):
+        """``stream`` with ``syntax="python"``: each piece a kept block, one sample after the
+        other (with ``num_samples > 1``, a list that is empty but for that sample's piece)."""
+        from kerasgen.python_code import BlockSampler
+
+        if syntax != "python":
+            raise ValueError(f"syntax must be 'python' or None, got {syntax!r}")
+        if stop:
+            raise ValueError("stop and syntax='python' do not combine: blocks are whole "
+                             "statements; use -n to bound the length")
+        blocks = BlockSampler(self)
+        for row in range(num_samples):
+            for block in blocks.stream(n, prime, options, sample=row):
+                if num_samples == 1:
+                    yield block
+                else:
+                    yield [block if r == row else "" for r in range(num_samples)]
 
     def evaluate(self, data_dir: str | None = None, *, text: str | None = None) -> dict:
         """Held-out loss and start penalty: the dict ``kerasgen evaluate --json`` prints.
@@ -117,7 +138,7 @@ class TrainedModel:
 
     def generate(self, n: int = 500, prime: str = "", *, temperature: float = 1.0,
                  top_k: int = 0, top_p: float = 1.0, seed: int | None = None,
-                 num_samples: int = 1, stop=None, sample: int = 1):
+                 num_samples: int = 1, stop=None, sample: int = 1, syntax: str | None = None):
         """The prime followed by ``n`` generated tokens (characters at char level).
 
         ``temperature`` divides the logits; ``top_k`` (0: off) and ``top_p``
@@ -125,10 +146,15 @@ class TrainedModel:
         gives the same text (None: a random one). ``stop``: a text or a list of
         texts; each sample ends just before the first one it generates.
         ``sample``: 1 draws every token, 0 takes the most likely, 2 draws only
-        after a space. Returns a string, or a list of ``num_samples`` strings.
+        after a space. ``syntax="python"``: only complete top-level blocks that
+        ``ast.parse`` accepts, each redrawn until it does (the prime is part of
+        the first; about ``n`` characters: whole blocks are added until at
+        least ``n`` follow the prime; ``kerasgen.python_code.BlockSampler``).
+        Returns a string, or a list of ``num_samples`` strings.
         """
         pieces = self.stream(n, prime, temperature=temperature, top_k=top_k, top_p=top_p,
-                             seed=seed, num_samples=num_samples, stop=stop, sample=sample)
+                             seed=seed, num_samples=num_samples, stop=stop, sample=sample,
+                             syntax=syntax)
         if num_samples == 1:
             return "".join(pieces)
         texts = [[] for _ in range(num_samples)]

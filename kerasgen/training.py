@@ -80,6 +80,7 @@ class TrainConfig:
     keep_cr: bool = False  # keep "\r" in the text; False reads CRLF and lone CR as "\n"
     eval_every: int = 0  # also validate (and keep the best) every this many steps; 0: epoch ends
     eval_chars: int = DEFAULT_EVAL_CHARS  # validate on this much of the split; 0: all of it
+    preset: str | None = None  # the kerasgen.presets name the settings started from (a label)
 
     def __post_init__(self):
         for name in ("seq_length", "batch_size", "num_epochs"):
@@ -723,17 +724,22 @@ NOT_RESUMED = ("save_dir", "strategy", "fused", "jit_compile", "mixed_precision"
 def resolve_options(options: dict, init_from: str | None = None) -> tuple[TrainConfig, dict]:
     """``TrainConfig`` and the model options from options named as the CLI's flags.
 
-    Options not given are, when continuing a run (``init_from``), what that run
-    recorded (its data folder, epochs, learning rate, model shape...), else the
-    defaults. A transformer's context is its ``seq_length``.
+    Each setting is, first match wins: given in ``options``; in the preset
+    ``options["preset"]`` names (``kerasgen.presets``); recorded by the run
+    being continued (``init_from``: its data folder, epochs, learning rate,
+    model shape...); the default. A transformer's context is its ``seq_length``.
     """
-    options = dict(options)
-    if "n_embd" in options:
-        options.setdefault("rnn_size", options.pop("n_embd"))
+    options = _spelled(options)
+    preset = options.pop("preset", None)
+    if preset is not None:
+        from kerasgen.presets import load_preset
+
+        options = {**_spelled(load_preset(preset)), **options, "preset": preset}
     unknown = sorted(set(options) - set(MODEL_OPTIONS) - set(TRAIN_OPTIONS))
     if unknown:
-        raise ValueError(f"unknown option {', '.join(unknown)}; options are kerasgen train's "
-                         f"flags: {', '.join(sorted(MODEL_OPTIONS + TRAIN_OPTIONS))}")
+        where = f"preset {preset} has" if preset is not None else "there is"
+        raise ValueError(f"{where} unknown option {', '.join(unknown)}; options are kerasgen "
+                         f"train's flags: {', '.join(sorted(MODEL_OPTIONS + TRAIN_OPTIONS))}")
     if isinstance(options.get("time_budget"), str):
         options["time_budget"] = parse_duration(options["time_budget"])
     _check_applicable(options, init_from)
@@ -751,6 +757,14 @@ def resolve_options(options: dict, init_from: str | None = None) -> tuple[TrainC
     if model_options.get("model") == "transformer":
         model_options["context"] = options.get("seq_length", TrainConfig.seq_length)
     return TrainConfig(**options), model_options
+
+
+def _spelled(options: dict) -> dict:
+    """A copy of ``options`` with ``n_embd`` (a transformer's name) spelled ``rnn_size``."""
+    options = dict(options)
+    if "n_embd" in options:
+        options.setdefault("rnn_size", options.pop("n_embd"))
+    return options
 
 
 def _check_applicable(options: dict, init_from: str | None) -> None:
@@ -774,8 +788,10 @@ def train(data_dir: str | None = None, *, text: str | None = None, save_dir: str
     ``text``: the training text itself, kept in the run folder. ``save_dir``:
     the run folder (default ``save``, or the ``init_from`` run, continued in
     place). ``options``: ``kerasgen train``'s flags by name (``rnn_size=256``,
-    ``num_epochs=10``, ``time_budget="10m"``...). Run folder, checkpoints and
-    TensorBoard logs are the CLI's. ``callbacks``: Keras callbacks that get the
+    ``num_epochs=10``, ``time_budget="10m"``...); ``preset="python-20min"``
+    starts from a shipped preset (``kerasgen.presets``): the other options
+    override it, and it overrides what ``init_from`` recorded. Run folder,
+    checkpoints and TensorBoard logs are the CLI's. ``callbacks``: Keras callbacks that get the
     progress; by default a progress bar, none with ``verbose=False``.
     Returns None on the workers of a multi-worker run that do not write the folder.
     """
