@@ -21,6 +21,10 @@ setup(
         "tensorboard",
         "click>=8.1",
         "h5py",
+        # --level bpe. 0.20 reads the merges as today's releases write them
+        # (token pairs; 0.15 cannot), so a run folder's vocab.json loads with
+        # any version in the range.
+        "tokenizers>=0.20,<1",
     ],
     extras_require={"test": ["pytest>=7"]},
     entry_points={"console_scripts": ["kerasgen=kerasgen_cli.main:main"]},

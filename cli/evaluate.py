@@ -41,9 +41,9 @@ def evaluate_command(save_dir, data_dir, text_file, encoding, checkpoint, stream
                      python_syntax, n, temperature, seed, as_json):
     """Score the model in SAVE_DIR on held-out text (nats and bits per character).
 
-    Every next character (token, at word level) of the text is scored exactly
-    once (no subsampling); a transformer reads half-overlapping windows of its
-    context. Word-level runs also report nats per token.
+    Every next character (token, at word and bpe levels) of the text is scored
+    exactly once (no subsampling); a transformer reads half-overlapping windows
+    of its context. Word- and bpe-level runs also report nats per token.
     With --python_syntax N, N samples are generated (each starting at a line
     start) and cut into top-level blocks at column-0 lines that begin a new
     statement: not a comment, not else/elif/except/finally or a closing
@@ -91,9 +91,11 @@ def evaluate_command(save_dir, data_dir, text_file, encoding, checkpoint, stream
             ("targets", f"{loss.targets:,} characters" if loss.level == "char"
              else f"{loss.targets:,} tokens ({loss.chars:,} characters)"),
             ("loss", f"{loss.nats_per_char:.4f} nats/char  {loss.bits_per_char:.4f} bits/char")]
-    if loss.level != "char":
+    if loss.level == "word":
         rows.append(("loss per token", f"{loss.nats_per_token:.4f} nats/token ({loss.unknown:,} "
                                        "<unk> targets; per char adds their spelling)"))
+    elif loss.level != "char":
+        rows.append(("loss per token", f"{loss.nats_per_token:.4f} nats/token"))
     if start is not None:
         rows.append(("start penalty", f"{start.ratio:.3f}: first {start.chars} characters of "
                                       f"{start.lines} lines, {start.cold_nats_per_char:.4f} "

@@ -7,6 +7,7 @@ import sys
 import click
 from click.core import ParameterSource
 
+from kerasgen.vocab import BYTES, DEFAULT_MAX_VOCAB, DEFAULT_VOCAB_SIZE, LEVELS
 from kerasgen_cli.errors import library_errors
 from kerasgen_cli.options import (POSITIVE, RNN_FAMILIES, Duration, model_shape_options,
                                   option)
@@ -16,6 +17,8 @@ from kerasgen_cli.options import (POSITIVE, RNN_FAMILIES, Duration, model_shape_
 MODEL_FLAGS = ("model", "rnn_size", "num_layers", "input_keep_prob", "output_keep_prob",
                "n_head", "dropout")
 KEEP_PROB = click.FloatRange(0.0, 1.0, min_open=True)
+# Vocabulary sizes, each with the one level it applies to.
+VOCAB_FLAGS = {"max_vocab": "word", "vocab_size": "bpe"}
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -38,12 +41,17 @@ KEEP_PROB = click.FloatRange(0.0, 1.0, min_open=True)
         help="Attention heads per transformer block (must divide --n_embd).")
 @option("--dropout", default=0.0, type=click.FloatRange(0.0, 1.0, max_open=True),
         help="Transformer dropout on attention, residual branches and embeddings.")
-@option("--level", default="char", type=click.Choice(["char", "word"]),
-        help="char: one token per character; word: words, runs of spaces/tabs, newlines and "
-             "punctuation marks as tokens (decoding gives the text back exactly).")
-@option("--max_vocab", default=10000, type=POSITIVE,
+@option("--level", default="char", type=click.Choice(list(LEVELS)),
+        help="char: one token per character; word: words and punctuation marks with the "
+             "space before them, newlines and other whitespace as tokens; bpe: byte-level "
+             "BPE subwords learned from the training text (decoding gives the text back "
+             "exactly at every level).")
+@option("--max_vocab", default=DEFAULT_MAX_VOCAB, type=POSITIVE,
         help="Word level: keep this many most frequent tokens of the training text; the "
              "rest become <unk>.")
+@option("--vocab_size", default=DEFAULT_VOCAB_SIZE, type=click.IntRange(min=BYTES),
+        help="Bpe level: tokens in the vocabulary, the 256 single bytes included (fewer "
+             "when the training text has no more pairs seen twice).")
 @option("--num_epochs", default=50, type=POSITIVE, help="Passes over the training text.")
 @option("--grad_clip", default=5.0, type=click.FloatRange(0.0, min_open=True),
          help="Clip the global gradient norm to this value.")
@@ -88,7 +96,7 @@ KEEP_PROB = click.FloatRange(0.0, 1.0, min_open=True)
 @click.pass_context
 @library_errors
 def train_command(ctx, init_from, overwrite, **options):
-    """Train a character- or word-level model on DATA_DIR/input.txt into SAVE_DIR."""
+    """Train a character-, word- or subword-level model on DATA_DIR/input.txt into SAVE_DIR."""
     from kerasgen.model import configure_cpu_threads
     from kerasgen.train import TrainConfig, train
 
@@ -109,12 +117,25 @@ def train_command(ctx, init_from, overwrite, **options):
             options["seq_length"] = saved["context"]
         if ctx.get_parameter_source("level") == ParameterSource.DEFAULT:
             options["level"] = saved_run.vocab.level
-    typed = {name for name in ("n_head", "max_vocab")
+        # The run keeps its vocabulary: its sizes are recorded as they were, and
+        # a typed size that contradicts them is refused below.
+        for name, level in VOCAB_FLAGS.items():
+            saved_size = saved_run.train_config.get(name)
+            if level != saved_run.vocab.level or saved_size is None:
+                continue
+            if ctx.get_parameter_source(name) == ParameterSource.DEFAULT:
+                options[name] = saved_size
+            elif options[name] != saved_size:
+                raise click.BadParameter(
+                    f"--init_from {init_from} keeps its vocabulary (--{name} {saved_size}); "
+                    "drop the flag or train into a new --save_dir", param_hint=f"--{name}")
+    typed = {name for name in ("n_head", *VOCAB_FLAGS)
              if ctx.get_parameter_source(name) != ParameterSource.DEFAULT}
     if "n_head" in typed and model_options["model"] != "transformer":
         raise click.BadParameter("applies to --model transformer only", param_hint="--n_head")
-    if "max_vocab" in typed and options["level"] != "word":
-        raise click.BadParameter("applies to --level word only", param_hint="--max_vocab")
+    for name, level in VOCAB_FLAGS.items():
+        if name in typed and options["level"] != level:
+            raise click.BadParameter(f"applies to --level {level} only", param_hint=f"--{name}")
     config = TrainConfig(**options)
     result = train(config, model_options, init_from=init_from, overwrite=overwrite,
                    callbacks=[_progress_callback(sys.stdout.isatty())])

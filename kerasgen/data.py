@@ -160,17 +160,19 @@ def split_text(text: str, val_frac: float) -> tuple[str, str]:
     return text[: len(text) - n_val], text[len(text) - n_val:]
 
 
-def load_word_splits(data_dir: str, encoding: str, val_frac: float, max_vocab: int,
-                     vocab=None):
-    """Word-level ``(vocab, train_ids, val_ids, train_chars)`` of ``data_dir/input.txt``.
+def load_token_splits(data_dir: str, encoding: str, val_frac: float, level: str,
+                      max_vocab: int | None = None, vocab_size: int | None = None, vocab=None):
+    """``(vocab, train_ids, val_ids, train_chars)`` of ``data_dir/input.txt`` at a
+    level whose tokens span characters (``word``, ``bpe``).
 
     The text is cut by characters exactly where ``split`` cuts it at character
-    level, so both levels hold out the same characters; each part is then
+    level, so every level holds out the same characters; each part is then
     tokenized on its own. The vocabulary is built from the training part only
-    (held-out words it lacks become the unknown token), unless ``vocab`` is
-    given (a saved run's). No cache: tokenizing is fast (~0.1 s per MB).
+    (``max_vocab``: word level, ``vocab_size``: bpe level; held-out words a word
+    vocabulary lacks become the unknown token), unless ``vocab`` is given (a
+    saved run's). No cache: learning and encoding take a second or two per MB.
     """
-    from kerasgen.vocab import WordVocabulary
+    from kerasgen.vocab import build_vocabulary
 
     path = input_path(data_dir)
     text = read_text(path, encoding)
@@ -178,7 +180,7 @@ def load_word_splits(data_dir: str, encoding: str, val_frac: float, max_vocab: i
         raise DataError(f"{path} is empty; put some text in it")
     train_text, val_text = split_text(text, val_frac)
     if vocab is None:
-        vocab = WordVocabulary.from_text(train_text, max_vocab)
+        vocab = build_vocabulary(train_text, level, max_vocab, vocab_size)
     return vocab, vocab.encode(train_text), vocab.encode(val_text), len(train_text)
 
 

@@ -17,12 +17,13 @@ tokens before it. Validation during training instead scores whole
 non-overlapping windows, where a target has ``context / 2`` tokens of
 context on average, so it reads higher.
 
-At word level the loss is reported per token (the model's own loss) and per
-character, which is comparable across levels: the same sum of nats, plus
-for every held-out token outside the vocabulary the cost of spelling it out
-with the training text's character frequencies (predicting ``<unk>`` alone
-would score a rare word as cheap), divided by the characters the scored
-tokens stand for in the text.
+At word and bpe levels the loss is reported per token (the model's own loss)
+and per character, which is comparable across levels: the same sum of nats,
+plus (word level) for every held-out token outside the vocabulary the cost of
+spelling it out with the training text's character frequencies (predicting
+``<unk>`` alone would score a rare word as cheap), divided by the characters
+the scored tokens stand for in the text (``vocab.encode_pieces``: all of it
+but what the first token stands for).
 
 Python syntax (``python_blocks`` / ``syntax_rate``): the fraction of generated
 top-level blocks that ``ast.parse`` accepts. A sample is cut into blocks at
@@ -62,7 +63,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kerasgen import data, rundir
-from kerasgen.vocab import Vocabulary, tokenize
+from kerasgen.vocab import Vocabulary
 
 STREAMS = 32  # parallel streams the held-out text is cut into
 CHUNK_LENGTH = 256  # time steps per compiled call
@@ -190,28 +191,31 @@ class HeldOut:
     spelling_nats: float = 0.0  # word level: the cost of spelling those out (see WordVocabulary)
 
 
-def _held_out(run: rundir.Run, ids: np.ndarray, source: str, text: str | None) -> HeldOut:
-    if run.vocab.level != "word":
-        return HeldOut(ids, source, len(ids) - 1, run.vocab.decode(ids) if text is None else text)
-    tokens = tokenize(text)[1:]  # the targets
-    index = run.vocab.index
-    unknown = [t for t in tokens if t not in index]
-    return HeldOut(ids, source, sum(map(len, tokens)), text, len(unknown),
-                   sum(run.vocab.spelling_nats(t) for t in unknown))
+def _held_out(run: rundir.Run, ids: np.ndarray | None, source: str, text: str | None) -> HeldOut:
+    """``ids`` (char level, from the cache) or ``text`` (other levels: encoded here)."""
+    vocab = run.vocab
+    if vocab.level == "char":
+        return HeldOut(ids, source, len(ids) - 1, vocab.decode(ids) if text is None else text)
+    ids, pieces = vocab.encode_pieces(text)
+    unknown = []  # the texts of the targets that are the unknown token
+    if vocab.level == "word":
+        unknown = [p for i, p in zip(ids[1:], pieces[1:]) if i == vocab.unknown_id]
+    return HeldOut(ids, source, len(text) - len(pieces[0]) if pieces else 0, text,
+                   len(unknown), sum(vocab.spelling_nats(p) for p in unknown))
 
 
 def held_out_ids(run: rundir.Run, data_dir: str | None = None, text_file: str | None = None,
                  encoding: str | None = None) -> HeldOut:
-    """The text to score in the run's ids, what it is in words, and (word level) how
-    many characters the scored tokens stand for and what its unknown tokens hide.
+    """The text to score in the run's ids, what it is in words, how many characters
+    the scored tokens stand for and (word level) what its unknown tokens hide.
 
     ``text_file``: the whole file. Otherwise the validation split of
     ``data_dir`` (default: the run's training data) cut exactly as training
-    cut it, with the run's ``val_frac``: the same characters at either level.
+    cut it, with the run's ``val_frac``: the same characters at every level.
     """
     train = run.train_config
     encoding = encoding or train.get("encoding", "utf-8")
-    word = run.vocab.level == "word"
+    tokens = run.vocab.level != "char"  # encoded from the text, not the character cache
     if text_file is not None:
         if data_dir is not None:
             raise ValueError("pass --data_dir or --text, not both")
@@ -219,7 +223,7 @@ def held_out_ids(run: rundir.Run, data_dir: str | None = None, text_file: str | 
             raise FileNotFoundError(f"--text {text_file} is not a file")
         text = data.read_text(text_file, encoding)
         try:
-            ids = run.vocab.encode(text)
+            ids = None if tokens else run.vocab.encode(text)
         except ValueError as e:  # names the characters the model never saw
             raise ValueError(f"--text {text_file}: {e}") from None
         return _held_out(run, ids, text_file, text)
@@ -236,10 +240,10 @@ def held_out_ids(run: rundir.Run, data_dir: str | None = None, text_file: str | 
     path = os.path.join(data_dir, data.INPUT_NAME)
     what = f"validation split of {path} (last {val_frac * 100:g}%)"
     try:
-        if word:
+        if tokens:
             _, val_text = data.split_text(data.read_text(data.input_path(data_dir), encoding),
                                           val_frac)
-            return _held_out(run, run.vocab.encode(val_text), what, val_text)
+            return _held_out(run, None, what, val_text)
         vocab, ids = data.load_corpus(data_dir, encoding)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"{e}; or pass --data_dir or --text") from None
@@ -308,10 +312,6 @@ def line_starts(text: str, count: int = START_LINES, chars: int = START_CHARS,
     return [found[int(i)] for i in picks]
 
 
-def _tokens(vocab, text: str) -> list[str]:
-    return tokenize(text) if vocab.level == "word" else list(text)
-
-
 def start_penalty(model, text: str, count: int = START_LINES, chars: int = START_CHARS,
                   before: int = WARM_CHARS) -> StartPenalty | None:
     """Mean nats/char over the first ``chars`` characters (whole tokens) of ``count``
@@ -329,13 +329,12 @@ def start_penalty(model, text: str, count: int = START_LINES, chars: int = START
         return None
     targets, covered, warm = [], 0, []
     for p in starts:
-        tokens, length = [], 0
-        for token in _tokens(vocab, text[p:p + chars + 200]):
-            if length >= chars:
-                break
-            tokens.append(token)
-            length += len(token)
-        targets.append(vocab.encode("".join(tokens)).astype(np.int32))
+        ids, pieces = vocab.encode_pieces(text[p:p + chars + 200])
+        taken, length = 0, 0
+        while length < chars and taken < len(ids):  # whole tokens
+            length += len(pieces[taken])
+            taken += 1
+        targets.append(ids[:taken].astype(np.int32))
         covered += length
         warm.append(vocab.encode(text[p - before:p]).astype(np.int32))
     common = min(len(w) for w in warm)  # the same context length for every line
@@ -415,7 +414,7 @@ def compare_runs(save_dirs, data_dir: str | None = None, checkpoint: str = "best
     """Summaries of runs scored on one held-out text: the validation split of
     ``data_dir`` (default: the first run's training data), cut by each run's
     own ``val_frac``; the runs must agree on it, so every row scores the same
-    characters, at character or word level.
+    characters, at any level.
     """
     from kerasgen.model import build_model, count_params
 
@@ -538,7 +537,7 @@ def sample_syntax(model, num_samples: int = 20, length: int = SYNTAX_SAMPLE_CHAR
     if length < 1:
         raise ValueError(f"-n must be at least 1, got {length}")
     vocab = model.vocab
-    at_line_start = model.run.preamble.endswith("\n") or "\n" not in vocab.index
+    at_line_start = model.run.preamble.endswith("\n") or vocab.token_id("\n") is None
     ids = model.sampler(num_samples).generate_ids(length, "" if at_line_start else "\n",
                                                  options or SamplingOptions())  # (N, length)
     texts = tuple(vocab.decode(row) for row in ids)

@@ -27,7 +27,7 @@ from kerasgen import atomic, data, rundir
 from kerasgen.errors import DistributedError
 from kerasgen.model import (RNN_FAMILIES, ModelConfig, build_model, count_params, reset_states,
                             rnn_layers)
-from kerasgen.vocab import DEFAULT_MAX_VOCAB, LEVELS
+from kerasgen.vocab import BYTES, DEFAULT_MAX_VOCAB, DEFAULT_VOCAB_SIZE, LEVELS
 
 TENSORBOARD_SAMPLE_CHARS = 300  # length of the text sample logged at each epoch end
 LINE_START = "\n"  # the token sampling starts with: a zero state reads it first
@@ -59,8 +59,9 @@ class TrainConfig:
     fused: bool | None = None
     strategy: str = "default"  # kerasgen.distribute.STRATEGIES
     mixed_precision: bool = False  # mixed_float16 compute, float32 logits and loss (GPU)
-    level: str = "char"  # kerasgen.vocab.LEVELS: one id per character, or per word-level token
+    level: str = "char"  # kerasgen.vocab.LEVELS: one id per character, word-level token or subword
     max_vocab: int = DEFAULT_MAX_VOCAB  # word level: keep this many most frequent tokens
+    vocab_size: int = DEFAULT_VOCAB_SIZE  # bpe level: tokens to learn (bytes included)
 
     def __post_init__(self):
         for name in ("seq_length", "batch_size", "num_epochs"):
@@ -88,6 +89,9 @@ class TrainConfig:
             raise ValueError(f"unknown --level {self.level!r}; choose one of " + ", ".join(LEVELS))
         if self.max_vocab < 1:
             raise ValueError(f"--max_vocab must be at least 1, got {self.max_vocab}")
+        if self.vocab_size < BYTES:
+            raise ValueError(f"--vocab_size must be at least {BYTES} (one token per byte), "
+                             f"got {self.vocab_size}")
         if self.mixed_precision and self.strategy in ("mirrored", "multiworker"):
             raise ValueError("--mixed_precision runs on one device for now; drop it or use "
                              "--strategy default")
@@ -149,7 +153,7 @@ class Interrupted(Exception):
 def _check_resumable(run: rundir.Run, model_config: ModelConfig, vocab):
     """Refuse an ``--init_from`` run that does not fit; return data-id -> run-id mapping.
 
-    ``vocab`` None (word level: the text is encoded with the run's vocabulary)
+    ``vocab`` None (word and bpe levels: the text is encoded with the run's vocabulary)
     checks the model only.
     """
     diffs = run.model_config.differences(model_config)
@@ -175,7 +179,8 @@ def train(config: TrainConfig, model_options: dict | None = None, init_from: str
 
     ``model_options`` are ModelConfig fields other than ``vocab_size`` (taken from
     the data). ``init_from`` continues a saved run: weights, optimizer state,
-    step/epoch counters and the lr schedule pick up where it stopped.
+    step/epoch counters and the lr schedule pick up where it stopped, with the
+    run's own vocabulary (``max_vocab`` and ``vocab_size`` are not used).
     Raises Interrupted (after saving) on Ctrl-C.
     """
     import keras
@@ -222,10 +227,10 @@ def _train(config, model_options, init_from, callbacks, overwrite, strategy) -> 
             raise ValueError(f"--init_from {init_from} was trained with --level "
                              f"{run.vocab.level}; pass --level {run.vocab.level}")
     chars_per_token = 1.0
-    if config.level == "word":
-        vocab, train_ids, val_ids, train_chars = data.load_word_splits(
-            config.data_dir, config.encoding, config.val_frac, config.max_vocab,
-            vocab=None if run is None else run.vocab)
+    if config.level != "char":
+        vocab, train_ids, val_ids, train_chars = data.load_token_splits(
+            config.data_dir, config.encoding, config.val_frac, config.level, config.max_vocab,
+            config.vocab_size, vocab=None if run is None else run.vocab)
         chars_per_token = train_chars / max(len(train_ids), 1)
         model_config = ModelConfig(vocab_size=len(vocab), **model_options)
         if run is not None:
@@ -265,7 +270,7 @@ def _train(config, model_options, init_from, callbacks, overwrite, strategy) -> 
                              "validation") from None
     steps_per_epoch = len(x_train)
     total_steps = steps_per_epoch * config.num_epochs
-    # Characters per step (at word level: tokens times the mean token length).
+    # Characters per step (at word and bpe levels: tokens times the mean token length).
     chars_per_step = config.batch_size * config.seq_length * chars_per_token
 
     with strategy.scope():
@@ -286,7 +291,7 @@ def _train(config, model_options, init_from, callbacks, overwrite, strategy) -> 
                 state["epoch"], state["batch"] = state["epoch"] + 1, 0
         # Streams that reach a line start at a batch start begin it from a zero
         # state: the state sampling starts in (see start_rows).
-        line_start_id = vocab.index.get(LINE_START)
+        line_start_id = vocab.token_id(LINE_START)
         if distributed:
             steps = distribute.DistributedSteps(strategy, model, optimizer, config.batch_size,
                                                 config.jit_compile, line_start_id)
