@@ -24,6 +24,10 @@ setup(
         "tensorboard>=2.16,<3",
         "click>=8.1,<9",
         "h5py>=3.10,<4",
+        # --level bpe. 0.20 reads the merges as today's releases write them
+        # (token pairs; 0.15 cannot), so a run folder's vocab.json loads with
+        # any version in the range.
+        "tokenizers>=0.20,<1",
     ],
     extras_require={"test": ["pytest>=7,<10"]},
     entry_points={"console_scripts": ["kerasgen=kerasgen_cli.main:run"]},

@@ -29,11 +29,11 @@ def corpus_group():
               default=False, show_default=True,
               help="Keep files whose first 1000 characters say 'automatically generated', "
                    "'auto-generated', 'generated from' or 'do not edit'.")
-@click.option("--docstrings/--no_docstrings", "--docstrings/--no-docstrings", "docstrings",
+@click.option("--docstrings/--no_docstrings", " /--no-docstrings", "docstrings",
               default=True, show_default=True,
               help="Keep docstrings; --no_docstrings drops those on lines of their own (not "
                    "one that is a whole body).")
-@click.option("--comments/--no_comments", "--comments/--no-comments", "comments",
+@click.option("--comments/--no_comments", " /--no-comments", "comments",
               default=True, show_default=True,
               help="Keep comments; --no_comments drops them (a comment alone on its line "
                    "takes the line with it). The file headers stay.")

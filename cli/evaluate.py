@@ -28,12 +28,16 @@ from kerasgen_cli.options import option, verbose_option
 @option("--python_syntax", default=0, type=click.IntRange(min=0),
         help="Also generate this many samples and report the fraction of their complete "
              "top-level blocks that ast.parse accepts (0: off).")
-@option("-n", "n", default=2000, type=click.IntRange(min=1),
-        help="Characters per sample for --python_syntax.")
+@option("--real_words", default=0, type=click.IntRange(min=0),
+        help="Also generate this many samples and report the share of their words (runs of "
+             "letters, digits and _) that occur in the training text (0: off).")
+@option("-n", "n", default=None, type=click.IntRange(min=1),
+        help="Tokens (characters at char level) per sample for --python_syntax [default: "
+             "2000] and --real_words [default: 300].")
 @option("--temperature", default=1.0, type=click.FloatRange(0.0, min_open=True),
-        help="Sampling temperature for --python_syntax.")
+        help="Sampling temperature for --python_syntax and --real_words.")
 @option("--seed", default=0, type=click.IntRange(min=0),
-        help="Random seed for --python_syntax samples.")
+        help="Random seed for the samples of --python_syntax and --real_words.")
 @option("--prime", default="",
         help=r"With --python_syntax: start every sample with this text (e.g. 'def '; \n, \t "
              r"and \\ decoded) and also count the samples whose first block finishes within "
@@ -43,12 +47,12 @@ from kerasgen_cli.options import option, verbose_option
 @verbose_option
 @library_errors
 def evaluate_command(save_dir, data_dir, text_file, encoding, checkpoint, streams,
-                     python_syntax, n, temperature, seed, prime, as_json):
+                     python_syntax, real_words, n, temperature, seed, prime, as_json):
     """Score the model in SAVE_DIR on held-out text (nats and bits per character).
 
-    Every next character (token, at word level) of the text is scored exactly
-    once (no subsampling); a transformer reads half-overlapping windows of its
-    context. Word-level runs also report nats per token.
+    Every next character (token, at word and bpe levels) of the text is scored
+    exactly once (no subsampling); a transformer reads half-overlapping windows
+    of its context. Word- and bpe-level runs also report nats per token.
     With --python_syntax N, N samples are generated (each starting at a line
     start) and cut into top-level blocks at column-0 lines that begin a new
     statement: not a comment, not else/elif/except/finally or a closing
@@ -60,7 +64,8 @@ def evaluate_command(save_dir, data_dir, text_file, encoding, checkpoint, stream
     column 0 (nothing was counted from them) is reported.
     """
     import kerasgen
-    from kerasgen.evaluate import evaluate_model
+    from kerasgen.evaluate import REAL_WORDS_TOKENS, count_real_words, evaluate_model
+    from kerasgen.python_code import SYNTAX_SAMPLE_CHARS
     from kerasgen.python_code import check_syntax_prime, sample_syntax
     from kerasgen.model import configure_cpu_threads
     from kerasgen.sampling import SamplingOptions, decode_prime
@@ -79,13 +84,19 @@ def evaluate_command(save_dir, data_dir, text_file, encoding, checkpoint, stream
                           streams=streams)
     syntax = None
     if python_syntax:
-        syntax = sample_syntax(model, python_syntax, n,
+        syntax = sample_syntax(model, python_syntax, n or SYNTAX_SAMPLE_CHARS,
                                SamplingOptions(temperature=temperature, seed=seed), prime)
+    words = None
+    if real_words:
+        words = count_real_words(model, real_words, n or REAL_WORDS_TOKENS,
+                                 SamplingOptions(temperature=temperature, seed=seed))
 
     result = loss.to_dict(save_dir)
     start = loss.start
     if syntax is not None:
         result["python_syntax"] = syntax.to_dict(temperature, seed)
+    if words is not None:
+        result["real_words"] = words.to_dict(temperature, seed)
     if as_json:
         click.echo(json.dumps(result, ensure_ascii=False))
         return
@@ -95,9 +106,11 @@ def evaluate_command(save_dir, data_dir, text_file, encoding, checkpoint, stream
             ("targets", f"{loss.targets:,} characters" if loss.level == "char"
              else f"{loss.targets:,} tokens ({loss.chars:,} characters)"),
             ("loss", f"{loss.nats_per_char:.4f} nats/char  {loss.bits_per_char:.4f} bits/char")]
-    if loss.level != "char":
+    if loss.level == "word":
         rows.append(("loss per token", f"{loss.nats_per_token:.4f} nats/token ({loss.unknown:,} "
                                        "<unk> targets; per char adds their spelling)"))
+    elif loss.level != "char":
+        rows.append(("loss per token", f"{loss.nats_per_token:.4f} nats/token"))
     if start is not None:
         rows.append(("start penalty", f"{start.ratio:.3f}: first {start.chars} characters of "
                                       f"{start.lines} lines, {start.cold_nats_per_char:.4f} "
@@ -115,6 +128,14 @@ def evaluate_command(save_dir, data_dir, text_file, encoding, checkpoint, stream
                          f"{syntax.chars:,} chars; of those, "
                          f"{_rate(syntax.finished_ok, syntax.finished, syntax.finished_interval)}"
                          " parse"))
+    if words is not None:
+        rate = "n/a" if words.rate is None else f"{words.rate:.1%}"
+        unit = "characters" if loss.level == "char" else "tokens"
+        missing = "; not found: " + ", ".join(words.missing) if words.missing else ""
+        rows.append(("real words", f"{rate}: {words.found:,}/{words.total:,} generated words "
+                                   f"occur in the training text ({words.samples} samples of "
+                                   f"{words.tokens:,} {unit}, temperature {temperature:g})"
+                                   f"{missing}"))
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         click.echo(f"{name:<{width}}  {value}")

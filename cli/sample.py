@@ -18,7 +18,7 @@ SEPARATOR = "\n\n----\n\n"  # between samples
 @option("--save_dir", default="save", type=click.Path(file_okay=False),
          help="Run folder written by kerasgen train.")
 @option("-n", "n", default=500, type=click.IntRange(min=0),
-         help="Number of characters to generate (tokens, for a word-level model).")
+         help="Number of characters to generate (tokens, for a word- or bpe-level model).")
 @option("--prime", default="",
          help=r"Text to start from (\n, \t and \\ are decoded; tokenized as in training). "
               "It is read after the run's preamble, as the start of a new paragraph.")

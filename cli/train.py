@@ -7,6 +7,7 @@ import sys
 import click
 from click.core import ParameterSource
 
+from kerasgen.vocab import BYTES, DEFAULT_MAX_VOCAB, DEFAULT_VOCAB_SIZE, LEVELS
 from kerasgen_cli.errors import library_errors
 from kerasgen_cli.options import (POSITIVE, RNN_FAMILIES, Duration, model_shape_options,
                                   option, verbose_option)
@@ -82,12 +83,17 @@ class PresetOption(click.Option):
         help="Attention heads per transformer block (must divide --n_embd).")
 @option("--dropout", default=0.0, type=click.FloatRange(0.0, 1.0, max_open=True),
         help="Transformer dropout on attention, residual branches and embeddings.")
-@option("--level", default="char", type=click.Choice(["char", "word"]),
-        help="char: one token per character; word: words, runs of spaces/tabs, newlines and "
-             "punctuation marks as tokens (decoding gives the text back exactly).")
-@option("--max_vocab", default=10000, type=POSITIVE,
+@option("--level", default="char", type=click.Choice(list(LEVELS)),
+        help="char: one token per character; word: words and punctuation marks with the "
+             "space before them, newlines and other whitespace as tokens; bpe: byte-level "
+             "BPE subwords learned from the training text (decoding gives the text back "
+             "exactly at every level).")
+@option("--max_vocab", default=DEFAULT_MAX_VOCAB, type=POSITIVE,
         help="Word level: keep this many most frequent tokens of the training text; the "
              "rest become <unk>.")
+@option("--vocab_size", default=DEFAULT_VOCAB_SIZE, type=click.IntRange(min=BYTES),
+        help="Bpe level: tokens in the vocabulary, the 256 single bytes included (fewer "
+             "when the training text has no more pairs seen twice).")
 @option("--num_epochs", default=50, type=POSITIVE, help="Passes over the training text.")
 @option("--grad_clip", default=5.0, type=click.FloatRange(0.0, min_open=True),
          help="Clip the global gradient norm to this value.")
@@ -139,8 +145,8 @@ class PresetOption(click.Option):
 @verbose_option
 @library_errors
 def train_command(ctx, **options):
-    """Train a character- or word-level model on DATA_DIR/input.txt (or DATA_DIR/*.txt)
-    into SAVE_DIR.
+    """Train a character-, word- or subword-level model on DATA_DIR/input.txt (or
+    DATA_DIR/*.txt) into SAVE_DIR.
 
     Each setting is, first match wins: the flag typed here, the --preset,
     what the --init_from run recorded (its data, epochs, model shape,

@@ -1,4 +1,4 @@
-"""kerasgen: character-level (and word-level) text generation with Keras: stateful RNNs,
+"""kerasgen: text generation with Keras, by character, word or subword: stateful RNNs,
 a bigram baseline and a small transformer.
 
 The Python API::

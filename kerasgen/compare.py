@@ -23,7 +23,7 @@ def compare_runs(save_dirs, data_dir: str | None = None, checkpoint: str = "best
     """Summaries of runs scored on one held-out text: the validation split of
     ``data_dir`` (default: the first run's training data), cut by each run's
     own ``val_frac``; the runs must agree on it, so every row scores the same
-    characters, at character or word level.
+    characters, at any level.
     """
     from kerasgen.evaluate import evaluate_model
     from kerasgen.model import count_params

@@ -17,12 +17,13 @@ tokens before it. Validation during training instead scores whole
 non-overlapping windows, where a target has ``context / 2`` tokens of
 context on average, so it reads higher.
 
-At word level the loss is reported per token (the model's own loss) and per
-character, which is comparable across levels: the same sum of nats, plus
-for every held-out token outside the vocabulary the cost of spelling it out
-with the training text's character frequencies (predicting ``<unk>`` alone
-would score a rare word as cheap), divided by the characters the scored
-tokens stand for in the text.
+At word and bpe levels the loss is reported per token (the model's own loss)
+and per character, which is comparable across levels: the same sum of nats,
+plus (word level) for every held-out token outside the vocabulary the cost of
+spelling it out with the training text's character frequencies (predicting
+``<unk>`` alone would score a rare word as cheap), divided by the characters
+the scored tokens stand for in the text (``vocab.encode_pieces``: all of it
+but what the first token stands for).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kerasgen import data, rundir
-from kerasgen.vocab import Vocabulary, tokenize
+from kerasgen.vocab import Vocabulary
 
 STREAMS = 32  # parallel streams the held-out text is cut into
 CHUNK_LENGTH = 256  # time steps per compiled call
@@ -171,29 +172,32 @@ class HeldOut:
     spelling_nats: float = 0.0  # word level: the cost of spelling those out (see WordVocabulary)
 
 
-def _held_out(run: rundir.Run, ids: np.ndarray, source: str, text: str | None) -> HeldOut:
-    if run.vocab.level != "word":
-        return HeldOut(ids, source, len(ids) - 1, run.vocab.decode(ids) if text is None else text)
-    tokens = tokenize(text)[1:]  # the targets
-    index = run.vocab.index
-    unknown = [t for t in tokens if t not in index]
-    return HeldOut(ids, source, sum(map(len, tokens)), text, len(unknown),
-                   sum(run.vocab.spelling_nats(t) for t in unknown))
+def _held_out(run: rundir.Run, ids: np.ndarray | None, source: str, text: str | None) -> HeldOut:
+    """``ids`` (char level, from the cache) or ``text`` (other levels: encoded here)."""
+    vocab = run.vocab
+    if vocab.level == "char":
+        return HeldOut(ids, source, len(ids) - 1, vocab.decode(ids) if text is None else text)
+    ids, pieces = vocab.encode_pieces(text)
+    unknown = []  # the texts of the targets that are the unknown token
+    if vocab.level == "word":
+        unknown = [p for i, p in zip(ids[1:], pieces[1:]) if i == vocab.unknown_id]
+    return HeldOut(ids, source, len(text) - len(pieces[0]) if pieces else 0, text,
+                   len(unknown), sum(vocab.spelling_nats(p) for p in unknown))
 
 
 def held_out_ids(run: rundir.Run, data_dir: str | None = None, text_file: str | None = None,
                  encoding: str | None = None, text: str | None = None) -> HeldOut:
-    """The text to score in the run's ids, what it is in words, and (word level) how
-    many characters the scored tokens stand for and what its unknown tokens hide.
+    """The text to score in the run's ids, what it is in words, how many characters
+    the scored tokens stand for and (word level) what its unknown tokens hide.
 
     ``text_file``: the whole file; ``text``: the whole of this string. Otherwise
     the validation split of ``data_dir`` (default: the run's training data) cut
     exactly as training cut it, with the run's ``val_frac``: the same
-    characters at either level.
+    characters at every level.
     """
     train = run.train_config
     encoding = encoding or train.get("encoding", "utf-8")
-    word = run.vocab.level == "word"
+    tokens = run.vocab.level != "char"  # encoded from the text, not the character cache
     if sum(x is not None for x in (data_dir, text_file, text)) > 1:
         raise ValueError("pass --data_dir or --text, not both")
     source = "the given text"
@@ -204,7 +208,7 @@ def held_out_ids(run: rundir.Run, data_dir: str | None = None, text_file: str | 
         source = text_file
     if text is not None:
         try:
-            ids = run.vocab.encode(text)
+            ids = None if tokens else run.vocab.encode(text)
         except ValueError as e:  # names the characters the model never saw
             raise ValueError(f"--text {source}: {e}") from None
         return _held_out(run, ids, source, text)
@@ -220,16 +224,16 @@ def held_out_ids(run: rundir.Run, data_dir: str | None = None, text_file: str | 
                          "split; pass --text FILE to evaluate on a file")
     keep_cr = train.get("keep_cr", False)  # read the text as training read it
     try:
-        if word:
+        if tokens:
             corpus = data.read_corpus_text(data_dir, encoding, keep_cr)
         else:
             corpus = data.load_corpus(data_dir, encoding, keep_cr)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"{e}; or pass --data_dir or --text") from None
     what = f"validation split of {data.describe_files(corpus.files)} (last {val_frac * 100:g}%)"
-    if word:
+    if tokens:
         _, val_text = data.split_text(corpus.text, val_frac)
-        return _held_out(run, run.vocab.encode(val_text), what, val_text)
+        return _held_out(run, None, what, val_text)
     _, val_ids = data.split(corpus.ids, val_frac)
     return _held_out(run, _to_run_ids(val_ids, corpus.vocab, run.vocab, f"the {what}"), what,
                      None)
@@ -286,10 +290,6 @@ def line_starts(text: str, count: int = START_LINES, chars: int = START_CHARS,
     return [found[int(i)] for i in picks]
 
 
-def _tokens(vocab, text: str) -> list[str]:
-    return tokenize(text) if vocab.level == "word" else list(text)
-
-
 def start_penalty(model, text: str, count: int = START_LINES, chars: int = START_CHARS,
                   before: int = WARM_CHARS) -> StartPenalty | None:
     """Mean nats/char over the first ``chars`` characters (whole tokens) of ``count``
@@ -307,13 +307,12 @@ def start_penalty(model, text: str, count: int = START_LINES, chars: int = START
         return None
     targets, covered, warm = [], 0, []
     for p in starts:
-        tokens, length = [], 0
-        for token in _tokens(vocab, text[p:p + chars + 200]):
-            if length >= chars:
-                break
-            tokens.append(token)
-            length += len(token)
-        targets.append(vocab.encode("".join(tokens)).astype(np.int32))
+        ids, pieces = vocab.encode_pieces(text[p:p + chars + 200])
+        taken, length = 0, 0
+        while length < chars and taken < len(ids):  # whole tokens
+            length += len(pieces[taken])
+            taken += 1
+        targets.append(ids[:taken].astype(np.int32))
         covered += length
         warm.append(vocab.encode(text[p - before:p]).astype(np.int32))
     common = min(len(w) for w in warm)  # the same context length for every line
@@ -373,3 +372,66 @@ def logits_after(model, contexts: list[np.ndarray], targets: list[np.ndarray]):
             picked.append(out[np.arange(len(part)), filled[b:b + WINDOW_BATCH] - 1])
         logits = np.concatenate(picked).reshape(rows, span, -1)
     return np.asarray(logits), labels, mask
+
+
+# ---------------------------------------------------------------- real words
+
+WORD = re.compile(r"\w+")  # a word of the text: a maximal run of letters, digits and _
+REAL_WORDS_TOKENS = 300  # tokens per sample
+
+
+@dataclass(frozen=True)
+class RealWords:
+    """How many words of generated samples occur in the training text."""
+
+    found: int  # generated words that are words of the training text
+    total: int  # generated words (maximal \w+ runs; "<unk>" counts as the word "unk")
+    samples: int
+    tokens: int  # generated tokens per sample
+    missing: tuple[str, ...]  # the most frequent words not found, most frequent first
+
+    @property
+    def rate(self) -> float | None:
+        return self.found / self.total if self.total else None
+
+    def to_dict(self, temperature: float, seed: int) -> dict:
+        """The ``real_words`` object of ``kerasgen evaluate --json``."""
+        return {"found": self.found, "total": self.total, "rate": self.rate,
+                "samples": self.samples, "tokens": self.tokens,
+                "missing": list(self.missing), "temperature": temperature, "seed": seed}
+
+
+def count_real_words(model, num_samples: int, length: int = REAL_WORDS_TOKENS, options=None,
+               training_text: str | None = None) -> RealWords:
+    """Generate ``num_samples`` samples of ``length`` tokens (one batch, from where
+    ``kerasgen sample`` starts) and count their words that occur in the training text.
+
+    A word is a maximal run of ``\\w`` characters, so two words run together
+    (``"theking"``) and a word cut short count as not found. ``training_text``:
+    default the training split of the run's data, read and cut as training did.
+    """
+    from collections import Counter
+
+    from kerasgen.sampling import SamplingOptions
+
+    if num_samples < 1:
+        raise ValueError(f"--real_words must be at least 1, got {num_samples}")
+    if training_text is None:
+        training_text = _training_text(model.run)
+    known = set(WORD.findall(training_text))
+    texts = model.sampler(num_samples).generate(length, "", options or SamplingOptions())
+    words = [w for text in texts for w in WORD.findall(text)]
+    missing = Counter(w for w in words if w not in known)
+    return RealWords(len(words) - sum(missing.values()), len(words), num_samples, length,
+                     tuple(w for w, _ in missing.most_common(10)))
+
+
+def _training_text(run: rundir.Run) -> str:
+    """The training split of the run's recorded data, read as training read it."""
+    train = run.train_config
+    if train.get("data_dir") is None:
+        raise ValueError(f"{run.save_dir} does not record its training data, which "
+                         "--real_words compares against")
+    corpus = data.read_corpus_text(train["data_dir"], train.get("encoding", "utf-8"),
+                                   train.get("keep_cr", False))
+    return data.split_text(corpus.text, train.get("val_frac", 0.0))[0]

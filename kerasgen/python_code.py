@@ -513,7 +513,7 @@ def _line_start(model) -> str:
     """What to read before a sample so that it starts at column 0: nothing after the run's
     preamble (a newline), a newline for runs trained before preambles existed."""
     vocab = model.vocab
-    return "" if model.run.preamble.endswith("\n") or "\n" not in vocab.index else "\n"
+    return "" if model.run.preamble.endswith("\n") or vocab.token_id("\n") is None else "\n"
 
 
 def check_syntax_prime(model, prime: str) -> None:

@@ -3,7 +3,7 @@
     save/
       config.json        model settings (ModelConfig) + training settings + the
                          preamble samples start after, JSON
-      vocab.json         the vocabulary, JSON
+      vocab.json         the vocabulary, JSON (at bpe level with the whole tokenizer)
       latest.ckpt.h5     newest weights + optimizer state + counters
       best.ckpt.h5       weights with the lowest validation loss so far
       checkpoints.json   the sha256 of each checkpoint, checked when it is loaded
@@ -39,7 +39,7 @@ import numpy as np
 from kerasgen import __version__, atomic
 from kerasgen.errors import CheckpointError, DivergedError, RunLockedError, StorageError
 from kerasgen.model import ModelConfig
-from kerasgen.vocab import Vocabulary, WordVocabulary, vocabulary_from_json
+from kerasgen.vocab import BpeVocabulary, Vocabulary, WordVocabulary, vocabulary_from_json
 
 CONFIG_NAME = "config.json"
 VOCAB_NAME = "vocab.json"
@@ -158,7 +158,7 @@ class Run:
     save_dir: str
     model_config: ModelConfig
     train_config: dict
-    vocab: Vocabulary | WordVocabulary
+    vocab: Vocabulary | WordVocabulary | BpeVocabulary
     preamble: str = ""  # the text read before every prime ("" for runs trained before it existed)
 
     def has_checkpoint(self, which: str) -> bool:
@@ -166,7 +166,7 @@ class Run:
 
 
 def write_run(save_dir: str, model_config: ModelConfig, train_config: dict,
-              vocab: Vocabulary | WordVocabulary, preamble: str = "") -> None:
+              vocab: Vocabulary | WordVocabulary | BpeVocabulary, preamble: str = "") -> None:
     try:
         os.makedirs(save_dir, exist_ok=True)
         atomic.write_text(os.path.join(save_dir, CONFIG_NAME), json.dumps(
@@ -202,7 +202,7 @@ def read_run(save_dir: str) -> Run:
         raise CheckpointError(f"{save_dir} has an unreadable {CONFIG_NAME} or {VOCAB_NAME} "
                               f"({e}); retrain into a fresh --save_dir") from None
     if model_config.vocab_size != len(vocab):
-        raise CheckpointError(f"{save_dir}: config says {model_config.vocab_size} characters "
+        raise CheckpointError(f"{save_dir}: config says {model_config.vocab_size} tokens "
                               f"but {VOCAB_NAME} has {len(vocab)}; the folder is inconsistent")
     return Run(save_dir, model_config, config.get("train", {}), vocab, preamble)
 

@@ -1,4 +1,4 @@
-"""Generate text from a trained model, one token (character, or word-level token) at a time.
+"""Generate text from a trained model, one token (character, word or subword) at a time.
 
 How a sample starts. Before it generates, the model reads a *prefix*: the
 run's preamble, then the prime. The preamble is a passage of the training
@@ -27,9 +27,12 @@ the same text however the loop is split or compiled. ``generate_reference``
 is the plain step-by-step version of the same procedure, kept as the
 definition the fast path is tested against.
 
-Text. ``Sampler.stream`` decodes each chunk as it is generated and cuts each
-sample at its first stop text (``StopTexts``), so the CLI can print text as
-it comes and memory stays flat however long the sample.
+Text. ``Sampler.stream`` decodes each chunk as it is generated, with one
+incremental decoder per sample (``vocab.decoder()``: a subword can end in
+the middle of a character's bytes, which it holds back until the next chunk
+completes them), and cuts each sample at its first stop text
+(``StopTexts``), so the CLI can print text as it comes and memory stays flat
+however long the sample.
 """
 
 from __future__ import annotations
@@ -104,6 +107,12 @@ def prefix_ids(vocab, preamble: str, prime: str) -> np.ndarray:
     """
     text = preamble + prime
     return vocab.encode(text).astype(np.int32) if text else np.zeros(1, np.int32)
+
+
+def _space_id(vocab) -> int:
+    """The id after which ``--sample 2`` draws: the lone space token (-1: none)."""
+    space = vocab.token_id(" ")
+    return -1 if space is None else space
 
 
 def select_next(logits, prev_ids, steps, seed, temperature, options: SamplingOptions,
@@ -253,7 +262,7 @@ class Sampler:
             self._window = tf.Variable(tf.zeros((self.batch, self.context), tf.int32),
                                        trainable=False)
             self._filled = tf.Variable(tf.zeros((self.batch,), tf.int32), trainable=False)
-        self.space_id = vocab.index.get(" ", -1)
+        self.space_id = _space_id(vocab)
         self._jit = jit_compile
         self._compiled = {}  # SamplingOptions.structure -> compiled chunk function
         self._tf = tf
@@ -442,12 +451,15 @@ class Sampler:
         soon as every sample has stopped.
         """
         cut = StopTexts(stop, self.batch)
+        decoders = [self.vocab.decoder() for _ in range(self.batch)]
         yield [prime] * self.batch
         for ids in self.stream_ids(n, prime, options):
-            yield cut.feed([self.vocab.decode(row) for row in ids])
+            yield cut.feed([d.decode(row) for d, row in zip(decoders, ids)])
             if cut.all_stopped:
                 return
-        yield cut.flush()
+        # Bytes of a character the sample ended in the middle of (U+FFFD), then
+        # whatever the stop texts still hold back.
+        yield [a + b for a, b in zip(cut.feed([d.flush() for d in decoders]), cut.flush())]
 
     def generate(self, n: int, prime: str = "", options: SamplingOptions = SamplingOptions(),
                  stop=()) -> list[str]:
@@ -477,7 +489,7 @@ def generate_reference(model, vocab, n: int, prime: str = "",
     if context is None and len(prefix) > 1:
         model(seen[:, :-1], training=False)
     ids = seen[:, -1]
-    space_id = vocab.index.get(" ", -1)
+    space_id = _space_id(vocab)
     out = np.zeros((batch, n), np.int32)
     for step in range(n):
         if context is None:

@@ -36,7 +36,7 @@ import numpy as np
 from kerasgen import data, rundir
 from kerasgen.errors import DistributedError, DivergedError
 from kerasgen.model import RNN_FAMILIES, ModelConfig, build_model, count_params
-from kerasgen.vocab import DEFAULT_MAX_VOCAB, LEVELS
+from kerasgen.vocab import BYTES, DEFAULT_MAX_VOCAB, DEFAULT_VOCAB_SIZE, LEVELS
 
 TENSORBOARD_SAMPLE_CHARS = 300  # length of the text sample logged at each epoch end
 LINE_START = "\n"  # the token sampling starts with: a zero state reads it first
@@ -75,8 +75,9 @@ class TrainConfig:
     fused: bool | None = None
     strategy: str = "default"  # kerasgen.distribute.STRATEGIES
     mixed_precision: bool = False  # mixed_float16 compute, float32 logits and loss (GPU)
-    level: str = "char"  # kerasgen.vocab.LEVELS: one id per character, or per word-level token
+    level: str = "char"  # kerasgen.vocab.LEVELS: one id per character, word-level token or subword
     max_vocab: int = DEFAULT_MAX_VOCAB  # word level: keep this many most frequent tokens
+    vocab_size: int = DEFAULT_VOCAB_SIZE  # bpe level: tokens to learn (bytes included)
     keep_cr: bool = False  # keep "\r" in the text; False reads CRLF and lone CR as "\n"
     eval_every: int = 0  # also validate (and keep the best) every this many steps; 0: epoch ends
     eval_chars: int = DEFAULT_EVAL_CHARS  # validate on this much of the split; 0: all of it
@@ -113,6 +114,9 @@ class TrainConfig:
             raise ValueError(f"unknown --level {self.level!r}; choose one of " + ", ".join(LEVELS))
         if self.max_vocab < 1:
             raise ValueError(f"--max_vocab must be at least 1, got {self.max_vocab}")
+        if self.vocab_size < BYTES:
+            raise ValueError(f"--vocab_size must be at least {BYTES} (one token per byte), "
+                             f"got {self.vocab_size}")
         if self.mixed_precision and self.strategy in ("mirrored", "multiworker"):
             raise ValueError("--mixed_precision runs on one device for now; drop it or use "
                              "--strategy default")
@@ -191,11 +195,11 @@ def prepare_data(config: TrainConfig, model_options: dict, run: rundir.Run | Non
     ``progress(done_bytes, total_bytes, stage)``: see ``data.load_corpus``.
     """
     chars_per_token = 1.0
-    if config.level == "word":
-        vocab, train_ids, val_ids, train_chars, notes = data.load_word_splits(
-            config.data_dir, config.encoding, config.val_frac, config.max_vocab,
-            vocab=None if run is None else run.vocab, keep_cr=config.keep_cr,
-            progress=progress)
+    if config.level != "char":
+        vocab, train_ids, val_ids, train_chars, notes = data.load_token_splits(
+            config.data_dir, config.encoding, config.val_frac, config.level, config.max_vocab,
+            config.vocab_size, vocab=None if run is None else run.vocab,
+            keep_cr=config.keep_cr, progress=progress)
         chars_per_token = train_chars / max(len(train_ids), 1)
         model_config = ModelConfig(vocab_size=len(vocab), **model_options)
         if run is not None:
@@ -222,7 +226,7 @@ def prepare_data(config: TrainConfig, model_options: dict, run: rundir.Run | Non
         except ValueError as e:
             raise ValueError(f"{e}; or raise --val_frac or --eval_chars, or pass --val_frac 0 "
                              "to skip validation") from None
-    line_start_id = vocab.index.get(LINE_START)
+    line_start_id = vocab.token_id(LINE_START)
     return TrainingData(vocab, model_config, train, val, chars_per_token, line_start_id,
                         LINE_START if line_start_id is not None else "", tuple(notes))
 
@@ -767,6 +771,9 @@ def _spelled(options: dict) -> dict:
     return options
 
 
+VOCAB_OPTIONS = {"max_vocab": "word", "vocab_size": "bpe"}  # each with the level it sizes
+
+
 def _check_applicable(options: dict, init_from: str | None) -> None:
     """Refuse given options that the model or level they would go with ignores."""
     model, level = options.get("model"), options.get("level")
@@ -775,8 +782,16 @@ def _check_applicable(options: dict, init_from: str | None) -> None:
         model, level = model or run.model_config.model, level or run.vocab.level
     if "n_head" in options and (model or "lstm") != "transformer":
         raise ValueError("--n_head applies to --model transformer only")
-    if "max_vocab" in options and (level or "char") != "word":
-        raise ValueError("--max_vocab applies to --level word only")
+    for name, applies in VOCAB_OPTIONS.items():
+        if name in options and (level or "char") != applies:
+            raise ValueError(f"--{name} applies to --level {applies} only")
+    if init_from is not None:  # the run keeps its vocabulary, and the size it was made with
+        recorded = rundir.read_run(init_from).train_config
+        for name in VOCAB_OPTIONS:
+            if name in options and recorded.get(name, options[name]) != options[name]:
+                raise ValueError(f"--init_from {init_from} keeps its vocabulary (--{name} "
+                                 f"{recorded[name]}); drop --{name} or train into a new "
+                                 "--save_dir")
 
 
 def train(data_dir: str | None = None, *, text: str | None = None, save_dir: str | None = None,

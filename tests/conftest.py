@@ -4,11 +4,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
 
-# A small text with the shape of the real corpus (NAME: lines, blank lines).
-TINY_TEXT = (
-    "KING RICHARD:\nNow is the winter of our discontent,\nmade glorious summer.\n\n"
-    "QUEEN:\nWhat, is the king gone? Then go we too.\n\n"
-) * 12
+from tiny import TINY_TEXT, TINY_TRAIN  # noqa: E402
 
 
 def pytest_addoption(parser):
@@ -30,10 +26,6 @@ def data_dir(tmp_path):
     d.mkdir()
     (d / "input.txt").write_text(TINY_TEXT, encoding="utf-8")
     return d
-
-
-TINY_TRAIN = ["--rnn_size", "16", "--num_layers", "2", "--batch_size", "4",
-              "--seq_length", "16", "--save_every", "5", "--seed", "1", "--no_jit_compile"]
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,7 @@
 import numpy as np
 from click.testing import CliRunner
 
-from conftest import TINY_TEXT
+from tiny import TINY_TEXT
 from kerasgen import data
 from kerasgen.model import ModelConfig, build_model, rnn_layers
 from kerasgen.sampling import Sampler, SamplingOptions, generate_reference
@@ -63,7 +63,7 @@ def test_bigram_from_the_cli(data_dir, tmp_path):
 def test_compare_scores_runs_on_the_same_characters(data_dir, tmp_path):
     import json
 
-    from conftest import TINY_TRAIN
+    from tiny import TINY_TRAIN
 
     runs = []
     for family in ("bigram", "lstm"):

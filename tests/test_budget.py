@@ -5,7 +5,7 @@ import math
 import pytest
 from click.testing import CliRunner
 
-from conftest import TINY_TRAIN
+from tiny import TINY_TRAIN
 from kerasgen import rundir
 from kerasgen.model import build_model
 from kerasgen.training import TrainConfig, learning_rate_at, parse_duration

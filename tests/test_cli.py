@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import TINY_TRAIN
+from tiny import TINY_TRAIN
 from kerasgen import rundir
 from kerasgen_cli.main import main
 
@@ -16,7 +16,7 @@ def run(args):
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from conftest import TINY_TEXT
+    from tiny import TINY_TEXT
     base = tmp_path_factory.mktemp("run")
     (base / "data").mkdir()
     (base / "data" / "input.txt").write_text(TINY_TEXT, encoding="utf-8")

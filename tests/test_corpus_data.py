@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import TINY_TEXT, TINY_TRAIN
+from tiny import TINY_TEXT, TINY_TRAIN
 from kerasgen import atomic, data
 from kerasgen.errors import DataError
 from kerasgen.vocab import Vocabulary
@@ -101,7 +101,7 @@ def test_bom_dropped_and_crlf_read_as_lf_with_one_note(tmp_path, chunk_bytes):
 
 def test_word_level_reads_line_ends_the_same_way(tmp_path):
     folder = write_input(tmp_path / "d", b"\xef\xbb\xbf" + TINY_TEXT.replace("\n", "\r\n").encode())
-    vocab, train_ids, val_ids, train_chars, notes = data.load_word_splits(folder, "utf-8", 0.1, 50)
+    vocab, train_ids, val_ids, train_chars, notes = data.load_token_splits(folder, "utf-8", 0.1, "word", 50)
     assert not any("\r" in t or "\ufeff" in t for t in vocab.tokens)
     train_text, _ = data.split_text(TINY_TEXT, 0.1)
     assert train_chars == len(train_text) and len(notes) == 2

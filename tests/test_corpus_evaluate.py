@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import TINY_TEXT, TINY_TRAIN
+from tiny import TINY_TEXT, TINY_TRAIN
 from kerasgen import data, rundir
 from kerasgen import python_code as corpus
 from kerasgen.evaluate import evaluate_loss, stream_layout

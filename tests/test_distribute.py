@@ -16,7 +16,7 @@ import time
 import numpy as np
 from click.testing import CliRunner
 
-from conftest import TINY_TEXT, TINY_TRAIN
+from tiny import TINY_TEXT, TINY_TRAIN
 from kerasgen import rundir
 from kerasgen_cli.main import main
 

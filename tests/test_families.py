@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import TINY_TEXT
+from tiny import TINY_TEXT
 from kerasgen import data, rundir
 from kerasgen.evaluate import evaluate_loss, stream_layout
 from kerasgen.model import ModelConfig, build_model, context_length, reset_states
@@ -201,32 +201,34 @@ ROUND_TRIP = ("First Citizen:\tBefore we proceed, hear me speak.\n\n\n"
 def test_word_tokens_reproduce_the_text_exactly():
     tokens = tokenize(ROUND_TRIP)
     assert "".join(tokens) == ROUND_TRIP
-    assert tokens[:6] == ["First", " ", "Citizen", ":", "\t", "Before"]
+    assert tokens[:6] == ["First", " Citizen", ":", "\t", "Before", " we"]
     assert ["\n", "\n", "\n"] == tokens[tokens.index(".") + 1:tokens.index(".") + 4]
-    assert "\t\t" in tokens and "  " in tokens and "'" in tokens
+    assert "\t\t" in tokens and "  " in tokens and "'" in tokens and " '" in tokens
     vocab = WordVocabulary.from_text(ROUND_TRIP, max_vocab=1000)
     assert vocab.decode(vocab.encode(ROUND_TRIP)) == ROUND_TRIP
     assert vocabulary_from_json(vocab.to_json()) == vocab
 
 
 def test_max_vocab_maps_rare_tokens_to_unknown():
-    vocab = WordVocabulary.from_text("a b a c a b\n", max_vocab=2)
-    assert vocab.tokens == (" ", "a") and len(vocab) == 3  # + the unknown token
-    assert vocab.unknown_count == 4  # b, b, c and the newline
-    ids = vocab.encode("a c a")
-    assert list(ids) == [1, 0, vocab.unknown_id, 0, 1]
-    assert vocab.decode(ids) == f"a {UNKNOWN_TOKEN} a" and vocab.unknown("zzz") == []
+    vocab = WordVocabulary.from_text("a b a c a b\n", max_vocab=3)
+    # The space is always kept (it takes the last place), so unknown words keep theirs.
+    assert vocab.tokens == (" a", " b", " ") and len(vocab) == 4  # + the unknown token
+    assert vocab.unknown_count == 3  # the first "a", the "c" of " c" and the newline
+    ids = vocab.encode("b a c")
+    assert list(ids) == [vocab.unknown_id, 0, 2, vocab.unknown_id]
+    assert vocab.decode(ids) == f"{UNKNOWN_TOKEN} a {UNKNOWN_TOKEN}" and vocab.unknown("zzz") == []
     assert vocab.spelling_nats("c") > vocab.spelling_nats("a") > 0  # rarer costs more
 
 
 def test_word_level_holds_out_the_same_characters_as_char_level(data_dir):
-    vocab, train_ids, val_ids, train_chars, _ = data.load_word_splits(str(data_dir), "utf-8",
-                                                                      0.1, 50)
+    vocab, train_ids, val_ids, train_chars, _ = data.load_token_splits(
+        str(data_dir), "utf-8", 0.1, "word", max_vocab=50)
     _, char_val = data.split(V.encode(TINY_TEXT), 0.1)
     train_text, val_text = data.split_text(TINY_TEXT, 0.1)
     assert val_text == V.decode(char_val) and train_chars == len(train_text)
+    assert vocab.decode(val_ids) == val_text and vocab.decode(train_ids) == train_text
     assert len(val_ids) == len(tokenize(val_text)) and len(train_ids) == len(tokenize(train_text))
-    assert len(vocab) <= 51 and set(vocab.tokens) <= set(tokenize(TINY_TEXT))
+    assert len(vocab) <= 51 and set(vocab.tokens) <= set(tokenize(TINY_TEXT)) | {" "}
 
 
 def test_word_level_from_the_cli(data_dir, tmp_path):
@@ -248,8 +250,9 @@ def test_word_level_from_the_cli(data_dir, tmp_path):
                            catch_exceptions=False)
     assert r.exit_code == 0, r.output
     result = json.loads(r.output)
-    assert result["level"] == "word" and result["chars"] == len(
-        "".join(tokenize(data.split_text(TINY_TEXT, 0.1)[1])[1:]))
+    val_text = data.split_text(TINY_TEXT, 0.1)[1]
+    assert result["level"] == "word" and result["chars"] == len(val_text) - len(
+        vocab.encode_pieces(val_text)[1][0])  # all but what the first token stands for
     # Per char = (per token * tokens + the spelling of unknown targets) / chars.
     assert result["unknown_targets"] > 0
     assert result["nats_per_char"] > result["nats_per_token"] * result["targets"] / result["chars"]

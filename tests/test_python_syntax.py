@@ -44,7 +44,7 @@ def test_samples_that_never_return_to_column_0_count_nothing():
     texts = ["x = 1\ny = 2\n",  # one counted block
              "    deep\n    deeper\n",  # never at column 0
              "def f():\n    return 1\n",  # the function never ended
-             "x = 1\ny = 2\nz = (\nw = 1\n"]  # three counted, the middle one fails
+             "x = 1\ny = )\nz = 2\nw = 1\n"]  # three counted, the middle one fails
     result = measure_syntax(texts, chars=100)
     assert (result.ok, result.total, result.blockless) == (3, 4, 2)
     assert result.never_at_column_0 == 0.5
@@ -136,13 +136,14 @@ def test_block_sampler_gives_up_after_its_tries_and_counts_unfinished_draws():
 
 def test_block_sampler_reads_at_most_about_context_chars_back(monkeypatch):
     monkeypatch.setattr(python_code, "CONTEXT_CHARS", 12)
-    model = ScriptedModel(["a = 1\nb = 2\nc", " = 3\nd", " = 4\ne", " = 5\n"])
+    model = ScriptedModel(["a = 1\nb = 2\n", "c = 3\n", "d = 4\n", "e = 5\n"])
     out = list(BlockSampler(model).stream(24, "", SamplingOptions(seed=1)))
     assert out == ["a = 1\n", "b = 2\n", "c = 3\n", "d = 4\n"]
     # Each draw reads whole kept blocks, the oldest dropped once past 12 characters,
-    # then the carried start of the next block.
+    # then the carried start of the next block (a block ends once the line after it
+    # is complete, so the carry is that line).
     assert [prime for prime, _ in model.calls] == [
-        "", "a = 1\nb = 2\nc", "a = 1\nb = 2\nc = 3\nd", "b = 2\nc = 3\nd = 4\ne"]
+        "", "a = 1\nb = 2\n", "a = 1\nb = 2\nc = 3\n", "b = 2\nc = 3\nd = 4\n"]
 
 
 def test_block_sampler_refuses_an_indented_prime():
