@@ -702,8 +702,21 @@ class StreamBatches:
             return tf.ensure_shape(x, shape), tf.ensure_shape(y, shape)
 
         ds = tf.data.Dataset.range(start, self.num_batches)
-        ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        return ds.prefetch(tf.data.AUTOTUNE)
+        ds = ds.map(load, num_parallel_calls=LOADERS, deterministic=True)
+        return ds.prefetch(PREFETCH).with_options(_no_autotune(tf))
+
+
+LOADERS, PREFETCH = 2, 4  # batches read at once, and batches kept ready
+
+
+def _no_autotune(tf):
+    """tf.data options without autotuning. Its background thread sleeps between
+    rounds for up to a minute, and dropping an iterator waits for it to wake,
+    which stalled training at epoch ends by up to about 25 s; reading a batch
+    is cheap, so fixed settings lose nothing."""
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return options
 
 
 def stream_batches(ids: np.ndarray, batch_size: int, seq_length: int,
@@ -729,5 +742,5 @@ def make_dataset(x: np.ndarray, y: np.ndarray, start: int = 0):
 
     ds = tf.data.Dataset.from_tensor_slices((x[start:], y[start:]))
     ds = ds.map(lambda a, b: (tf.cast(a, tf.int32), tf.cast(b, tf.int32)),
-                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return ds.prefetch(tf.data.AUTOTUNE)
+                num_parallel_calls=LOADERS, deterministic=True)
+    return ds.prefetch(PREFETCH).with_options(_no_autotune(tf))

@@ -269,3 +269,50 @@ def test_vocab_size_is_refused_off_bpe_level(data_dir, tmp_path):
                                       "--save_dir", str(save)])
         assert r.exit_code == 2 and hint in r.output, r.output
     assert not save.exists()
+
+
+# ---------------------------------------------------------------- real words
+
+class _Texts:
+    """What count_real_words uses of a loaded model: a sampler that returns set texts."""
+
+    def __init__(self, texts):
+        self.texts, self.asked = texts, []
+
+    def sampler(self, num_samples):
+        self.asked.append(num_samples)
+        return self
+
+    def generate(self, n, prime, options):
+        return self.texts
+
+
+def test_real_words_counts_glued_and_unknown_words_as_not_found():
+    from kerasgen.evaluate import count_real_words
+
+    model = _Texts(["the king is gone,\nthe queen", "theking <unk> KING RICHARD:"])
+    result = count_real_words(model, 2, 40, training_text=TINY_TEXT)
+    # Words: the king is gone the queen | theking unk KING RICHARD
+    assert model.asked == [2]
+    assert (result.found, result.total) == (7, 10)
+    assert set(result.missing) == {"queen", "theking", "unk"}  # the text has QUEEN only
+    assert result.to_dict(1.0, 0)["rate"] == pytest.approx(0.7)
+
+
+def test_evaluate_real_words_at_word_level(data_dir, tmp_path):
+    save = tmp_path / "w"
+    _train("--level", "word", "--data_dir", str(data_dir), "--save_dir", str(save),
+           "--log_dir", str(tmp_path / "logs"), "--rnn_size", "16", "--batch_size", "4",
+           "--seq_length", "8", "--num_epochs", "1", "--seed", "1")
+    r = CliRunner().invoke(main, ["evaluate", "--save_dir", str(save), "--real_words", "3",
+                                  "-n", "40", "--json"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    words = json.loads(r.output)["real_words"]
+    assert words["samples"] == 3 and words["tokens"] == 40 and words["total"] > 0
+    assert 0 <= words["found"] <= words["total"]
+    assert words["rate"] == pytest.approx(words["found"] / words["total"])
+    known = set(re.findall(r"\w+", data.split_text(TINY_TEXT, 0.1)[0]))
+    assert not known & set(words["missing"])
+    table = CliRunner().invoke(main, ["evaluate", "--save_dir", str(save), "--real_words", "3",
+                                      "-n", "40"], catch_exceptions=False)
+    assert "occur in the training text (3 samples of 40 tokens" in table.output
