@@ -20,6 +20,7 @@ def readme_api_example() -> str:
     return section.split("```python\n", 1)[1].split("```", 1)[0]
 
 
+@pytest.mark.slow  # trains through the README's own example (about 20 s)
 def test_the_readme_example_runs_as_written(tmp_path):
     corpus = ROOT / "data" / "tinyshakespeare" / "input.txt"
     if not corpus.exists():

@@ -330,3 +330,14 @@ def test_cli_reads_crlf_as_lf_unless_keep_cr(tmp_path):
     assert r.exit_code == 0, r.output
     assert "note: " not in r.output
     assert "\r" in json.loads((save / "vocab.json").read_text(encoding="utf-8"))["chars"]
+
+
+def test_batch_pipelines_do_not_autotune():
+    """tf.data's autotuner sleeps between rounds (up to a minute), and dropping an iterator
+    waits for it: training stalled at epoch ends. The pipelines switch it off."""
+    ids = np.arange(2000) % 50
+    pipelines = [data.StreamBatches(ids, 4, 10).dataset(),
+                 data.make_dataset(*data.stream_batches(ids, 4, 10))]
+    for ds in pipelines:
+        assert ds.options().autotune.enabled is False
+        assert len(list(ds)) == len(data.stream_batches(ids, 4, 10)[0])

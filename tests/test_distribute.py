@@ -14,6 +14,7 @@ import textwrap
 import time
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 from tiny import TINY_TEXT, TINY_TRAIN
@@ -75,6 +76,7 @@ def run_script(script, *args, env=None):
     return json.loads(line[len("RESULT "):])
 
 
+@pytest.mark.slow  # several processes, each starting TensorFlow
 def test_mirrored_over_two_cpus_matches_one_device(data_dir, tmp_path):
     result = run_script(MIRRORED_SCRIPT, str(data_dir), str(tmp_path))
     assert result["replicas"] == 2
@@ -166,6 +168,7 @@ def stop(procs):
         p.wait()
 
 
+@pytest.mark.slow  # several processes, each starting TensorFlow
 def test_multiworker_trains_and_the_chief_checkpoint_samples(tmp_path):
     procs = start_workers(tmp_path, ["--num_epochs", "2"])
     try:
@@ -182,6 +185,7 @@ def test_multiworker_trains_and_the_chief_checkpoint_samples(tmp_path):
     assert r.exit_code == 0 and len(r.output) >= 30
 
 
+@pytest.mark.slow  # several processes, each starting TensorFlow
 def test_killed_worker_ends_the_job_with_a_clear_error_and_a_resumable_checkpoint(tmp_path):
     procs = start_workers(tmp_path, ["--num_epochs", "10000", "--save_every", "3"])
     latest = tmp_path / "save" / "latest.ckpt.h5"
