@@ -61,12 +61,13 @@ def evaluate_command(save_dir, data_dir, text_file, encoding, checkpoint, stream
     backslash, missing body). Text before the first block and the last,
     cut-off block of each sample are not counted. The rate comes with a 95%
     Wilson score interval, and the share of samples that never returned to
-    column 0 (nothing was counted from them) is reported.
+    column 0 (nothing was counted from them) is reported. With --real_words
+    N, N samples are generated and the share of their words (runs of
+    letters, digits and _) that occur in the training text is reported.
     """
     import kerasgen
     from kerasgen.evaluate import REAL_WORDS_TOKENS, count_real_words, evaluate_model
-    from kerasgen.python_code import SYNTAX_SAMPLE_CHARS
-    from kerasgen.python_code import check_syntax_prime, sample_syntax
+    from kerasgen.python_code import SYNTAX_SAMPLE_CHARS, check_syntax_prime, sample_syntax
     from kerasgen.model import configure_cpu_threads
     from kerasgen.sampling import SamplingOptions, decode_prime
 
@@ -92,7 +93,6 @@ def evaluate_command(save_dir, data_dir, text_file, encoding, checkpoint, stream
                                  SamplingOptions(temperature=temperature, seed=seed))
 
     result = loss.to_dict(save_dir)
-    start = loss.start
     if syntax is not None:
         result["python_syntax"] = syntax.to_dict(temperature, seed)
     if words is not None:
@@ -100,6 +100,18 @@ def evaluate_command(save_dir, data_dir, text_file, encoding, checkpoint, stream
     if as_json:
         click.echo(json.dumps(result, ensure_ascii=False))
         return
+    rows = _loss_rows(loss, save_dir, checkpoint)
+    if syntax is not None:
+        rows += _syntax_rows(syntax, prime, temperature)
+    if words is not None:
+        rows += _words_rows(words, loss.level, temperature)
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        click.echo(f"{name:<{width}}  {value}")
+
+
+def _loss_rows(loss, save_dir: str, checkpoint: str) -> list[tuple[str, str]]:
+    """The table's rows for the held-out loss and the start penalty."""
     step = "" if loss.step is None else f", step {loss.step:,}"
     rows = [("run", f"{save_dir} ({checkpoint} checkpoint{step})"),
             ("text", loss.source),
@@ -111,34 +123,39 @@ def evaluate_command(save_dir, data_dir, text_file, encoding, checkpoint, stream
                                        "<unk> targets; per char adds their spelling)"))
     elif loss.level != "char":
         rows.append(("loss per token", f"{loss.nats_per_token:.4f} nats/token"))
+    start = loss.start
     if start is not None:
         rows.append(("start penalty", f"{start.ratio:.3f}: first {start.chars} characters of "
                                       f"{start.lines} lines, {start.cold_nats_per_char:.4f} "
                                       f"nats/char from where sample starts, "
                                       f"{start.warm_nats_per_char:.4f} after the text before"))
-    if syntax is not None:
-        rows.append(("python syntax", f"{_rate(syntax.ok, syntax.total, syntax.interval)} "
-                                      f"top-level blocks parse ({syntax.samples} samples of "
-                                      f"{syntax.chars:,} chars, temperature {temperature:g})"))
-        rows.append(("no block", f"{syntax.never_at_column_0:.1%} of samples never returned to "
-                                 "column 0 for a second block (nothing counted from them)"))
-        if prime:
-            rows.append((f"prime {prime!r}",
-                         f"{syntax.finished}/{syntax.samples} first blocks finished within "
-                         f"{syntax.chars:,} chars; of those, "
-                         f"{_rate(syntax.finished_ok, syntax.finished, syntax.finished_interval)}"
-                         " parse"))
-    if words is not None:
-        rate = "n/a" if words.rate is None else f"{words.rate:.1%}"
-        unit = "characters" if loss.level == "char" else "tokens"
-        missing = "; not found: " + ", ".join(words.missing) if words.missing else ""
-        rows.append(("real words", f"{rate}: {words.found:,}/{words.total:,} generated words "
-                                   f"occur in the training text ({words.samples} samples of "
-                                   f"{words.tokens:,} {unit}, temperature {temperature:g})"
-                                   f"{missing}"))
-    width = max(len(name) for name, _ in rows)
-    for name, value in rows:
-        click.echo(f"{name:<{width}}  {value}")
+    return rows
+
+
+def _syntax_rows(syntax, prime: str, temperature: float) -> list[tuple[str, str]]:
+    """The table's rows for --python_syntax (and its --prime)."""
+    rows = [("python syntax", f"{_rate(syntax.ok, syntax.total, syntax.interval)} "
+                              f"top-level blocks parse ({syntax.samples} samples of "
+                              f"{syntax.chars:,} chars, temperature {temperature:g})"),
+            ("no block", f"{syntax.never_at_column_0:.1%} of samples never returned to "
+                         "column 0 for a second block (nothing counted from them)")]
+    if prime:
+        rows.append((f"prime {prime!r}",
+                     f"{syntax.finished}/{syntax.samples} first blocks finished within "
+                     f"{syntax.chars:,} chars; of those, "
+                     f"{_rate(syntax.finished_ok, syntax.finished, syntax.finished_interval)}"
+                     " parse"))
+    return rows
+
+
+def _words_rows(words, level: str, temperature: float) -> list[tuple[str, str]]:
+    """The table's row for --real_words."""
+    rate = "n/a" if words.rate is None else f"{words.rate:.1%}"
+    unit = "characters" if level == "char" else "tokens"
+    missing = "; not found: " + ", ".join(words.missing) if words.missing else ""
+    return [("real words", f"{rate}: {words.found:,}/{words.total:,} generated words occur "
+                           f"in the training text ({words.samples} samples of "
+                           f"{words.tokens:,} {unit}, temperature {temperature:g}){missing}")]
 
 
 def _rate(ok: int, total: int, interval) -> str:

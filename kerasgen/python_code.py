@@ -41,8 +41,11 @@ What is kept, and how it is normalised:
 - Newlines are normalised to ``\\n`` (``\\r\\n`` and lone ``\\r``, which
   Python's own tokenizer also reads as line ends). Tabs are kept as they are:
   expanding them would change string literals that contain them.
-- Empty (whitespace-only) files and a second path to an already used file
-  are skipped.
+- Comments and docstrings are left out unless ``comments`` / ``docstrings``
+  (``strip_python``; the file headers stay): a model trained for a fixed time
+  then sees more code, and more of what it writes parses (docs/python-code.md).
+- Empty (whitespace-only) files, files that held only comments, and a second
+  path to an already used file are skipped.
 - ``max_chars`` caps the total: files are added in order until the next one
   would take the text past the cap; that file and all later ones are skipped.
   The default, 5,000,000 characters, keeps an epoch of the default model
@@ -225,13 +228,13 @@ def strip_python(source: str, docstrings: bool = True, comments: bool = True) ->
 
 def collect_python(paths=None, include_tests: bool = False, include_generated: bool = False,
                    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
-                   max_chars: int = DEFAULT_MAX_CHARS, docstrings: bool = True,
-                   comments: bool = True) -> Corpus:
+                   max_chars: int = DEFAULT_MAX_CHARS, docstrings: bool = False,
+                   comments: bool = False) -> Corpus:
     """Join the Python files under ``paths`` (folders or files) into one text.
 
     ``paths`` defaults to the standard library. ``max_file_bytes`` and
-    ``max_chars`` of 0 mean no limit. ``docstrings``/``comments`` False
-    leave them out (``strip_python``). See the module docstring for the rules.
+    ``max_chars`` of 0 mean no limit. ``docstrings``/``comments`` True keep
+    them (left out by default: ``strip_python``). See the module docstring for the rules.
     """
     if max_file_bytes < 0:
         raise ValueError(f"--max_file_bytes must be >= 0 (0: no limit), got {max_file_bytes}")
@@ -304,8 +307,8 @@ def collect_python(paths=None, include_tests: bool = False, include_generated: b
 def build_python_corpus(out: str, paths=None, include_tests: bool = False,
                         include_generated: bool = False,
                         max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
-                        max_chars: int = DEFAULT_MAX_CHARS, docstrings: bool = True,
-                        comments: bool = True) -> Corpus:
+                        max_chars: int = DEFAULT_MAX_CHARS, docstrings: bool = False,
+                        comments: bool = False) -> Corpus:
     """``collect_python`` and write the text to ``out`` atomically (UTF-8, ``\\n`` newlines).
 
     Raises ValueError, writing nothing, when no file was kept.

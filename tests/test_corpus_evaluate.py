@@ -1,3 +1,4 @@
+import ast
 import json
 import math
 
@@ -87,6 +88,64 @@ def test_corpus_python_options(tmp_path):
     one = corpus.collect_python([str(src / "pkg" / "test_y.py")])
     assert one.text == "# ==== test_y.py ====\nassert True\n"
 
+
+
+SOURCE = (
+    '"""Module docstring."""\n'
+    "import os  # why os\n"
+    "# a comment alone\n"
+    "\n"
+    "def f(x):\n"
+    '    """Docstring of f,\n'
+    '    on two lines."""\n'
+    "    # inside\n"
+    "    return x + 1  # trailing\n"
+    "\n"
+    "def g():\n"
+    '    """Only a docstring: the whole body, kept."""\n'
+    "\n"
+    "s = '# not a comment'\n"
+)
+
+
+def test_strip_python_drops_comments_and_docstrings_and_keeps_the_code():
+    from kerasgen.python_code import strip_python
+
+    bare = strip_python(SOURCE, docstrings=False, comments=False)
+    assert bare == ("import os\n"
+                    "\n"
+                    "def f(x):\n"
+                    "    return x + 1\n"
+                    "\n"
+                    "def g():\n"
+                    '    """Only a docstring: the whole body, kept."""\n'
+                    "\n"
+                    "s = '# not a comment'\n")
+    assert ast.dump(ast.parse(bare).body[1]) == ast.dump(ast.parse(
+        "def f(x):\n    return x + 1\n").body[0])
+    assert "Docstring of f" in strip_python(SOURCE, docstrings=True, comments=False)
+    assert "# inside" in strip_python(SOURCE, docstrings=False, comments=True)
+    assert strip_python(SOURCE) == SOURCE
+    broken = "def f(:\n    # note\n"
+    assert strip_python(broken, False, False) == broken  # does not parse: left as it was
+
+
+def test_corpus_python_leaves_out_comments_and_docstrings_unless_asked(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "m.py").write_text(SOURCE, encoding="utf-8")
+    (src / "only_comments.py").write_text("# nothing but\n# comments\n", encoding="utf-8")
+    out = tmp_path / "input.txt"
+    r = run(["corpus", "python", str(src), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    text = out.read_text(encoding="utf-8")
+    assert text.startswith("# ==== m.py ====\nimport os\n") and "only_comments" not in text
+    assert "why os" not in text and "Docstring of f" not in text and "1 empty" in r.stderr
+    r = run(["corpus", "python", str(src), "--out", str(out), "--docstrings", "--comments"])
+    assert r.exit_code == 0
+    assert out.read_text(encoding="utf-8") == ("# ==== m.py ====\n" + SOURCE + "\n\n"
+                                               "# ==== only_comments.py ====\n"
+                                               "# nothing but\n# comments\n")
 
 def test_corpus_python_empty_result_is_a_usage_error(tmp_path):
     (tmp_path / "tests").mkdir()
