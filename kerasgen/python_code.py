@@ -557,7 +557,9 @@ class BlockSampler:
     and yielded; one that does not (or that has not ended after ``limit``
     characters) is drawn again from the text kept so far, up to ``tries``
     draws per block; when they run out, ``stats.gave_up`` counts one more and
-    the sample ends with the blocks kept before. A block ends where the next
+    the sample ends with the blocks kept before. Lines a draw makes before its
+    block's first line (an indented continuation of the block before, a
+    comment) are dropped rather than failing the block. A block ends where the next
     one starts; that start (the rest of the draw) begins the next block's
     first draw, so a block kept at the first try is exactly what plain
     sampling gives. The prime is part of the first block, kept only whole.
@@ -648,4 +650,10 @@ class BlockSampler:
                 pieces.close()
         if block is None:
             return None, ""
-        return block, text[len(block):]
+        rest = text[len(block):]
+        if not head_length:
+            # What came before the block's first line (an indented line that continues
+            # the block kept before it, a comment) is not part of it: dropped, as a
+            # failed draw would be, instead of failing the block it precedes.
+            block = block[block_starts(block)[0]:]
+        return block, rest

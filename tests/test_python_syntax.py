@@ -146,6 +146,15 @@ def test_block_sampler_reads_at_most_about_context_chars_back(monkeypatch):
         "", "a = 1\nb = 2\n", "a = 1\nb = 2\nc = 3\n", "b = 2\nc = 3\nd = 4\n"]
 
 
+
+def test_block_sampler_drops_what_a_fresh_draw_makes_before_its_block():
+    model = ScriptedModel(["a = 1\nb = (\n",  # "b = (" never closes in the next draw
+                           " 1,\n    2\n",
+                           "    junk\nc = 3\nd = 4\n"])  # an indented line, then a block
+    blocks = BlockSampler(model)
+    assert list(blocks.stream(12, "", SamplingOptions(seed=2))) == ["a = 1\n", "c = 3\n"]
+    assert (blocks.stats.drawn, blocks.stats.kept, blocks.stats.unfinished) == (3, 2, 1)
+
 def test_block_sampler_refuses_an_indented_prime():
     with pytest.raises(ValueError, match="column 0"):
         BlockSampler(ScriptedModel([])).stream(10, "    return")
