@@ -109,6 +109,26 @@ def prefix_ids(vocab, preamble: str, prime: str) -> np.ndarray:
     return vocab.encode(text).astype(np.int32) if text else np.zeros(1, np.int32)
 
 
+def _glue_rule(vocab):
+    """Word level: (ends_in_word, starts_with_word), boolean arrays over the vocabulary, or
+    None at other levels.
+
+    A word token is a maximal run of word characters (with or without the
+    space before it), so in the training text a token ending in a word
+    character is never followed by one starting with a word character: that
+    would be two words run together ("the" + "KING"). ``select_next`` never
+    draws such a pair; at the bpe level subwords join by design, so it has no
+    rule.
+    """
+    if vocab.level != "word":
+        return None
+    word = re.compile(r"\w")
+    tokens = [vocab.decode([i]) for i in range(len(vocab))]  # the unknown token: "<unk>"
+    ends = np.array([bool(word.match(t[-1:])) for t in tokens])
+    starts = np.array([bool(word.match(t[:1])) for t in tokens])
+    return ends, starts
+
+
 def _space_id(vocab) -> int:
     """The id after which ``--sample 2`` draws: the lone space token (-1: none)."""
     space = vocab.token_id(" ")
@@ -116,14 +136,21 @@ def _space_id(vocab) -> int:
 
 
 def select_next(logits, prev_ids, steps, seed, temperature, options: SamplingOptions,
-                space_id: int):
+                space_id: int, glue=None):
     """Next ids (N,) from logits (N, V): the one selection rule every generator shares.
 
     ``steps``: the generation index of the token being drawn, a scalar or one
     per row; ``temperature`` may be a tensor (the exported model's input).
+    ``glue``: ``_glue_rule(vocab)``; tokens it forbids after ``prev_ids`` are
+    never drawn.
     """
     import tensorflow as tf
 
+    if glue is not None:
+        ends, starts = glue
+        forbid = tf.logical_and(tf.gather(tf.constant(ends), prev_ids)[:, None],
+                                tf.constant(starts)[None, :])
+        logits = tf.where(forbid, tf.constant(-np.inf, logits.dtype), logits)
     greedy = tf.argmax(logits, axis=-1, output_type=tf.int32)
     if options.sample == ARGMAX:
         return greedy
@@ -263,6 +290,7 @@ class Sampler:
                                        trainable=False)
             self._filled = tf.Variable(tf.zeros((self.batch,), tf.int32), trainable=False)
         self.space_id = _space_id(vocab)
+        self.glue = _glue_rule(vocab)
         self._jit = jit_compile
         self._compiled = {}  # SamplingOptions.structure -> compiled chunk function
         self._tf = tf
@@ -325,7 +353,7 @@ class Sampler:
                         ids = forced[:, i]
                     else:
                         drawn = select_next(logits, ids, gen_start + i, seed, temperature,
-                                            options, self.space_id)
+                                            options, self.space_id, self.glue)
                         ids = tf.where(i < n_forced, forced[:, i], drawn)
                     out = out.write(i, ids)
                 if self.context is not None:
@@ -385,7 +413,7 @@ class Sampler:
         for k in tf.range(total):
             logits, state = step(ids, state)
             drawn = select_next(logits, ids, k + 1 - read, seed, temperature, options,
-                                self.space_id)
+                                self.space_id, self.glue)
             forced = tf.gather(prefix, tf.minimum(k + 1, width - 1)[None], axis=1)[:, 0]
             ids = tf.where(k + 1 < read, forced, drawn)
             out = out.write(k, ids)
@@ -489,7 +517,7 @@ def generate_reference(model, vocab, n: int, prime: str = "",
     if context is None and len(prefix) > 1:
         model(seen[:, :-1], training=False)
     ids = seen[:, -1]
-    space_id = _space_id(vocab)
+    space_id, glue = _space_id(vocab), _glue_rule(vocab)
     out = np.zeros((batch, n), np.int32)
     for step in range(n):
         if context is None:
@@ -497,7 +525,7 @@ def generate_reference(model, vocab, n: int, prime: str = "",
         else:
             logits = model(seen[:, -context:], training=False)[:, -1, :]
         ids = select_next(logits, ids, step, options.seed, options.temperature, options,
-                          space_id).numpy()
+                          space_id, glue).numpy()
         out[:, step] = ids
         seen = np.concatenate([seen, ids[:, None]], axis=1)
     return out

@@ -69,6 +69,31 @@ def test_words_carry_the_space_before_them_so_samples_cannot_glue():
     assert bare <= line_starts and all(t in words for t in (" the", " king", " discontent"))
 
 
+
+def test_the_sampler_never_draws_a_word_straight_after_a_word():
+    import tensorflow as tf
+
+    from kerasgen.sampling import _glue_rule, select_next
+
+    vocab = WordVocabulary.from_text(TINY_TEXT, max_vocab=1000)
+    ends, starts = _glue_rule(vocab)
+    tokens = tokenize(TINY_TEXT)
+    pairs = {(vocab.token_id(a), vocab.token_id(b)) for a, b in zip(tokens, tokens[1:])}
+    assert not [(a, b) for a, b in pairs if ends[a] and starts[b]]  # never in the text
+    king, the, newline = vocab.token_id("KING"), vocab.token_id(" the"), vocab.token_id("\n")
+    logits = tf.one_hot([king, king], len(vocab)) * 50.0  # KING is by far the likeliest
+    for sample in (0, 1):
+        options = SamplingOptions(sample=sample, seed=1)
+        picked = select_next(logits, tf.constant([the, newline]), 0, 1, 1.0, options, -1,
+                             (ends, starts)).numpy()
+        assert picked[1] == king and picked[0] != king and not starts[picked[0]]
+    # A word-level model's samples: no two tokens that would run two words together.
+    model = tiny_model("lstm", len(vocab), batch=4)
+    ids = Sampler(model, vocab).generate_ids(200, "", SamplingOptions(seed=3, temperature=3.0))
+    for row in ids:
+        assert not [(a, b) for a, b in zip(row, row[1:]) if ends[a] and starts[b]]
+    assert _glue_rule(BPE) is None  # subwords join by design
+
 def test_unknown_words_keep_the_space_before_them():
     vocab = WordVocabulary.from_text(TINY_TEXT, max_vocab=1000)
     space, unknown, king = vocab.index[" "], vocab.unknown_id, vocab.index["KING"]
