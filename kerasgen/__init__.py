@@ -5,7 +5,7 @@ The Python API::
 
     import kerasgen
     model = kerasgen.train("data/tinyshakespeare", save_dir="save/x", num_epochs=1)
-    print(model.generate(200, prime="KING", seed=1))
+    text = model.generate(200, prime="KING", seed=1)   # the prime and 200 characters
     model = kerasgen.load("save/x")                # any run folder, later
     kerasgen.export("save/x", "exported/x/1")      # a SavedModel for TensorFlow Serving
 
