@@ -37,6 +37,10 @@ def corpus_group():
               default=False, show_default=True,
               help="Keep comments; by default they are dropped (a comment alone on its line "
                    "takes the line with it). The file headers stay.")
+@click.option("--reformat/--no_reformat", " /--no-reformat", "reformat", default=None,
+              help="Rewrite each file as ast.unparse prints it: one statement per line, "
+                   "4-space indents, one quoting style, even spacing: the model learns one "
+                   "layout. [default: reformat, unless --comments]")
 @option("--max_file_bytes", default=DEFAULT_MAX_FILE_BYTES, type=NON_NEGATIVE,
         help="Skip files larger than this many bytes (0: no limit).")
 @option("--max_chars", default=DEFAULT_MAX_CHARS, type=NON_NEGATIVE,
@@ -44,7 +48,7 @@ def corpus_group():
              "characters (0: no limit).")
 @library_errors
 def python_command(paths, out, include_tests, include_generated, docstrings, comments,
-                   max_file_bytes, max_chars):
+                   reformat, max_file_bytes, max_chars):
     """Join the *.py files under PATHS (default: this Python's standard library) into OUT.
 
     Folders are walked recursively in sorted order, skipping __pycache__,
@@ -58,7 +62,8 @@ def python_command(paths, out, include_tests, include_generated, docstrings, com
     corpus = build_python_corpus(out, paths, include_tests=include_tests,
                                  include_generated=include_generated,
                                  max_file_bytes=max_file_bytes, max_chars=max_chars,
-                                 docstrings=docstrings, comments=comments)
+                                 docstrings=docstrings, comments=comments,
+                                 reformat=reformat)
     skipped = ", ".join(f"{corpus.skipped[r]:,} {r.replace('_', ' ')}" for r in SKIP_REASONS
                         if corpus.skipped.get(r))
     click.echo(f"{len(corpus.files):,} files, {corpus.chars:,} characters, "

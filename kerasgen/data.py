@@ -87,7 +87,8 @@ def corpus_files(data_dir: str) -> list[str]:
     Otherwise every ``*.txt`` file directly in ``data_dir`` (not in
     subfolders; hidden files skipped), sorted by name (code-point order), each
     one document; ``read_pieces`` says how documents are joined. A missing
-    ``data/.../tinyshakespeare`` corpus is downloaded.
+    ``data/.../tinyshakespeare`` corpus is downloaded; for a missing
+    ``.../python`` folder the error says how to build one.
     """
     path = os.path.join(data_dir, INPUT_NAME)
     if os.path.isfile(path):
@@ -101,6 +102,9 @@ def corpus_files(data_dir: str) -> list[str]:
     if os.path.basename(os.path.normpath(data_dir)) == "tinyshakespeare":
         return [download_tiny_shakespeare(data_dir)]
     if not os.path.isdir(data_dir):
+        if os.path.basename(os.path.normpath(data_dir)) == "python":
+            raise FileNotFoundError(f"data directory {data_dir} does not exist; build a Python "
+                                    f"corpus there with: kerasgen corpus python --out {path}")
         raise FileNotFoundError(f"data directory {data_dir} does not exist; "
                                 f"create it and put your text in {path}")
     raise FileNotFoundError(f"{path} not found, nor any other *.txt file in {data_dir}; put "

@@ -39,20 +39,31 @@ What is kept, and how it is normalised:
   so are files that cannot be read (dangling links). A leading byte-order
   mark is dropped.
 - Newlines are normalised to ``\\n`` (``\\r\\n`` and lone ``\\r``, which
-  Python's own tokenizer also reads as line ends). Tabs are kept as they are:
-  expanding them would change string literals that contain them.
+  Python's own tokenizer also reads as line ends). Tabs are kept as they are
+  (expanding them would change string literals that contain them) unless the
+  file is reformatted (below).
 - Comments and docstrings are left out unless ``comments`` / ``docstrings``
   (``strip_python``; the file headers stay): a model trained for a fixed time
   then sees more code, and more of what it writes parses (docs/python-code.md).
+- Each file is then rewritten as ``ast.unparse`` prints it (``reformat_python``:
+  one statement per line, 4-space indents, one quoting style) unless
+  ``reformat`` is False or comments are kept: the model learns one layout
+  instead of many, and more of what it writes parses (docs/python-code.md).
+  A file whose rewrite would hold a non-ASCII character it did not (a string
+  written with escapes) stays as written. ``ast.unparse`` output differs a
+  little between Python versions.
 - Empty (whitespace-only) files, files that held only comments, and a second
   path to an already used file are skipped.
 - ``max_chars`` caps the total: files are added in order until the next one
   would take the text past the cap; that file and all later ones are skipped.
-  The default, 5,000,000 characters, keeps an epoch of the default model
-  short on a laptop CPU (about half of the standard library without tests
-  and generated files; docs/python-code.md).
+  The default, 10,000,000 characters, holds the whole standard library as
+  the defaults keep it (about 6 million characters): a model trained for a
+  fixed time writes more code that parses from more code than from the same
+  code seen more often (docs/python-code.md), while a huge folder still
+  makes no runaway text.
 
-The text is deterministic: the same files give byte-identical output.
+The text is deterministic: the same files (and, reformatted, the same Python
+version) give byte-identical output.
 
 **The syntax measure** (``python_blocks`` / ``syntax_rate``): the fraction of generated
 top-level blocks that ``ast.parse`` accepts. A sample is cut into blocks at
@@ -100,7 +111,7 @@ from kerasgen import atomic
 FILE_HEADER = "# ==== {path} ====\n"
 FILE_SEPARATOR = "\n\n"  # after each file's final newline: two blank lines
 DEFAULT_MAX_FILE_BYTES = 200_000
-DEFAULT_MAX_CHARS = 5_000_000  # keeps an epoch short on a laptop CPU
+DEFAULT_MAX_CHARS = 10_000_000  # the whole standard library, as the defaults keep it
 
 PRUNED_FOLDERS = frozenset({"__pycache__", "site-packages", "dist-packages"})
 TEST_FOLDER = re.compile(r"(.*_)?tests?")
@@ -226,16 +237,41 @@ def strip_python(source: str, docstrings: bool = True, comments: bool = True) ->
     return stripped if _parses(stripped) else source
 
 
+def reformat_python(source: str) -> str:
+    """``source`` as ``ast.unparse`` writes it: one statement per line (brackets never
+    span lines), 4-space indents, one quoting style, even spacing; comments are lost.
+
+    Source that does not parse comes back as it was, and so does source whose
+    rewrite would hold non-ASCII characters it did not (``ast.unparse`` writes
+    a printable character where the source had its escape): a corpus keeps the
+    characters of its files.
+    """
+    try:
+        text = ast.unparse(_parse(source))
+    except PARSE_ERRORS:
+        return source
+    if any(ord(c) > 127 for c in set(text) - set(source)):
+        return source
+    return text
+
+
 def collect_python(paths=None, include_tests: bool = False, include_generated: bool = False,
                    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
                    max_chars: int = DEFAULT_MAX_CHARS, docstrings: bool = False,
-                   comments: bool = False) -> Corpus:
+                   comments: bool = False, reformat: bool | None = None) -> Corpus:
     """Join the Python files under ``paths`` (folders or files) into one text.
 
     ``paths`` defaults to the standard library. ``max_file_bytes`` and
     ``max_chars`` of 0 mean no limit. ``docstrings``/``comments`` True keep
-    them (left out by default: ``strip_python``). See the module docstring for the rules.
+    them (left out by default: ``strip_python``); ``reformat`` rewrites each
+    file with ``reformat_python``, which cannot keep comments (None: unless
+    ``comments``). See the module docstring for the rules.
     """
+    if reformat is None:
+        reformat = not comments
+    if reformat and comments:
+        raise ValueError("--reformat cannot keep comments (ast.unparse drops them); "
+                         "pass --no_comments, or --no_reformat to keep the files as written")
     if max_file_bytes < 0:
         raise ValueError(f"--max_file_bytes must be >= 0 (0: no limit), got {max_file_bytes}")
     if max_chars < 0:
@@ -286,7 +322,8 @@ def collect_python(paths=None, include_tests: bool = False, include_generated: b
         if not include_generated and is_generated(body):
             skipped[SKIP_GENERATED] += 1
             continue
-        body = _normalise(strip_python(_normalise(body), docstrings, comments))
+        body = strip_python(_normalise(body), docstrings, comments)
+        body = _normalise(reformat_python(body) if reformat else body)
         if not body.strip():  # it held nothing but comments
             skipped[SKIP_EMPTY] += 1
             continue
@@ -308,13 +345,13 @@ def build_python_corpus(out: str, paths=None, include_tests: bool = False,
                         include_generated: bool = False,
                         max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
                         max_chars: int = DEFAULT_MAX_CHARS, docstrings: bool = False,
-                        comments: bool = False) -> Corpus:
+                        comments: bool = False, reformat: bool | None = None) -> Corpus:
     """``collect_python`` and write the text to ``out`` atomically (UTF-8, ``\\n`` newlines).
 
     Raises ValueError, writing nothing, when no file was kept.
     """
     corpus = collect_python(paths, include_tests, include_generated, max_file_bytes, max_chars,
-                            docstrings, comments)
+                            docstrings, comments, reformat)
     if not corpus.files:
         reasons = ", ".join(f"{n} {r.replace('_', ' ')}" for r, n in corpus.skipped.items() if n)
         raise ValueError(

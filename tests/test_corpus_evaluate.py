@@ -26,7 +26,7 @@ def make_tree(root):
         "a.py": b"x = 1\r\ny = 2\r\n",  # CRLF
         "b.py": b"print('b')\rprint('c')",  # lone CR, no final newline
         "pkg/__init__.py": b"",  # empty
-        "pkg/mod.py": b"def f():\n\treturn 1\n\n\n\n",  # tab kept, trailing blank lines cut
+        "pkg/mod.py": b"def f():\n\treturn 1\n\n\n\n",  # trailing blank lines cut
         "pkg/sub/deep.py": b"\xef\xbb\xbfDEEP = 'd\xc3\xa9'\n",  # BOM dropped, UTF-8 kept
         "pkg/latin.py": b"s = '\xe9'\n",  # not UTF-8
         "pkg/big.py": b"# big\n" + b"x = 1\n" * 300,  # over --max_file_bytes 1000
@@ -49,7 +49,7 @@ def make_tree(root):
 EXPECTED = (
     "# ==== a.py ====\nx = 1\ny = 2\n\n\n"
     "# ==== b.py ====\nprint('b')\nprint('c')\n\n\n"
-    "# ==== pkg/mod.py ====\ndef f():\n\treturn 1\n\n\n"
+    "# ==== pkg/mod.py ====\ndef f():\n    return 1\n\n\n"  # reformatted: no tab
     "# ==== pkg/sub/deep.py ====\nDEEP = 'dé'\n\n\n"
     "# ==== zz.py ====\nlast = True\n"
 )
@@ -87,6 +87,9 @@ def test_corpus_python_options(tmp_path):
     # A file named directly is taken whatever its name, headed by its basename.
     one = corpus.collect_python([str(src / "pkg" / "test_y.py")])
     assert one.text == "# ==== test_y.py ====\nassert True\n"
+    # Not reformatted, a file keeps its layout, tabs included.
+    kept = corpus.collect_python([str(src / "pkg" / "mod.py")], reformat=False)
+    assert kept.text == "# ==== mod.py ====\ndef f():\n\treturn 1\n"
 
 
 
@@ -146,6 +149,38 @@ def test_corpus_python_leaves_out_comments_and_docstrings_unless_asked(tmp_path)
     assert out.read_text(encoding="utf-8") == ("# ==== m.py ====\n" + SOURCE + "\n\n"
                                                "# ==== only_comments.py ====\n"
                                                "# nothing but\n# comments\n")
+
+def test_reformat_python_rewrites_the_layout_and_keeps_the_code():
+    from kerasgen.python_code import reformat_python
+
+    source = ('x = f(1,\n      "two")  # a call over two lines\n'
+              'def g():\n\treturn {"a" : 1}\n')
+    text = reformat_python(source)
+    assert text == "x = f(1, 'two')\n\ndef g():\n    return {'a': 1}"
+    assert ast.dump(ast.parse(text)) == ast.dump(ast.parse(source))
+    # ast.unparse would print the character itself where the source had its escape:
+    # such a file is kept as written, so a corpus holds no character its files did not.
+    escaped = "s = '\\u00e9'\n"
+    assert reformat_python(escaped) == escaped
+    assert reformat_python(escaped + "t = 'é'\n") == "s = 'é'\nt = 'é'"  # é was there
+    assert reformat_python("def f(:\n") == "def f(:\n"  # does not parse: left as it was
+
+
+def test_corpus_python_reformats_unless_comments_are_kept(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "m.py").write_text(SOURCE, encoding="utf-8")
+    out = tmp_path / "input.txt"
+    r = run(["corpus", "python", str(src), "--out", str(out)])  # the default
+    assert r.exit_code == 0, r.output
+    assert out.read_text(encoding="utf-8") == (
+        "# ==== m.py ====\nimport os\n\ndef f(x):\n    return x + 1\n\ndef g():\n"
+        "    \"\"\"Only a docstring: the whole body, kept.\"\"\"\ns = '# not a comment'\n")
+    r = run(["corpus", "python", str(src), "--out", str(tmp_path / "other.txt"), "--reformat",
+             "--comments"])
+    assert r.exit_code == 2 and "--no_comments" in r.output
+    assert not (tmp_path / "other.txt").exists()
+
 
 def test_corpus_python_empty_result_is_a_usage_error(tmp_path):
     (tmp_path / "tests").mkdir()

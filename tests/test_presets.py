@@ -82,6 +82,16 @@ def test_unknown_preset_is_a_usage_error_naming_the_presets(tmp_path):
     assert not (tmp_path / "y").exists()
 
 
+def test_python_preset_without_its_corpus_says_how_to_build_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no data/python here
+    r = run(["train", "--preset", "python-20min", "--save_dir", "s"])
+    assert r.exit_code == 2
+    assert r.output.strip().splitlines()[-1] == (
+        "Error: data directory data/python does not exist; build a Python corpus there with: "
+        "kerasgen corpus python --out data/python/input.txt")
+    assert not (tmp_path / "s").exists()
+
+
 def test_a_preset_run_records_its_name_and_settings(data_dir, tmp_path, tiny_train):
     save = tmp_path / "save"
     r = run(["train", "--preset", "shakespeare-10min", "--data_dir", str(data_dir),
