@@ -54,8 +54,10 @@ def python_command(paths, out, include_tests, include_generated, docstrings, com
     Folders are walked recursively in sorted order, skipping __pycache__,
     site-packages and hidden folders. Each file is preceded by a comment line
     "# ==== relative/path.py ====" and followed by two blank lines; newlines
-    become \\n, tabs are kept. Files that are not UTF-8 are skipped, never
-    mangled. The same files always give a byte-identical OUT.
+    become \\n. Comments and docstrings are left out and each file is
+    rewritten as ast.unparse prints it, unless asked otherwise. Files that are
+    not UTF-8 are skipped, never mangled. The same files (and Python version)
+    always give a byte-identical OUT.
     """
     from kerasgen.python_code import SKIP_REASONS, build_python_corpus
 
