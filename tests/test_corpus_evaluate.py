@@ -92,7 +92,6 @@ def test_corpus_python_options(tmp_path):
     assert kept.text == "# ==== mod.py ====\ndef f():\n\treturn 1\n"
 
 
-
 SOURCE = (
     '"""Module docstring."""\n'
     "import os  # why os\n"
