@@ -7,11 +7,13 @@ import json
 import click
 
 from kerasgen_cli.errors import library_errors
-from kerasgen_cli.options import POSITIVE, model_shape_options, option, verbose_option
+from kerasgen_cli.options import (POSITIVE, keep_prob_options, model_shape_options, option,
+                                  verbose_option)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @model_shape_options()
+@keep_prob_options
 @option("--vocab_size", default=65, type=POSITIVE, help="Vocabulary size (tiny Shakespeare: 65).")
 @option("--seconds", default=10.0, type=click.FloatRange(0.0, min_open=True),
          help="Timed seconds per measurement (training, 1-stream and N-stream sampling), "

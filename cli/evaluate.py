@@ -7,7 +7,7 @@ import json
 import click
 
 from kerasgen_cli.errors import library_errors
-from kerasgen_cli.options import option, verbose_option
+from kerasgen_cli.options import option, truncation_options, verbose_option
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -36,6 +36,7 @@ from kerasgen_cli.options import option, verbose_option
              "2000] and --real_words [default: 300].")
 @option("--temperature", default=1.0, type=click.FloatRange(0.0, min_open=True),
         help="Sampling temperature for --python_syntax and --real_words.")
+@truncation_options
 @option("--seed", default=0, type=click.IntRange(min=0),
         help="Random seed for the samples of --python_syntax and --real_words.")
 @option("--prime", default="",
@@ -47,7 +48,8 @@ from kerasgen_cli.options import option, verbose_option
 @verbose_option
 @library_errors
 def evaluate_command(save_dir, data_dir, text_file, encoding, checkpoint, streams,
-                     python_syntax, real_words, n, temperature, seed, prime, as_json):
+                     python_syntax, real_words, n, temperature, top_k, top_p, seed, prime,
+                     as_json):
     """Score the model in SAVE_DIR on held-out text (nats and bits per character).
 
     Every next character (token, at word and bpe levels) of the text is scored
@@ -83,28 +85,27 @@ def evaluate_command(save_dir, data_dir, text_file, encoding, checkpoint, stream
         check_syntax_prime(model, prime)  # before the loss, which takes a while
     loss = evaluate_model(model, data_dir=data_dir, text_file=text_file, encoding=encoding,
                           streams=streams)
+    options = SamplingOptions(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
     syntax = None
     if python_syntax:
-        syntax = sample_syntax(model, python_syntax, n or SYNTAX_SAMPLE_CHARS,
-                               SamplingOptions(temperature=temperature, seed=seed), prime)
+        syntax = sample_syntax(model, python_syntax, n or SYNTAX_SAMPLE_CHARS, options, prime)
     words = None
     if real_words:
-        words = count_real_words(model, real_words, n or REAL_WORDS_TOKENS,
-                                 SamplingOptions(temperature=temperature, seed=seed))
+        words = count_real_words(model, real_words, n or REAL_WORDS_TOKENS, options)
 
     result = loss.to_dict(save_dir)
     if syntax is not None:
-        result["python_syntax"] = syntax.to_dict(temperature, seed)
+        result["python_syntax"] = syntax.to_dict(options)
     if words is not None:
-        result["real_words"] = words.to_dict(temperature, seed)
+        result["real_words"] = words.to_dict(options)
     if as_json:
         click.echo(json.dumps(result, ensure_ascii=False))
         return
     rows = _loss_rows(loss, save_dir, checkpoint)
     if syntax is not None:
-        rows += _syntax_rows(syntax, prime, temperature)
+        rows += _syntax_rows(syntax, prime, options)
     if words is not None:
-        rows += _words_rows(words, loss.level, temperature)
+        rows += _words_rows(words, loss.level, options)
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         click.echo(f"{name:<{width}}  {value}")
@@ -132,11 +133,11 @@ def _loss_rows(loss, save_dir: str, checkpoint: str) -> list[tuple[str, str]]:
     return rows
 
 
-def _syntax_rows(syntax, prime: str, temperature: float) -> list[tuple[str, str]]:
+def _syntax_rows(syntax, prime: str, options) -> list[tuple[str, str]]:
     """The table's rows for --python_syntax (and its --prime)."""
     rows = [("python syntax", f"{_rate(syntax.ok, syntax.total, syntax.interval)} "
                               f"top-level blocks parse ({syntax.samples} samples of "
-                              f"{syntax.chars:,} chars, temperature {temperature:g})"),
+                              f"{syntax.chars:,} chars, {_settings(options)})"),
             ("no block", f"{syntax.never_at_column_0:.1%} of samples never returned to "
                          "column 0 for a second block (nothing counted from them)")]
     if prime:
@@ -148,14 +149,24 @@ def _syntax_rows(syntax, prime: str, temperature: float) -> list[tuple[str, str]
     return rows
 
 
-def _words_rows(words, level: str, temperature: float) -> list[tuple[str, str]]:
+def _words_rows(words, level: str, options) -> list[tuple[str, str]]:
     """The table's row for --real_words."""
     rate = "n/a" if words.rate is None else f"{words.rate:.1%}"
     unit = "characters" if level == "char" else "tokens"
     missing = "; not found: " + ", ".join(words.missing) if words.missing else ""
     return [("real words", f"{rate}: {words.found:,}/{words.total:,} generated words occur "
                            f"in the training text ({words.samples} samples of "
-                           f"{words.tokens:,} {unit}, temperature {temperature:g}){missing}")]
+                           f"{words.tokens:,} {unit}, {_settings(options)}){missing}")]
+
+
+def _settings(options) -> str:
+    """``temperature 1``, plus ``top_k 5`` / ``top_p 0.9`` when they are on."""
+    settings = f"temperature {options.temperature:g}"
+    if options.top_k:
+        settings += f", top_k {options.top_k}"
+    if options.top_p < 1.0:
+        settings += f", top_p {options.top_p:g}"
+    return settings
 
 
 def _rate(ok: int, total: int, interval) -> str:

@@ -42,6 +42,26 @@ class Duration(click.ParamType):
             self.fail(str(e), param, ctx)
 
 
+KEEP_PROB = click.FloatRange(0.0, 1.0, min_open=True)
+
+
+def keep_prob_options(fn):
+    """``--output_keep_prob --input_keep_prob``: recurrent dropout, as train and bench share it."""
+    fn = option("--input_keep_prob", default=1.0, type=KEEP_PROB,
+                help="Keep probability of dropout on each recurrent layer's input.")(fn)
+    return option("--output_keep_prob", default=1.0, type=KEEP_PROB,
+                  help="Keep probability of dropout on each recurrent layer's output.")(fn)
+
+
+def truncation_options(fn):
+    """``--top_k --top_p``: which characters sampling may pick, as sample and evaluate share it."""
+    fn = option("--top_p", default=1.0, type=click.FloatRange(0.0, 1.0, min_open=True),
+                help="Sample only from the smallest set of characters with this total "
+                     "probability (1: off).")(fn)
+    return option("--top_k", default=0, type=click.IntRange(min=0),
+                  help="Sample only among the K most likely characters (0: off).")(fn)
+
+
 def model_shape_options(families=RNN_FAMILIES, model_help="Recurrent cell type.",
                         transformer=False):
     """``--model --rnn_size --num_layers --seq_length --batch_size``, as train and bench

@@ -9,7 +9,7 @@ import tempfile
 import click
 
 from kerasgen_cli.errors import library_errors
-from kerasgen_cli.options import option, verbose_option
+from kerasgen_cli.options import option, truncation_options, verbose_option
 
 SEPARATOR = "\n\n----\n\n"  # between samples
 
@@ -29,10 +29,7 @@ SEPARATOR = "\n\n----\n\n"  # between samples
          help="0: argmax at each step; 1: sample at each step; 2: sample only after a space.")
 @option("--temperature", default=1.0, type=click.FloatRange(0.0, min_open=True),
          help="Divide the logits by this (< 1: safer, > 1: wilder).")
-@option("--top_k", default=0, type=click.IntRange(min=0),
-         help="Sample only among the K most likely characters (0: off).")
-@option("--top_p", default=1.0, type=click.FloatRange(0.0, 1.0, min_open=True),
-         help="Sample only from the smallest set of characters with this total probability.")
+@truncation_options
 @option("--seed", default=None, type=click.IntRange(min=0),
          help="Random seed: the same seed gives the same text.")
 @option("--num_samples", default=1, type=click.IntRange(min=1),

@@ -9,10 +9,9 @@ from click.core import ParameterSource
 
 from kerasgen.vocab import BYTES, DEFAULT_MAX_VOCAB, DEFAULT_VOCAB_SIZE, LEVELS
 from kerasgen_cli.errors import library_errors
-from kerasgen_cli.options import (POSITIVE, RNN_FAMILIES, Duration, model_shape_options,
-                                  option, verbose_option)
+from kerasgen_cli.options import (POSITIVE, RNN_FAMILIES, Duration, keep_prob_options,
+                                  model_shape_options, option, verbose_option)
 
-KEEP_PROB = click.FloatRange(0.0, 1.0, min_open=True)
 PRESET_HELP = ("Start from these shipped settings; flags typed here override them, and they "
                "override what --init_from recorded.")
 
@@ -102,10 +101,7 @@ class PresetOption(click.Option):
 @option("--decay_rate", default=0.97, type=click.FloatRange(0.0, 1.0, min_open=True),
          help="Per-epoch learning-rate decay: lr = learning_rate * decay_rate**epoch "
               "(Adam, not RMSprop).")
-@option("--output_keep_prob", default=1.0, type=KEEP_PROB,
-         help="Keep probability of dropout on each recurrent layer's output.")
-@option("--input_keep_prob", default=1.0, type=KEEP_PROB,
-         help="Keep probability of dropout on each recurrent layer's input.")
+@keep_prob_options
 @option("--time_budget", default=None, type=Duration(),
          help="Stop after this much wall-clock time (validation included), e.g. 600s, 10m, "
               "1h; then validate, save and report. [default: none]")

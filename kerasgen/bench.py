@@ -31,6 +31,8 @@ class BenchConfig:
     vocab_size: int = 65  # tiny Shakespeare's
     batch_size: int = 50
     seq_length: int = 50
+    input_keep_prob: float = 1.0
+    output_keep_prob: float = 1.0
     seconds: float = 10.0  # per measurement: training, 1-stream and N-stream sampling
     sample_streams: int = 64
     fused: bool = True
@@ -89,7 +91,9 @@ def run_bench(config: BenchConfig) -> dict:
 
     keras.utils.set_random_seed(config.seed)
     model_config = ModelConfig(vocab_size=config.vocab_size, model=config.model,
-                               rnn_size=config.rnn_size, num_layers=config.num_layers)
+                               rnn_size=config.rnn_size, num_layers=config.num_layers,
+                               input_keep_prob=config.input_keep_prob,
+                               output_keep_prob=config.output_keep_prob)
     batch, seq = config.batch_size, config.seq_length
     # Synthetic text: uniform random ids. Throughput does not depend on content.
     rng = np.random.default_rng(config.seed)

@@ -394,11 +394,11 @@ class RealWords:
     def rate(self) -> float | None:
         return self.found / self.total if self.total else None
 
-    def to_dict(self, temperature: float, seed: int) -> dict:
+    def to_dict(self, options) -> dict:
         """The ``real_words`` object of ``kerasgen evaluate --json``."""
         return {"found": self.found, "total": self.total, "rate": self.rate,
                 "samples": self.samples, "tokens": self.tokens,
-                "missing": list(self.missing), "temperature": temperature, "seed": seed}
+                "missing": list(self.missing), **options.settings()}
 
 
 def count_real_words(model, num_samples: int, length: int = REAL_WORDS_TOKENS, options=None,

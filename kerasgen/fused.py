@@ -107,6 +107,15 @@ class FusedModel:
             kernel, _, (input_bias, _) = w0
             first_inputs = tf.einsum("tbh,hg->tbg", x, kernel) + input_bias
         first_inputs = tf.unstack(first_inputs, num=steps)
+        # Dropout masks for every timestep at once: one random op per layer, not
+        # one per layer and timestep (the op count is what costs on a CPU). The
+        # last layer's outputs are dropped after the loop, all together.
+        batch, dtype = tf.shape(states[0][0])[0], states[0][0].dtype
+        last = len(self.layers) - 1
+        masks_in = [_keep_masks(input_drop, steps, batch, layer.cell.units, dtype)
+                    for layer in self.layers[:last]]
+        masks_out = [_keep_masks(output_drop, steps, batch, layer.cell.units, dtype)
+                     for layer in self.layers[:last]]
 
         states = [list(s) for s in states]
         outputs = []
@@ -115,7 +124,7 @@ class FusedModel:
             for i in range(len(self.layers)):
                 h_prev = states[i][0]
                 if x is not None and input_drop:
-                    x = tf.nn.dropout(x, rate=input_drop)
+                    x = x * masks_in[i - 1][t]
                 if i == 0:
                     pre, recurrent_term = first_inputs[t], None
                     if family == "gru":
@@ -132,10 +141,12 @@ class FusedModel:
                     pre = tf.matmul(tf.concat([x, h_prev], axis=1), stacked) + bias
                 states[i] = _cell(family, pre, states[i], recurrent_term)
                 x = states[i][0]
-                if output_drop:
-                    x = tf.nn.dropout(x, rate=output_drop)
+                if output_drop and i < last:
+                    x = x * masks_out[i][t]
             outputs.append(x)
         hidden = tf.stack(outputs)  # (T, B, H)
+        if output_drop:
+            hidden = tf.nn.dropout(hidden, rate=output_drop)
         logits = tf.einsum("tbh,hv->tbv", hidden, self.dense_kernel) + self.dense_bias
         return logits, states
 
@@ -158,6 +169,16 @@ class FusedModel:
         logits, states = self.forward(tf.transpose(ids), self.read_states(), training)
         self.assign_states(states)
         return tf.transpose(logits, [1, 0, 2])
+
+
+def _keep_masks(rate: float, steps: int, batch, units: int, dtype) -> list | None:
+    """Per timestep, a (batch, units) mask of 0 and 1 / (1 - rate), as dropout multiplies."""
+    import tensorflow as tf
+
+    if not rate:
+        return None
+    keep = tf.random.uniform([steps, batch, units]) >= rate
+    return tf.unstack(tf.cast(keep, dtype) / (1.0 - rate), num=steps)
 
 
 def _cell(family: str, pre, state: list, recurrent_term=None) -> list:

@@ -494,12 +494,12 @@ class SyntaxResult:
     def finished_interval(self) -> tuple[float, float] | None:
         return wilson_interval(self.finished_ok, self.finished)
 
-    def to_dict(self, temperature: float, seed: int) -> dict:
+    def to_dict(self, options) -> dict:
         """The ``python_syntax`` object of ``kerasgen evaluate --json``."""
         result = {"ok": self.ok, "total": self.total, "rate": self.rate,
                   "interval": _listed(self.interval), "samples": self.samples,
                   "chars": self.chars, "never_at_column_0": self.never_at_column_0,
-                  "temperature": temperature, "seed": seed}
+                  **options.settings()}
         if self.prime:
             result["prime"] = {"text": self.prime, "finished": self.finished,
                                "ok": self.finished_ok, "rate": self.finished_rate,

@@ -65,6 +65,11 @@ class SamplingOptions:
         if not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"--top_p must be in (0, 1], got {self.top_p}")
 
+    def settings(self) -> dict:
+        """What a measure reports it sampled with: temperature, top_k, top_p, seed."""
+        return {"temperature": self.temperature, "top_k": self.top_k, "top_p": self.top_p,
+                "seed": self.seed}
+
     @property
     def structure(self) -> tuple:
         """What decides which operations the compiled loop holds; seed and temperature

@@ -101,12 +101,28 @@ def test_fused_training_with_dropout_learns_and_evaluates_like_keras():
     assert not np.allclose(dropped, expected, atol=1e-3)
 
 
+def test_dropout_masks_are_drawn_per_timestep_at_the_rate():
+    import tensorflow as tf
+
+    from kerasgen.fused import _keep_masks
+
+    masks = np.stack([m.numpy() for m in _keep_masks(0.25, 50, tf.constant(40), 30,
+                                                     tf.float32)])
+    assert masks.shape == (50, 40, 30)
+    assert set(np.unique(masks)) == {0.0, np.float32(1 / 0.75)}  # inverted dropout, as Keras
+    assert abs((masks == 0).mean() - 0.25) < 0.02
+    assert not np.array_equal(masks[0], masks[1])  # a new mask each timestep
+    assert _keep_masks(0.0, 50, 40, 30, tf.float32) is None
+
+
 def test_bench_json_has_positive_figures():
     r = CliRunner().invoke(main, ["bench", "--json", "--seconds", "2", "--rnn_size", "16",
                                   "--batch_size", "4", "--seq_length", "8",
-                                  "--sample_streams", "4"], catch_exceptions=False)
+                                  "--sample_streams", "4", "--output_keep_prob", "0.9"],
+                           catch_exceptions=False)
     assert r.exit_code == 0, r.output
     result = json.loads(r.output)
+    assert result["config"]["output_keep_prob"] == 0.9  # measured with dropout, as trained
     for key in ("train_chars_per_s", "sample_chars_per_s", "sample_batched_chars_per_s",
                 "prime_chars_per_s", "peak_rss_mb", "gflops"):
         assert result[key] > 0, key

@@ -321,7 +321,7 @@ def test_real_words_counts_glued_and_unknown_words_as_not_found():
     assert model.asked == [2]
     assert (result.found, result.total) == (7, 10)
     assert set(result.missing) == {"queen", "theking", "unk"}  # the text has QUEEN only
-    assert result.to_dict(1.0, 0)["rate"] == pytest.approx(0.7)
+    assert result.to_dict(SamplingOptions())["rate"] == pytest.approx(0.7)
 
 
 def test_evaluate_real_words_at_word_level(data_dir, tmp_path):

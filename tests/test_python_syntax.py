@@ -48,10 +48,12 @@ def test_samples_that_never_return_to_column_0_count_nothing():
     result = measure_syntax(texts, chars=100)
     assert (result.ok, result.total, result.blockless) == (3, 4, 2)
     assert result.never_at_column_0 == 0.5
-    as_json = result.to_dict(temperature=1.0, seed=0)
+    as_json = result.to_dict(SamplingOptions(top_p=0.9, seed=3))
     assert as_json["never_at_column_0"] == 0.5 and as_json["rate"] == 0.75
     assert as_json["interval"] == pytest.approx(list(wilson_interval(3, 4)))
     assert "prime" not in as_json
+    assert (as_json["temperature"], as_json["top_k"], as_json["top_p"], as_json["seed"]) == \
+        (1.0, 0, 0.9, 3)
 
 
 def test_a_prime_counts_functions_finished_and_parsing():
@@ -60,7 +62,7 @@ def test_a_prime_counts_functions_finished_and_parsing():
              "def h():\n    return (\n"]  # unfinished
     result = measure_syntax(texts, chars=50, prime="def ")
     assert (result.finished, result.finished_ok) == (2, 1)
-    assert result.to_dict(1.0, 0)["prime"] == {
+    assert result.to_dict(SamplingOptions())["prime"] == {
         "text": "def ", "finished": 2, "ok": 1, "rate": 0.5,
         "interval": list(wilson_interval(1, 2))}
 
@@ -228,3 +230,19 @@ def test_evaluate_reports_the_interval_and_the_prime_measure(python_run):
     table = run(["evaluate", "--save_dir", str(python_run), "--python_syntax", "6", "-n",
                  "300", "--prime", "def "])
     assert "95% CI" in table.stdout and "first blocks finished" in table.stdout
+
+
+def test_evaluate_samples_with_top_k_and_top_p(python_run):
+    # top_k 1 is greedy: every seed gives the same samples, so the same counts.
+    results = []
+    for seed in ("1", "2"):
+        r = run(["evaluate", "--save_dir", str(python_run), "--python_syntax", "3", "-n",
+                 "200", "--top_k", "1", "--seed", seed, "--json"])
+        assert r.exit_code == 0, r.output
+        results.append(json.loads(r.stdout)["python_syntax"])
+    assert results[0]["top_k"] == 1 and results[0]["top_p"] == 1.0
+    assert {k: v for k, v in results[0].items() if k != "seed"} == \
+        {k: v for k, v in results[1].items() if k != "seed"}
+    table = run(["evaluate", "--save_dir", str(python_run), "--python_syntax", "2", "-n",
+                 "100", "--top_p", "0.9", "--temperature", "0.8"])
+    assert "temperature 0.8, top_p 0.9)" in table.stdout, table.output
