@@ -7,7 +7,7 @@ import json
 import click
 
 from kerasgen_cli.errors import library_errors
-from kerasgen_cli.options import option, truncation_options, verbose_option
+from kerasgen_cli.options import constrain_option, option, truncation_options, verbose_option
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -43,13 +43,14 @@ from kerasgen_cli.options import option, truncation_options, verbose_option
         help=r"With --python_syntax: start every sample with this text (e.g. 'def '; \n, \t "
              r"and \\ decoded) and also count the samples whose first block finishes within "
              "-n characters, and how many of those parse.")
+@constrain_option("With --python_syntax and --real_words [default: none].")
 @option("--json", "as_json", is_flag=True, default=False,
         help="Print one JSON object instead of a table.")
 @verbose_option
 @library_errors
 def evaluate_command(save_dir, data_dir, text_file, encoding, checkpoint, streams,
                      python_syntax, real_words, n, temperature, top_k, top_p, seed, prime,
-                     as_json):
+                     constrain, as_json):
     """Score the model in SAVE_DIR on held-out text (nats and bits per character).
 
     Every next character (token, at word and bpe levels) of the text is scored
@@ -72,6 +73,7 @@ def evaluate_command(save_dir, data_dir, text_file, encoding, checkpoint, stream
     from kerasgen.python_code import SYNTAX_SAMPLE_CHARS, check_syntax_prime, sample_syntax
     from kerasgen.model import configure_cpu_threads
     from kerasgen.sampling import SamplingOptions, decode_prime
+    from kerasgen_cli.sample import check_constrain
 
     configure_cpu_threads()
     if data_dir is not None and text_file is not None:
@@ -81,11 +83,14 @@ def evaluate_command(save_dir, data_dir, text_file, encoding, checkpoint, stream
         raise click.UsageError("--prime applies to --python_syntax N only")
     model = kerasgen.load(save_dir, checkpoint)
     checkpoint = model.checkpoint
+    if constrain == "python":
+        check_constrain(model, constrain)
     if python_syntax:
         check_syntax_prime(model, prime)  # before the loss, which takes a while
     loss = evaluate_model(model, data_dir=data_dir, text_file=text_file, encoding=encoding,
                           streams=streams)
-    options = SamplingOptions(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
+    options = SamplingOptions(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                              constrain=None if constrain == "none" else constrain)
     syntax = None
     if python_syntax:
         syntax = sample_syntax(model, python_syntax, n or SYNTAX_SAMPLE_CHARS, options, prime)
@@ -160,12 +165,15 @@ def _words_rows(words, level: str, options) -> list[tuple[str, str]]:
 
 
 def _settings(options) -> str:
-    """``temperature 1``, plus ``top_k 5`` / ``top_p 0.9`` when they are on."""
+    """``temperature 1``, plus ``top_k 5`` / ``top_p 0.9`` / ``constrained to python`` when
+    they are on."""
     settings = f"temperature {options.temperature:g}"
     if options.top_k:
         settings += f", top_k {options.top_k}"
     if options.top_p < 1.0:
         settings += f", top_p {options.top_p:g}"
+    if options.constrain:
+        settings += f", constrained to {options.constrain}"
     return settings
 
 

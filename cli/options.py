@@ -62,6 +62,15 @@ def truncation_options(fn):
                   help="Sample only among the K most likely characters (0: off).")(fn)
 
 
+def constrain_option(default_help: str):
+    """``--constrain python|none``: sampling kept to Python's lexical rules (sample, evaluate)."""
+    return option("--constrain", default=None, type=click.Choice(["python", "none"]),
+                  help="python: never draw a character that breaks Python's lexical rules "
+                       "(a string left open at its line end, a bracket closed by the wrong "
+                       "one or broken over lines, a bad indent); character-level runs only. "
+                       + default_help)
+
+
 def model_shape_options(families=RNN_FAMILIES, model_help="Recurrent cell type.",
                         transformer=False):
     """``--model --rnn_size --num_layers --seq_length --batch_size``, as train and bench

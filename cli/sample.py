@@ -9,7 +9,7 @@ import tempfile
 import click
 
 from kerasgen_cli.errors import library_errors
-from kerasgen_cli.options import option, truncation_options, verbose_option
+from kerasgen_cli.options import constrain_option, option, truncation_options, verbose_option
 
 SEPARATOR = "\n\n----\n\n"  # between samples
 
@@ -47,13 +47,15 @@ SEPARATOR = "\n\n----\n\n"  # between samples
         help="python: print only complete top-level blocks that ast.parse accepts, drawing a "
              "block again when it fails (the prime is part of the first block); blocks are "
              "added until -n characters follow the prime. The counts go to stderr.")
+@constrain_option("[default: python with --syntax python on a character-level run, else "
+                  "none]")
 @option("--tries", default=20, type=click.IntRange(min=1),
         help="With --syntax: draws per block; when all fail, a note says so and the sample "
              "ends.")
 @verbose_option
 @library_errors
 def sample_command(save_dir, n, prime, stop, sample, temperature, top_k, top_p, seed,
-                   num_samples, checkpoint, jit_compile, output, syntax, tries):
+                   num_samples, checkpoint, jit_compile, output, syntax, constrain, tries):
     """Generate text from the model in SAVE_DIR, printing it as it comes.
 
     With --num_samples N the first sample is printed as it is generated and
@@ -80,17 +82,22 @@ def sample_command(save_dir, n, prime, stop, sample, temperature, top_k, top_p, 
                    err=True)
     if seed is None:
         seed = int.from_bytes(os.urandom(4), "little")
+    if constrain is None:
+        constrain = model.default_constrain(syntax)
+    check_constrain(model, constrain)
+    constrain = None if constrain == "none" else constrain
     if syntax is not None:
         if stop:
             raise click.UsageError("--stop and --syntax do not combine: blocks are whole "
                                    "statements; bound the length with -n")
         options = SamplingOptions(sample=sample, temperature=temperature, top_k=top_k,
-                                  top_p=top_p, seed=seed)
+                                  top_p=top_p, seed=seed, constrain=constrain)
         with _Output(output) as out:
             _write_blocks(BlockSampler(model, tries), n, prime, options, num_samples, out)
         return
     pieces = model.stream(n, prime, sample=sample, temperature=temperature, top_k=top_k,
-                          top_p=top_p, seed=seed, num_samples=num_samples, stop=stop)
+                          top_p=top_p, seed=seed, num_samples=num_samples, stop=stop,
+                          constrain=constrain or "none")
     with _Output(output) as out:
         if num_samples == 1:
             for piece in pieces:
@@ -98,6 +105,14 @@ def sample_command(save_dir, n, prime, stop, sample, temperature, top_k, top_p, 
         else:
             _write_samples(pieces, num_samples, out)
         out.write("\n")
+
+
+def check_constrain(model, constrain: str) -> None:
+    """--constrain python on a run that cannot take it is a usage error (exit 2)."""
+    try:
+        model.check_constrain(constrain)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--constrain")
 
 
 def _write_blocks(blocks, n: int, prime: str, options, num_samples: int, out) -> None:

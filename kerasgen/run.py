@@ -86,9 +86,24 @@ class TrainedModel:
                              + ", ".join(repr(c) for c in unknown)
                              + "; use only characters seen in training")
 
+    def check_constrain(self, constrain: str | None) -> None:
+        """Raise ValueError unless this run can be sampled with ``constrain`` ("python"
+        needs a character-level run that writes line breaks; None and "none" always can)."""
+        from kerasgen.python_lexer import character_classes
+
+        if constrain not in (None, "none", "python"):
+            raise ValueError(f"constrain must be 'python', 'none' or None, got {constrain!r}")
+        if constrain == "python":
+            character_classes(self.run.vocab)
+
+    def default_constrain(self, syntax: str | None) -> str:
+        """What ``constrain=None`` means: "python" with ``syntax="python"`` on a
+        character-level run, else "none"."""
+        return "python" if syntax == "python" and self.run.vocab.level == "char" else "none"
+
     def stream(self, n: int = 500, prime: str = "", *, temperature: float = 1.0, top_k: int = 0,
                top_p: float = 1.0, seed: int | None = None, num_samples: int = 1, stop=None,
-               sample: int = 1, syntax: str | None = None):
+               sample: int = 1, syntax: str | None = None, constrain: str | None = None):
         """Yield the text as it is generated, in pieces whose join is ``generate``'s text.
 
         One sample: each piece is a string (the first is the prime). With
@@ -96,8 +111,12 @@ class TrainedModel:
         one per sample. Arguments as for ``generate``.
         """
         self.check_prime(prime)
+        if constrain is None:
+            constrain = self.default_constrain(syntax)
+        self.check_constrain(constrain)
         options = SamplingOptions(sample=sample, temperature=temperature, top_k=top_k,
-                                  top_p=top_p, seed=_seed(seed))
+                                  top_p=top_p, seed=_seed(seed),
+                                  constrain=None if constrain == "none" else constrain)
         stop = [stop] if isinstance(stop, str) else list(stop or ())
         if syntax is not None:
             yield from self._stream_blocks(n, prime, options, num_samples, stop, syntax)
@@ -138,7 +157,8 @@ class TrainedModel:
 
     def generate(self, n: int = 500, prime: str = "", *, temperature: float = 1.0,
                  top_k: int = 0, top_p: float = 1.0, seed: int | None = None,
-                 num_samples: int = 1, stop=None, sample: int = 1, syntax: str | None = None):
+                 num_samples: int = 1, stop=None, sample: int = 1, syntax: str | None = None,
+                 constrain: str | None = None):
         """The prime followed by ``n`` generated tokens (characters at char level).
 
         ``temperature`` divides the logits; ``top_k`` (0: off) and ``top_p``
@@ -150,11 +170,15 @@ class TrainedModel:
         ``ast.parse`` accepts, each redrawn until it does (the prime is part of
         the first; about ``n`` characters: whole blocks are added until at
         least ``n`` follow the prime; ``kerasgen.python_code.BlockSampler``).
+        ``constrain="python"``: never draw a character that breaks Python's
+        lexical rules (``kerasgen.python_lexer``; character-level runs); the
+        default with ``syntax="python"`` on such a run, which ``constrain="none"``
+        turns off.
         Returns a string, or a list of ``num_samples`` strings.
         """
         pieces = self.stream(n, prime, temperature=temperature, top_k=top_k, top_p=top_p,
                              seed=seed, num_samples=num_samples, stop=stop, sample=sample,
-                             syntax=syntax)
+                             syntax=syntax, constrain=constrain)
         if num_samples == 1:
             return "".join(pieces)
         texts = [[] for _ in range(num_samples)]

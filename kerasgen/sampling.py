@@ -54,6 +54,7 @@ class SamplingOptions:
     top_k: int = 0  # 0: off
     top_p: float = 1.0  # 1.0: off
     seed: int = 0
+    constrain: str | None = None  # "python": kerasgen.python_lexer's rules; None: off
 
     def __post_init__(self):
         if self.sample not in (ARGMAX, SAMPLE, SAMPLE_AFTER_SPACE):
@@ -64,17 +65,19 @@ class SamplingOptions:
             raise ValueError(f"--top_k must be >= 0 (0 turns it off), got {self.top_k}")
         if not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"--top_p must be in (0, 1], got {self.top_p}")
+        if self.constrain not in (None, "python"):
+            raise ValueError(f"--constrain must be python or none, got {self.constrain!r}")
 
     def settings(self) -> dict:
-        """What a measure reports it sampled with: temperature, top_k, top_p, seed."""
+        """What a measure reports it sampled with: temperature, top_k, top_p, seed, constrain."""
         return {"temperature": self.temperature, "top_k": self.top_k, "top_p": self.top_p,
-                "seed": self.seed}
+                "seed": self.seed, "constrain": self.constrain}
 
     @property
     def structure(self) -> tuple:
         """What decides which operations the compiled loop holds; seed and temperature
         are inputs of the loop, so changing them never recompiles."""
-        return self.sample, self.top_k, self.top_p
+        return self.sample, self.top_k, self.top_p, self.constrain
 
 
 def decode_prime(prime: str) -> str:
@@ -141,15 +144,19 @@ def _space_id(vocab) -> int:
 
 
 def select_next(logits, prev_ids, steps, seed, temperature, options: SamplingOptions,
-                space_id: int, glue=None):
+                space_id: int, glue=None, allowed=None):
     """Next ids (N,) from logits (N, V): the one selection rule every generator shares.
 
     ``steps``: the generation index of the token being drawn, a scalar or one
     per row; ``temperature`` may be a tensor (the exported model's input).
     ``glue``: ``_glue_rule(vocab)``; tokens it forbids after ``prev_ids`` are
-    never drawn.
+    never drawn. ``allowed``: (N, V) bool, the only ids that may be drawn
+    (``PythonLexer.allowed``).
     """
     import tensorflow as tf
+
+    if allowed is not None:
+        logits = tf.where(allowed, logits, tf.constant(-np.inf, logits.dtype))
 
     if glue is not None:
         ends, starts = glue
@@ -297,7 +304,8 @@ class Sampler:
         self.space_id = _space_id(vocab)
         self.glue = _glue_rule(vocab)
         self._jit = jit_compile
-        self._compiled = {}  # SamplingOptions.structure -> compiled chunk function
+        self._compiled = {}  # (SamplingOptions.structure, draw) -> compiled chunk function
+        self._lex = self._lex_rules = None  # the constraint's lexer and state (_lexer)
         self._tf = tf
 
     # -- one step of each kind of model: (ids read now, state) -> (logits (N, V), state) --
@@ -327,20 +335,23 @@ class Sampler:
                            batch_dims=1)  # (N, V): the newest token's
         return logits, (window, filled)
 
-    def _chunk_fn(self, options: SamplingOptions | None):
+    def _chunk_fn(self, options: SamplingOptions, draw: bool = True):
         """The compiled loop of CHUNK steps for this kind of selection.
 
         Step ``i`` reads ``ids`` and then takes ``forced[:, i]`` while
         ``i < n_forced`` (the prefix), else draws generation index
         ``gen_start + i``. Returns the ids taken (N, CHUNK) and the last ones.
-        ``options`` None: a chunk of the prefix only, nothing drawn (so the
-        logits and the draw are never computed).
+        ``draw`` False: a chunk of the prefix only, nothing drawn (so the
+        logits and the draw are never computed). With ``options.constrain``
+        the lexer reads every id taken, starting afresh at generation index
+        ``lex_start`` (the prime's first token), and the draws keep to it.
         """
-        key = None if options is None else options.structure
+        key = (options.structure, draw)
         if key not in self._compiled:
             tf = self._tf
+            lexer = self._lexer() if options.constrain else None
 
-            def chunk(ids, forced, n_forced, gen_start, seed, temperature):
+            def chunk(ids, forced, n_forced, gen_start, seed, temperature, lex_start):
                 if self.context is not None:
                     step = self._window_step
                     state = (self._window.read_value(), self._filled.read_value())
@@ -351,33 +362,59 @@ class Sampler:
                         self.net.read_states()
                 else:  # the Keras layers carry their own state
                     step, state = self._keras_step, tf.zeros(())
+                lex = fresh = ()  # loop variables may not be None
+                if lexer is not None:
+                    lex = tf.nest.map_structure(lambda v: v.read_value(), self._lex)
+                    fresh = lexer.initial(self.batch)
                 out = tf.TensorArray(tf.int32, size=CHUNK)
                 for i in tf.range(CHUNK):
-                    logits, state = step(ids, state)
-                    if options is None:
-                        ids = forced[:, i]
-                    else:
+                    allowed = None
+                    if lexer is not None:
+                        restart = gen_start + i == lex_start
+                        lex = tf.nest.map_structure(lambda a, b: tf.where(restart, a, b),
+                                                    fresh, lex)
+                        allowed = lexer.allowed(lex)
+                    if draw:
+                        logits, state = step(ids, state)
                         drawn = select_next(logits, ids, gen_start + i, seed, temperature,
-                                            options, self.space_id, self.glue)
+                                            options, self.space_id, self.glue, allowed)
                         ids = tf.where(i < n_forced, forced[:, i], drawn)
+                    else:
+                        _, state = step(ids, state)
+                        ids = forced[:, i]
+                    if lexer is not None:
+                        lex = lexer.advance(lex, ids)
                     out = out.write(i, ids)
                 if self.context is not None:
                     self._window.assign(state[0])
                     self._filled.assign(state[1])
                 elif self.net is not None:
                     self.net.assign_states(state)
+                if lexer is not None:
+                    tf.nest.map_structure(lambda v, value: v.assign(value), self._lex, lex)
                 return tf.transpose(out.stack()), ids  # (N, CHUNK), (N,)
 
             # The concrete function of the one signature every call has: calling it
-            # skips tf.function's per-call matching of six arguments, which costs as
+            # skips tf.function's per-call matching of its arguments, which costs as
             # much as a good part of a small model's chunk.
-            spec = [tf.TensorSpec([self.batch], tf.int32), tf.TensorSpec([self.batch, CHUNK],
-                                                                          tf.int32),
-                    tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32),
-                    tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.float32)]
+            scalar = tf.TensorSpec([], tf.int32)
+            spec = [tf.TensorSpec([self.batch], tf.int32),
+                    tf.TensorSpec([self.batch, CHUNK], tf.int32), scalar, scalar,
+                    tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.float32), scalar]
             self._compiled[key] = tf.function(chunk, jit_compile=self._jit
                                               ).get_concrete_function(*spec)
         return self._compiled[key]
+
+    def _lexer(self):
+        """The constraint's lexer, and its state in variables carried between chunks."""
+        from kerasgen.python_lexer import PythonLexer
+
+        if self._lex is None:
+            self._lex_rules = PythonLexer(self.vocab)
+            self._lex = self._tf.nest.map_structure(
+                lambda t: self._tf.Variable(t, trainable=False),
+                self._lex_rules.initial(self.batch))
+        return self._lex_rules
 
     def graph_generate(self, prefix, lengths, n, seed, temperature,
                        options: SamplingOptions = SamplingOptions()):
@@ -443,12 +480,22 @@ class Sampler:
         return int(prefix[0]), prefix[1:]
 
     def stream_ids(self, n: int, prime: str = "", options: SamplingOptions = SamplingOptions()):
-        """Yield the ids of ``n`` new tokens after ``prime`` in pieces of shape (N, k)."""
+        """Yield the ids of ``n`` new tokens after ``prime`` in pieces of shape (N, k).
+
+        With ``options.constrain`` the lexer reads the prime (not the preamble)
+        and every token drawn keeps to its rules.
+        """
         if n < 0:
             raise ValueError(f"-n must be >= 0, got {n}")
         tf = self._tf
-        first, forced = self._start(prefix_ids(self.vocab, self.preamble, prime))
+        prefix = prefix_ids(self.vocab, self.preamble, prime)
+        first, forced = self._start(prefix)
         fn = self._chunk_fn(options)
+        # The generation index of the prime's first token, were it taken in the loop.
+        lex_start = -len(prime)
+        if options.constrain:
+            # A constraint implies a character-level run: one id per character.
+            self._start_lexer(prefix[len(prefix) - len(prime):len(prefix) - len(forced)])
         ids = tf.fill([self.batch], first)
         seed = tf.constant(options.seed, tf.int64)
         temperature = tf.constant(options.temperature, tf.float32)
@@ -462,12 +509,22 @@ class Sampler:
                 padded[:, :len(taken)] = taken
                 block = tf.constant(padded)
             # A chunk of prefix only (a long prime) draws nothing: a cheaper loop.
-            chunk = self._chunk_fn(None) if len(taken) == CHUNK else fn
+            chunk = self._chunk_fn(options, draw=False) if len(taken) == CHUNK else fn
             out, ids = chunk(ids, block, tf.constant(len(taken), tf.int32),
-                             tf.constant(start - len(forced), tf.int32), seed, temperature)
+                             tf.constant(start - len(forced), tf.int32), seed, temperature,
+                             tf.constant(lex_start, tf.int32))
             new = out.numpy()[:, len(taken):total - start]
             if new.shape[1]:
                 yield new
+
+    def _start_lexer(self, unread: np.ndarray) -> None:
+        """Put the lexer in its initial state, then read the prime's ids that the loop will
+        not take (a recurrent model's first id; all of them for the other models)."""
+        lexer = self._lexer()
+        state = lexer.initial(self.batch)
+        if len(unread):
+            state = lexer.read(state, np.tile(unread[None, :], (self.batch, 1)))
+        self._tf.nest.map_structure(lambda v, value: v.assign(value), self._lex, state)
 
     def generate_ids(self, n: int, prime: str = "", options: SamplingOptions = SamplingOptions()
                      ) -> np.ndarray:

@@ -1,0 +1,277 @@
+"""The Python lexical constraint: what it forbids, that real code passes it, and samples
+drawn under it that Python's own tokenizer reads without an error."""
+
+import io
+import json
+import string
+import tokenize
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import kerasgen
+from kerasgen.python_code import reformat_python, strip_python
+from kerasgen.python_lexer import PythonLexer
+from kerasgen.vocab import Vocabulary
+from kerasgen_cli.main import main
+
+CHARS = string.ascii_letters + string.digits + string.punctuation + " \n\t"
+VOCAB = Vocabulary.from_text(CHARS)
+LEXER = PythonLexer(VOCAB)
+
+
+def run(args):
+    return CliRunner().invoke(main, args, catch_exceptions=False)
+
+
+def allowed_after(text: str) -> set[str]:
+    """The characters the constraint lets a sample draw after ``text``."""
+    state = LEXER.initial(1)
+    if text:
+        state = LEXER.read(state, VOCAB.encode(text).astype(np.int32)[None, :])
+    mask = LEXER.allowed(state).numpy()[0]
+    return {VOCAB.decode([i]) for i in np.flatnonzero(mask)}
+
+
+def forbidden_positions(text: str) -> list[int]:
+    """Offsets of the characters of ``text`` that the constraint would not have drawn."""
+    import tensorflow as tf
+
+    ids = tf.constant(VOCAB.encode(text).astype(np.int32)[None, :])
+
+    @tf.function
+    def scan(ids):
+        state = LEXER.initial(1)
+        ok = tf.TensorArray(tf.bool, size=tf.shape(ids)[1])
+        for t in tf.range(tf.shape(ids)[1]):
+            ok = ok.write(t, tf.gather(LEXER.allowed(state)[0], ids[0, t]))
+            state = LEXER.advance(state, ids[:, t])
+        return ok.stack()
+
+    return [int(i) for i in np.flatnonzero(~scan(ids).numpy())]
+
+
+# ---------------------------------------------------------------- the rules
+
+@pytest.mark.parametrize("text, allowed, forbidden", [
+    # Brackets: only the one that matches the last opened closes; none at depth 0.
+    ("x = f(a[1", "]", ")}"),
+    ("x = {1: (2", ")", "]}"),
+    ("x = ", "([{", ")]}"),
+    # No line break inside brackets (the corpus layout), so no comment or backslash either.
+    ("x = f(a, ", ")", "\n#\\"),
+    ("x = 1 ", "\n#\\", ""),
+    # A one-line string cannot take a line break, unless it is escaped.
+    ("x = 'ab", "'\"#)", "\n"),
+    ("x = 'ab\\", "\n'", ""),
+    ('x = "it\'s', '"\'', "\n"),
+    # Triple-quoted strings and comments take anything.
+    ("x = '''ab", "\n)]'", ""),
+    ("x = ''", "'\n", ""),  # a third quote opens a triple-quoted string
+    ("x = 1  # f(", "\n)]'", ""),
+    # After a backslash in code, only the line break.
+    ("x = 1 + \\", "\n", " y)"),
+    # After a line ending in ':' the block must be indented.
+    ("if x:\n", " \n#", "yp'("),
+    ("if x:\n  ", " y(", ""),
+    # Without one, a statement starts only at a column on the indentation stack.
+    ("if x:\n    y = 1\n", "z ", ""),
+    ("if x:\n    y = 1\n  ", " \n#", "z("),
+    ("if x:\n    y = 1\n    ", "z\n#", " "),
+    ("def f():\n    if x:\n        y\n    ", "z ", ""),
+    ("def f():\n    if x:\n        y\n      ", " ", "z("),
+    ("def f():\n    if x:\n        y\n", "z ", ""),
+    ("x = 1\n", "z\n#", " "),
+    # A ':' inside brackets or a one-line body opens no block.
+    ("x = d[1:]\n", "z", " "),
+    ("if x: y = 1\n", "z", " "),
+    # Blank and comment lines may stand anywhere.
+    ("if x:\n    y\n\n", "z #\n", ""),
+    # A compound statement's line ends only after its ':'; a simple statement takes a
+    # ':' only to annotate its target, or for a lambda.
+    ("if x", ":", "\n#"),
+    ("x", ":", ""),
+    ("x = a", "", ":"),
+    ("f = lambda x", ":", ""),
+    # def and class headers: a name, then (a def's) parameters' names.
+    ("def ", "f_ ", "(1:"),
+    ("def f", "(g", ":="),
+    ("def f(", "a*/)", "1'(["),
+    ("def f(a ", ",):=", "b.("),
+    ("def f(a=g(1, 2), *", "*b,", ")"),
+    ("class A", "(:", "=."),
+    # After an operand, a name is one of the keywords that may follow one.
+    ("x = a ", "inao+(", "bxf1"),
+    ("x = a i", "fns", "mx(1"),
+    ("x = f(a) ", "i", "b"),
+    ("x = [a ", "fa", "b"),  # a comprehension's for, in brackets only
+    ("from a i", "m", ""),  # from a import b
+    ("raise a f", "r", ""),  # raise a from b
+    ("with a ", "a", "b"),  # with a as b
+    # After an attribute's '.', its name (a number's '.' is no attribute's).
+    ("x = a.", "b_ ", "(1."),
+    ("x = 1.", "5", ""),
+    # A statement that begins with a keyword has no '=' of its own at depth 0.
+    ("if a =", "=", " b"),
+    ("return a =", "=", " b"),
+    ("f = lambda x=", "1", ""),
+    ("x = a =", " b", ""),
+    ("if a", "=", ","),  # nor a tuple as its condition
+    ("def f(a=", "1(", "="),
+    # A keyword is no parameter's, function's or class's name: the name goes on.
+    ("def f(None", "_", ",)="),
+    ("def if", "_", "("),
+    # A try's body is followed by except or finally at the try's column, never a dedent.
+    ("try:\n    x\n", "ef \n#", "xi(@"),
+    ("try:\n    x\nexcept E:\n    y\n", "xef", ""),
+    ("def f():\n    try:\n        x\n", " ", "zd"),
+    # A clause where its statement cannot take it does not end: the name goes on.
+    ("x = 1\nelse", "_s", ": \n"),
+    ("if x:\n    y\nelse", ":", ""),
+])
+def test_the_constraint_allows_and_forbids(text, allowed, forbidden):
+    chars = allowed_after(text)
+    assert set(allowed) <= chars, sorted(set(allowed) - chars)
+    assert not set(forbidden) & chars, sorted(set(forbidden) & chars)
+
+
+def test_real_python_as_the_corpus_writes_it_is_never_forbidden():
+    import json as module_a
+    import textwrap as module_b
+
+    sources = [reformat_python(strip_python(open(m.__file__, encoding="utf-8").read()))
+               for m in (module_a, module_b)]
+    written = ("class A(B, metaclass=M):\n\n    @property\n    def f(self, *a, **k) -> int:\n"
+               "        if a:\n            return {'x': [1, (2, 3)]}[k['y']]\n"
+               "        elif b'\\x00' in r'\\d+' + f\"{a!r}\" + '''q\n'r''' + \"\"\"\"\"\":\n"
+               "            pass\n        else:\n            x = lambda y: y[1:] if y else ''\n"
+               "        try:\n            pass\n        except E as e:  # ok\n\n"
+               "            raise\n        return 1\n\n\nx = 'a\\'b' + \"c\\\"d\"  # (\n")
+    for text in sources + [written]:
+        assert forbidden_positions(text) == []
+
+
+def test_a_line_break_inside_brackets_is_the_one_layout_it_refuses():
+    text = "x = f(\n    1,\n)\ny = 2\n"
+    inside = [i for i, ch in enumerate(text) if ch == "\n"][:2]
+    assert forbidden_positions(text) == inside
+
+
+# ---------------------------------------------------------------- samples drawn under it
+
+def lexical_errors(text: str) -> list[str]:
+    """What Python's tokenizer, and the block structure it implies, find wrong in ``text``
+    (complete lines only; a statement the end of the text cuts off is not an error)."""
+    text = text[:text.rfind("\n") + 1]
+    errors, brackets, tokens = [], [], []
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+            tokens.append(tok)
+            if tok.type == tokenize.ERRORTOKEN and tok.string.strip() in ("'", '"'):
+                errors.append(f"unterminated string at {tok.start}")
+            elif tok.type == tokenize.OP and tok.string in "([{":
+                brackets.append(tok.string)
+            elif tok.type == tokenize.OP and tok.string in ")]}":
+                if not brackets or "([{"[")]}".index(tok.string)] != brackets.pop():
+                    errors.append(f"unmatched {tok.string} at {tok.start}")
+            elif tok.type == tokenize.NL and brackets:
+                errors.append(f"line break inside brackets at {tok.start}")
+    except tokenize.TokenError:
+        pass  # the text ends inside a triple-quoted string or a backslash-joined line
+    except (IndentationError, SyntaxError) as e:
+        errors.append(f"{type(e).__name__}: {e.msg}")
+    # A block opens after a logical line ending in ':' and only there.
+    significant = [t for t in tokens if t.type not in (tokenize.NL, tokenize.COMMENT)]
+    for before, tok in zip(significant, significant[1:]):
+        if before.type == tokenize.NEWLINE and tok.type != tokenize.ENDMARKER:
+            ended_in_colon = significant[significant.index(before) - 1].string == ":"
+            if (tok.type == tokenize.INDENT) != ended_in_colon:
+                errors.append(f"indentation at {tok.start}")
+    return errors
+
+
+@pytest.fixture(scope="module")
+def python_run(tmp_path_factory):
+    """A tiny character model trained briefly on real Python: it writes lexical slips."""
+    import json as module
+
+    base = tmp_path_factory.mktemp("lexer")
+    (base / "data").mkdir()
+    source = reformat_python(strip_python(open(module.__file__, encoding="utf-8").read()))
+    (base / "data" / "input.txt").write_text(source * 3, encoding="utf-8")
+    save = base / "save"
+    r = run(["train", "--data_dir", str(base / "data"), "--save_dir", str(save),
+             "--log_dir", str(base / "logs"), "--rnn_size", "32", "--num_layers", "1",
+             "--batch_size", "8", "--seq_length", "32", "--num_epochs", "2", "--seed", "1",
+             "--no_jit_compile"])
+    assert r.exit_code == 0, r.output
+    return save
+
+
+def test_constrained_samples_keep_pythons_lexical_rules(python_run):
+    model = kerasgen.load(str(python_run), jit_compile=False)
+    free = model.generate(400, "def ", seed=2, num_samples=16, constrain="none")
+    kept = model.generate(400, "def ", seed=2, num_samples=16, constrain="python")
+    assert sum(bool(lexical_errors(text)) for text in free) >= 8  # the model does slip
+    assert [lexical_errors(text) for text in kept] == [[]] * 16
+    assert all(text.startswith("def ") for text in kept)
+    assert model.generate(400, "def ", seed=2, num_samples=16, constrain="python") == kept
+
+
+def test_the_constraint_reads_a_long_prime_before_drawing(python_run):
+    # The prime runs past a compiled chunk of 128 characters and ends inside brackets:
+    # what follows closes them before any line break.
+    model = kerasgen.load(str(python_run), jit_compile=False)
+    prime = "x = 1\n" * 30 + "y = f(a, [b"
+    for text in model.generate(100, prime, seed=1, num_samples=8, constrain="python"):
+        rest = text[len(prime):]
+        if "\n" in rest:
+            line = rest[:rest.index("\n")]
+            assert line.count("]") >= 1 and line.count(")") >= 1, line
+            assert line.index("]") < line.index(")"), line
+
+
+def test_sample_syntax_python_constrains_its_draws_by_default(python_run):
+    args = ["sample", "--save_dir", str(python_run), "-n", "30", "--seed", "4", "--syntax",
+            "python", "--prime", "def ", "--num_samples", "2", "--tries", "2"]
+    default, constrained = run(args), run([*args, "--constrain", "python"])
+    assert default.exit_code == 0 and "blocks drawn" in default.stderr, default.output
+    assert (default.stdout, default.stderr) == (constrained.stdout, constrained.stderr)
+    assert kerasgen.load(str(python_run)).default_constrain("python") == "python"
+    assert kerasgen.load(str(python_run)).default_constrain(None) == "none"
+    r = run(["sample", "--save_dir", str(python_run), "-n", "200", "--seed", "4",
+             "--constrain", "python", "--prime", "def "])
+    # The last line is cut off by -n (the CLI ends the output with a line break).
+    assert r.exit_code == 0 and lexical_errors(r.stdout[:-1]) == [], r.output
+
+
+def test_evaluate_reports_the_constraint(python_run):
+    r = run(["evaluate", "--save_dir", str(python_run), "--python_syntax", "4", "-n", "200",
+             "--constrain", "python", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["python_syntax"]["constrain"] == "python"
+    table = run(["evaluate", "--save_dir", str(python_run), "--python_syntax", "4", "-n",
+                 "200", "--constrain", "python"])
+    assert "constrained to python" in table.stdout, table.output
+
+
+def test_the_constraint_needs_a_character_level_run(tmp_path, tiny_train):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "input.txt").write_text("def f(x):\n    return x\n\n\n" * 40, encoding="utf-8")
+    save = tmp_path / "save"
+    r = run(["train", "--data_dir", str(data), "--save_dir", str(save), "--log_dir",
+             str(tmp_path / "logs"), "--level", "word", "--num_epochs", "1", "--val_frac", "0",
+             *tiny_train])
+    assert r.exit_code == 0, r.output
+    for args in (["sample", "--constrain", "python"],
+                 ["evaluate", "--python_syntax", "2", "--constrain", "python"]):
+        r = run([*args, "--save_dir", str(save)])
+        assert r.exit_code == 2 and "character-level" in r.output, r.output
+    # --syntax python alone still parses and redraws blocks, unconstrained.
+    r = run(["sample", "--syntax", "python", "-n", "5", "--seed", "1", "--tries", "1",
+             "--save_dir", str(save)])
+    assert r.exit_code == 0 and "blocks drawn" in r.stderr, r.output
+    with pytest.raises(ValueError, match="character-level"):
+        kerasgen.load(str(save)).generate(10, constrain="python")
