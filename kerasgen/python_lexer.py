@@ -9,20 +9,29 @@ distribution renormalised over the characters left (``select_next``'s
 
 - lexical slips: a string left open at its line's end, a closing bracket that
   does not match the one open, a line indented where no block was opened (or
-  not indented after a ``:``), a dedent to a column no enclosing block has;
-- a compound statement (``if``, ``def``, ``try`` ...) whose line ends before its
-  ``:``, and a ``:`` a simple statement cannot have (after its ``=``, unless a
-  lambda's);
-- a ``def`` or ``class`` header that is not ``def NAME(`` / ``class NAME``, and
-  parameters that do not begin with a name, ``*`` or ``/`` or that go on
-  after their name with anything but ``,`` ``)`` ``:`` ``=``;
+  not indented after a ``:``), a dedent to a column no enclosing block has, a
+  number with a letter no literal holds (``28.readline``);
+- a line that cannot end there: a compound statement (``if``, ``def``, ``try``
+  ...) before its ``:``, a conditional expression before its ``else``, after
+  ``=``, an operator, or a ``:`` that opens no block;
+- a ``:`` a simple statement cannot have (after its ``=``, unless a lambda's;
+  after anything but a name or subscript), a tuple as an ``if``/``while``
+  condition, an ``=`` of its own in a statement that begins with a keyword
+  (``if a = b``, ``return a = b``), anything but a name after an attribute's
+  ``.``;
+- a ``def`` or ``class`` header that is not ``def NAME(`` / ``class NAME``,
+  parameters that do not begin with a name, ``*`` or ``/``, that go on after
+  their name with anything but ``,`` ``)`` ``:`` ``=`` or whose default begins
+  with ``=``, and a keyword as a function's, class's or parameter's name;
 - two operands in a row (``x y``, ``f(a) b``): after a name that is not a
-  keyword, a closing bracket or a string, a name must spell one of the words
-  that may follow an operand (``if``, ``in``, ``and``, ``as`` ...);
+  keyword, a closing bracket or a string, a name must spell a word that may
+  follow an operand there (``if``, ``in``, ``and`` ... anywhere; ``for`` in
+  brackets; ``as``, ``import``, ``from`` in the statements that take them);
 - a ``try`` body followed by anything but ``except`` or ``finally`` at the
-  try's column, and ``else``, ``elif``, ``except``, ``finally`` after a
-  statement that cannot take them (the word then does not end: it becomes a
-  longer name).
+  try's column (or a dedent past it), and ``else``, ``elif``, ``except``,
+  ``finally`` after a statement that cannot take them, or an ``else`` after
+  an operand with no ``if`` before it. A keyword the rules refuse does not
+  end: it becomes a longer name.
 
 It never forbids a character that Python accepts at that point, with one
 exception that is a layout choice: a line break inside brackets (and so a
@@ -60,9 +69,12 @@ The state follows the tokenizer, per sample (all int32, shape (N,) unless said):
 - ``word``, ``first``, ``number``: the name being read (its hash) and whether
   it is the statement's first word, or a number being read; ``operand``:
   after an operand; ``spelling``: the trie node of a word being spelt (see
-  ``_spelling_tables``); ``needs_colon``, ``assigned``, ``annotated``,
-  ``lambdas``: what the statement has had at depth 0; ``header``: where in a
-  ``def`` or ``class`` header (``HEADER_RULES``).
+  ``_spelling_tables``); ``statement``: the statement's first word (hashed);
+  ``previous`` and ``last``: the class of the last character, and of the last
+  one not blank; ``lone_equals``: that was an ``=`` no operator began;
+  ``needs_colon``, ``assigned``, ``annotated``, ``lambdas``, ``conditionals``:
+  what the statement has had, or still waits for, at depth 0; ``header``:
+  where in a ``def`` or ``class`` header (``HEADER_RULES``).
 
 Characters read but not drawn (the prime, the text a draw continues) update
 the state without being checked, and a forced character that breaks a rule
@@ -123,8 +135,9 @@ MAX_DEPTH = 32  # brackets open at once; opening one more is not drawn
 MAX_LEVELS = 32  # indentation levels
 MAX_COLUMN = 120  # no statement is drawn to start further right
 
-# A statement's first word, hashed as it is read: word = (word * HASH_BASE + ord(c)) % HASH_MOD.
-HASH_BASE, HASH_MOD = 131, 1_000_003
+# A name, hashed as it is read: word = (word * HASH_BASE + ord(c)) % HASH_MOD, in int64 (the
+# standard library's 38,000 names then share no hash with a keyword).
+HASH_BASE, HASH_MOD = 131, (1 << 40) - 87
 # Compound statements: their line cannot end before a ':' at bracket depth 0.
 COMPOUND = ("if", "elif", "else", "while", "for", "try", "except", "finally", "with", "def",
             "class", "async")
@@ -155,11 +168,20 @@ AFTER_TRY = ("except", "finally")
 # The tries a name may be spelt from (the rows of PythonLexer's spelling tables that are
 # roots): after an operand at depth 0, in brackets, at depth 0 after each statement's
 # first word of AFTER_STATEMENT; and after a try's body.
+# At depth 0 "else" follows an operand only to end a conditional expression ("a if b
+# else c"), so each depth-0 trie has a twin without it (ROOT_NO_ELSE).
 ROOT_OPERAND, ROOT_BRACKETS, ROOT_TRY = 0, 1, 2
 ROOT_AFTER = {word: 3 + k for k, word in enumerate(AFTER_STATEMENT)}
+ROOT_NO_ELSE = {ROOT_OPERAND: 3 + len(AFTER_STATEMENT),
+                **{row: 4 + len(AFTER_STATEMENT) + k
+                   for k, row in enumerate(ROOT_AFTER.values())}}
 # Statements whose condition is no tuple: a ',' at depth 0 (outside a lambda) breaks them.
 NO_COMMA = ("if", "elif", "while")
+NUMBER_LETTERS = set("eEjJxXoObB_abcdefABCDEF")  # the letters a number literal can hold
 ATTRIBUTE_DOT = NUM_CLASSES  # ``previous`` after a '.' that follows a name, bracket or string
+# A line cannot end (``last``) after '=', an operator, or a ':' that opens no block.
+OPEN_COLON = NUM_CLASSES + 1
+DANGLING = (EQUALS, OPERATOR, SLASH, OPEN_COLON)
 
 
 
@@ -193,6 +215,8 @@ class LexState(NamedTuple):
     statement: object  # the hash of the statement's first word, -1 before it (or none)
     previous: object  # the class of the last character read in code, -1 after others
     lone_equals: object  # that was an '=' at depth 0 that no operator character preceded
+    last: object  # the class of the last character in code that was not blank, or OPEN_COLON
+    conditionals: object  # conditional expressions at depth 0 still waiting for their else
     needs_colon: object  # a compound statement whose ':' has not come yet
     assigned: object  # the statement has had an '=' at depth 0
     annotated: object  # ... or a ':' that annotates its target
@@ -236,6 +260,8 @@ class PythonLexer:
         self.codes = np.array([ord(vocab.decode([i])[:1] or "\0") for i in range(len(vocab))],
                               np.int32)
         self.trie_moves, self.trie_allowed = _spelling_tables(vocab, self.classes)
+        self.number_letters = np.array([vocab.decode([i]) in NUMBER_LETTERS
+                                        for i in range(len(vocab))])
         self._read = None  # the compiled loop of ``read``
 
     def initial(self, batch) -> LexState:
@@ -247,10 +273,13 @@ class PythonLexer:
                         depth=zeros, stack=tf.zeros([batch, MAX_DEPTH], tf.int32),
                         line_start=tf.ones([batch], tf.int32), column=zeros, opener=zeros,
                         levels=tf.zeros([batch, MAX_LEVELS], tf.int32),
-                        count=tf.ones([batch], tf.int32), word=zeros - 1, first=zeros,
+                        count=tf.ones([batch], tf.int32), word=-tf.ones([batch], tf.int64),
+                        first=zeros,
                         number=zeros, operand=zeros, spelling=zeros - 1,
                         kinds=tf.zeros([batch, MAX_LEVELS], tf.int32), before=zeros,
-                        statement=zeros - 1, previous=zeros - 1, lone_equals=zeros,
+                        statement=-tf.ones([batch], tf.int64), previous=zeros - 1,
+                        lone_equals=zeros,
+                        last=zeros - 1, conditionals=zeros,
                         needs_colon=zeros, assigned=zeros, annotated=zeros, lambdas=zeros,
                         header=zeros)
 
@@ -277,6 +306,9 @@ class PythonLexer:
         at_start = in_code & (s.line_start > 0)
         code_char = in_code & (~at_start | here)  # a character that starts or continues code
         can_open = code_char & (s.depth < MAX_DEPTH)
+        soft_block = _any_of(s.statement, _hashes(("match", "case")))  # match x: / case y:
+        line_may_end = ((s.needs_colon == 0) & (s.conditionals == 0)
+                        & ~_any_of(s.last, DANGLING))
         per_class = {
             OTHER: code_char, LETTER: code_char, DIGIT: code_char, OPERATOR: code_char,
             DOT: code_char, STAR: code_char, SLASH: code_char, QUOTE1: code_char,
@@ -285,16 +317,19 @@ class PythonLexer:
                                  & _any_of(s.statement, _hashes(NO_COMMA))),
             # A ':' at depth 0 ends a compound statement's header, a lambda's parameters,
             # or annotates a simple statement's target (before any '=').
-            COLON: code_char & ((s.depth > 0) | (s.needs_colon > 0) | (s.lambdas > 0)
-                                | (s.word == word_hash("lambda"))
-                                | ((s.assigned == 0) & (s.annotated == 0))),
+            COLON: code_char & ((s.depth > 0) | (
+                (s.conditionals == 0) & ((s.needs_colon > 0) | (s.lambdas > 0)
+                                         | (s.word == word_hash("lambda"))
+                                         | ((s.assigned == 0) & (s.annotated == 0)
+                                            & (_any_of(s.last, (LETTER, DIGIT, CLOSE2))
+                                               | soft_block))))),
             EQUALS: code_char,
             SPACE: ~at_start | further,
             TAB: ~at_start | further,
             NEWLINE: tf.where(s.mode == STRING, s.escaped > 0,
-                              tf.where(in_code, (s.depth == 0) & (s.needs_colon == 0), true)),
+                              tf.where(in_code, (s.depth == 0) & line_may_end, true)),
             # A comment or a backslash must end the line, which brackets may not.
-            HASH: ~in_code | at_start | (code_char & (s.depth == 0) & (s.needs_colon == 0)),
+            HASH: ~in_code | at_start | (code_char & (s.depth == 0) & line_may_end),
             BACKSLASH: code_char & (s.depth == 0) & ~at_start,
             OPEN1: can_open, OPEN2: can_open, OPEN3: can_open,
             CLOSE1: code_char & (s.depth > 0) & (top == 0),
@@ -323,6 +358,9 @@ class PythonLexer:
         allowed, _ = _header_tables()
         by_class &= tf.gather(tf.constant(allowed), tf.where(in_code, s.header, NO_HEADER))
         by_id = tf.gather(by_class, tf.constant(self.classes), axis=1)  # (N, V)
+        # A number's letters: an exponent, j, a base's x/o/b, hex digits, '_'.
+        by_id &= ~((in_code & (s.number > 0))[:, None]
+                   & tf.constant(np.isin(self.classes, (LETTER,)) & ~self.number_letters)[None])
         # After an operand a name spells a word that may follow one there; at a try's
         # level after its body, a statement spells except or finally.
         node = tf.where(in_code & (s.spelling >= 0), s.spelling, tf.where(
@@ -413,26 +451,27 @@ class PythonLexer:
 
         # Names and numbers: which keyword, if any, begins the statement; operands.
         is_word = (c == LETTER) | (c == DIGIT)
-        code_point = tf.gather(tf.constant(self.codes), ids)
+        code_point = tf.cast(tf.gather(tf.constant(self.codes), ids), tf.int64)
         minus = -tf.ones_like(c)
+        no_word = -tf.ones_like(code_point)
         starts_name = code & (c == LETTER) & (s.word < 0) & (s.number == 0)
         in_name = code & (s.word >= 0) & is_word
         word = tf.where(starts_name, code_point, tf.where(
-            in_name, (s.word * HASH_BASE + code_point) % HASH_MOD, minus))
+            in_name, (s.word * HASH_BASE + code_point) % HASH_MOD, no_word))
         first = tf.where(starts_name, tf.cast(starts_statement, tf.int32),
                          tf.where(in_name, s.first, zeros))
-        number = tf.cast(code & (((s.number > 0) & is_word)
+        number = tf.cast(code & (((s.number > 0) & (is_word | (c == DOT)))
                                  | ((s.word < 0) & (s.number == 0) & (c == DIGIT))), tf.int32)
         word_ends = code & (s.word >= 0) & ~is_word
-        ended = tf.where(word_ends, s.word, minus)
-        keyword = tf.where(s.first > 0, ended, minus)  # the statement's first word
+        ended = tf.where(word_ends, s.word, no_word)
+        keyword = tf.where(s.first > 0, ended, no_word)  # the statement's first word
         compound = _any_of(keyword, [word_hash(k) for k in COMPOUND])
         colon = code & (c == COLON) & (s.depth == 0)
         needs_colon = tf.where(line_end | colon, zeros, tf.where(
             compound, tf.ones_like(c), s.needs_colon))
         header = self._header(s.header, c, code, word_ends & (c == SPACE), keyword, s.depth)
         lambdas = s.lambdas + tf.cast((ended == word_hash("lambda")) & (s.depth == 0), tf.int32)
-        header_colon = colon & (s.needs_colon > 0)
+        header_colon = colon & ((s.needs_colon > 0) | compound)  # "try:" ends its word too
         lambda_colon = colon & ~header_colon & (lambdas > 0)
         fresh_statement = line_end | header_colon
         lambdas = tf.where(fresh_statement, zeros, lambdas - tf.cast(lambda_colon, tf.int32))
@@ -469,14 +508,25 @@ class PythonLexer:
         kinds = tf.where(at_level & written[:, None],
                          tf.where(keyword >= 0, clause, K_OTHER)[:, None], s.kinds)
 
-        statement = tf.where(line_end, minus, tf.where(
-            keyword >= 0, keyword, tf.where(starts_statement, minus, s.statement)))
+        # (A one-line body after a compound statement's ':' is a statement of its own.)
+        statement = tf.where(line_end | header_colon, no_word, tf.where(
+            keyword >= 0, keyword, tf.where(starts_statement, no_word, s.statement)))
         attribute_dot = (c == DOT) & ((s.word >= 0) | _any_of(
             s.previous, (CLOSE1, CLOSE2, CLOSE3, QUOTE1, QUOTE2)))
         previous = tf.where(code, tf.where(attribute_dot, ATTRIBUTE_DOT, c),
                             tf.where(closes_string, QUOTE1, minus))
         lone_equals = tf.cast(code & (c == EQUALS) & (s.depth == 0) & ~_any_of(
             s.previous, (EQUALS, COLON, STAR, SLASH, OPERATOR)), tf.int32)
+        soft_block = _any_of(s.statement, _hashes(("match", "case")))  # match x: / case y:
+        last = tf.where(line_end, minus, tf.where(
+            significant, tf.where(colon & ~header_colon & ~soft_block, OPEN_COLON, c),
+            tf.where(closes_string, QUOTE1, s.last)))
+        # A conditional expression's if and else: at depth 0, past the statement's first
+        # word (a comprehension's if is in brackets; a case's is its guard).
+        spelt = word_ends & (s.depth == 0) & (s.first == 0) & ~soft_block
+        conditionals = tf.where(line_end, zeros, tf.maximum(
+            s.conditionals + tf.cast(spelt & (ended == word_hash("if")), tf.int32)
+            - tf.cast(spelt & (ended == word_hash("else")), tf.int32), 0))
 
         return LexState(
             mode=mode,
@@ -487,7 +537,8 @@ class PythonLexer:
             depth=depth, stack=stack, line_start=line_start, column=column, opener=opener,
             levels=levels, count=count, word=word, first=first, number=number,
             operand=operand, spelling=spelling, kinds=kinds, before=before,
-            statement=statement, previous=previous, lone_equals=lone_equals,
+            statement=statement, previous=previous, lone_equals=lone_equals, last=last,
+            conditionals=conditionals,
             needs_colon=needs_colon, assigned=assigned, annotated=annotated, lambdas=lambdas,
             header=header)
 
@@ -552,6 +603,9 @@ def _operand_root(s: LexState):
     root = tf.fill(tf.shape(s.mode), ROOT_OPERAND)
     for word, row in ROOT_AFTER.items():
         root = tf.where(s.statement == word_hash(word), row, root)
+    no_else = tf.gather(tf.constant([ROOT_NO_ELSE.get(r, r) for r in range(3 + len(ROOT_AFTER))]),
+                        root)
+    root = tf.where(s.conditionals > 0, root, no_else)
     return tf.where(s.depth > 0, ROOT_BRACKETS, root)
 
 
@@ -583,6 +637,8 @@ def _spelling_tables(vocab, classes) -> tuple[np.ndarray, np.ndarray]:
              (ROOT_TRY, AFTER_TRY, layout)]
     tries += [(ROOT_AFTER[word], OPERAND_WORDS + more, not_name)
               for word, more in AFTER_STATEMENT.items()]
+    tries += [(ROOT_NO_ELSE[root], tuple(w for w in words if w != "else"), at_root)
+              for root, words, at_root in tries if root in ROOT_NO_ELSE]
     rows = {}  # (root, prefix) -> row
     for root, words, _ in tries:
         rows[root, ""] = root

@@ -21,6 +21,11 @@ tokens does. A transformer's prefix goes straight into its sliding window
 last token. Recurrent models are computed with ``kerasgen.fused.FusedModel``
 over their own weights, the state a loop variable.
 
+A constraint (``SamplingOptions.constrain``, ``"python"``:
+``kerasgen.python_lexer``) is a lexer that runs in the same loop: it reads
+every token taken from the prime on, and each draw comes from the model's
+distribution renormalised over the tokens it allows next.
+
 Randomness is stateless: generated token ``g`` of row ``r`` is drawn with a
 uniform that is a pure function of ``(seed, g, r)``, so the same seed gives
 the same text however the loop is split or compiled. ``generate_reference``
@@ -304,7 +309,7 @@ class Sampler:
         self.space_id = _space_id(vocab)
         self.glue = _glue_rule(vocab)
         self._jit = jit_compile
-        self._compiled = {}  # (SamplingOptions.structure, draw) -> compiled chunk function
+        self._compiled = {}  # see _chunk_fn's key -> compiled chunk function
         self._lex = self._lex_rules = None  # the constraint's lexer and state (_lexer)
         self._tf = tf
 
@@ -346,7 +351,8 @@ class Sampler:
         the lexer reads every id taken, starting afresh at generation index
         ``lex_start`` (the prime's first token), and the draws keep to it.
         """
-        key = (options.structure, draw)
+        # A prefix-only chunk draws nothing: only the constraint changes what it computes.
+        key = (options.structure, True) if draw else (options.constrain, False)
         if key not in self._compiled:
             tf = self._tf
             lexer = self._lexer() if options.constrain else None

@@ -1,6 +1,8 @@
 """The Python lexical constraint: what it forbids, that real code passes it, and samples
 drawn under it that Python's own tokenizer reads without an error."""
 
+import ast
+import functools
 import io
 import json
 import string
@@ -38,9 +40,22 @@ def forbidden_positions(text: str) -> list[int]:
     """Offsets of the characters of ``text`` that the constraint would not have drawn."""
     import tensorflow as tf
 
-    ids = tf.constant(VOCAB.encode(text).astype(np.int32)[None, :])
+    if len(text) > SCAN_CHARS:
+        raise ValueError(f"a text of at most {SCAN_CHARS} characters, got {len(text)}")
+    # Blank lines after the text (always allowed) give every call one shape: one compile.
+    ids = VOCAB.encode(text + "\n" * (SCAN_CHARS - len(text))).astype(np.int32)[None, :]
+    return [int(i) for i in np.flatnonzero(~_scan()(tf.constant(ids)).numpy()[:len(text)])]
 
-    @tf.function
+
+SCAN_CHARS = 16384
+
+
+@functools.cache
+def _scan():
+    """Per character of ids (1, T): whether the constraint allowed it (one compiled loop)."""
+    import tensorflow as tf
+
+    @tf.function(input_signature=[tf.TensorSpec([1, None], tf.int32)], jit_compile=True)
     def scan(ids):
         state = LEXER.initial(1)
         ok = tf.TensorArray(tf.bool, size=tf.shape(ids)[1])
@@ -49,7 +64,7 @@ def forbidden_positions(text: str) -> list[int]:
             state = LEXER.advance(state, ids[:, t])
         return ok.stack()
 
-    return [int(i) for i in np.flatnonzero(~scan(ids).numpy())]
+    return scan
 
 
 # ---------------------------------------------------------------- the rules
@@ -122,6 +137,29 @@ def forbidden_positions(text: str) -> list[int]:
     # A keyword is no parameter's, function's or class's name: the name goes on.
     ("def f(None", "_", ",)="),
     ("def if", "_", "("),
+    # A conditional expression at depth 0 has its else before the line ends; an else
+    # after an operand has its if.
+    ("x = a if b ", "e", "\n:#"),
+    ("x = 0 if a else 1 if b ", "e", "\n"),
+    ("x = a if b else c", "\n", ""),
+    ("x = a ", "i", "e"),
+    # A line does not end after '=', an operator or a ':' that opens no block.
+    ("x =", " ", "\n#"),
+    ("x = a +", " b", "\n#"),
+    ("x:", " ", "\n"),
+    ("f = lambda:", " ", "\n"),
+    ("x = ...", "\n", ""),
+    ("from a import *", "\n", ""),
+    ("match x:", "\n", ""),
+    # Only a name, attribute or subscript is annotated.
+    ("x[1]", ":", ""),
+    ("f(x)", "", ":"),
+    # A number's letters.
+    ("x = 28.", "5e", "rz"),
+    ("x = 0x", "f", "g"),
+    # A one-line body is a statement of its own.
+    ("if a: b =", " 1", ""),
+    ("if a: b", ",", ""),
     # A try's body is followed by except or finally at the try's column, never a dedent.
     ("try:\n    x\n", "ef \n#", "xi(@"),
     ("try:\n    x\nexcept E:\n    y\n", "xef", ""),
@@ -148,7 +186,19 @@ def test_real_python_as_the_corpus_writes_it_is_never_forbidden():
                "            pass\n        else:\n            x = lambda y: y[1:] if y else ''\n"
                "        try:\n            pass\n        except E as e:  # ok\n\n"
                "            raise\n        return 1\n\n\nx = 'a\\'b' + \"c\\\"d\"  # (\n")
-    for text in sources + [written]:
+    newer = ("from . import a\nfrom .b import c as d\n\n\n@dataclass(frozen=True)\n"
+             "class P:\n    x: int = 0\n    y: list[int] = field(default_factory=list)\n\n"
+             "    async def f(self, *, k=lambda a, b=1: a if b else -a, **kw) -> None:\n"
+             "        async with a as b, c as d:\n            await g([x async for x in y])\n"
+             "        match self.x:\n            case P(x=1) | [0, *_] if k:\n"
+             "                pass\n            case _:\n                ...\n"
+             "        if (n := len(kw)) > 1: n = 0x1F + 1.5e3j - 1_000 - .5\n"
+             "        z = 0 if n == 1 else 1 if n else 2\n        for i, j in a, b:\n"
+             "            del a[i], b[j]\n        else:\n            raise E('x') from None\n"
+             "        return (yield from h()), not a, a not in b, a is not b\n\n\n"
+             "_SHUTTING_DOWN = False\n")
+    for text in sources + [written, newer]:
+        ast.parse(text)
         assert forbidden_positions(text) == []
 
 
