@@ -7,7 +7,8 @@ import json
 import click
 
 from kerasgen_cli.errors import library_errors
-from kerasgen_cli.options import constrain_option, option, truncation_options, verbose_option
+from kerasgen_cli.options import (check_constrain, constrain_option, option, truncation_options,
+                                  verbose_option)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -73,7 +74,6 @@ def evaluate_command(save_dir, data_dir, text_file, encoding, checkpoint, stream
     from kerasgen.python_code import SYNTAX_SAMPLE_CHARS, check_syntax_prime, sample_syntax
     from kerasgen.model import configure_cpu_threads
     from kerasgen.sampling import SamplingOptions, decode_prime
-    from kerasgen_cli.sample import check_constrain
 
     configure_cpu_threads()
     if data_dir is not None and text_file is not None:
@@ -83,8 +83,7 @@ def evaluate_command(save_dir, data_dir, text_file, encoding, checkpoint, stream
         raise click.UsageError("--prime applies to --python_syntax N only")
     model = kerasgen.load(save_dir, checkpoint)
     checkpoint = model.checkpoint
-    if constrain == "python":
-        check_constrain(model, constrain)
+    check_constrain(model, constrain or "none")
     if python_syntax:
         check_syntax_prime(model, prime)  # before the loss, which takes a while
     loss = evaluate_model(model, data_dir=data_dir, text_file=text_file, encoding=encoding,

@@ -63,12 +63,21 @@ def truncation_options(fn):
 
 
 def constrain_option(default_help: str):
-    """``--constrain python|none``: sampling kept to Python's lexical rules (sample, evaluate)."""
+    """``--constrain python|none``: sampling kept to Python's rules (sample, evaluate)."""
     return option("--constrain", default=None, type=click.Choice(["python", "none"]),
-                  help="python: never draw a character that breaks Python's lexical rules "
-                       "(a string left open at its line end, a bracket closed by the wrong "
-                       "one or broken over lines, a bad indent); character-level runs only. "
+                  help="python: never draw a character that breaks Python's rules where the "
+                       "next character decides them (strings, brackets, indentation, a ':' or "
+                       "'else' a line still needs, def headers, two operands in a row, try "
+                       "without except; docs/python-code.md); character-level runs only. "
                        + default_help)
+
+
+def check_constrain(model, constrain: str) -> None:
+    """--constrain python on a run that cannot take it is a usage error (exit 2)."""
+    try:
+        model.check_constrain(constrain)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--constrain")
 
 
 def model_shape_options(families=RNN_FAMILIES, model_help="Recurrent cell type.",

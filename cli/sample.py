@@ -9,7 +9,8 @@ import tempfile
 import click
 
 from kerasgen_cli.errors import library_errors
-from kerasgen_cli.options import constrain_option, option, truncation_options, verbose_option
+from kerasgen_cli.options import (check_constrain, constrain_option, option, truncation_options,
+                                  verbose_option)
 
 SEPARATOR = "\n\n----\n\n"  # between samples
 
@@ -105,14 +106,6 @@ def sample_command(save_dir, n, prime, stop, sample, temperature, top_k, top_p, 
         else:
             _write_samples(pieces, num_samples, out)
         out.write("\n")
-
-
-def check_constrain(model, constrain: str) -> None:
-    """--constrain python on a run that cannot take it is a usage error (exit 2)."""
-    try:
-        model.check_constrain(constrain)
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--constrain")
 
 
 def _write_blocks(blocks, n: int, prime: str, options, num_samples: int, out) -> None:

@@ -269,19 +269,17 @@ class PythonLexer:
         import tensorflow as tf
 
         zeros = tf.zeros([batch], tf.int32)
-        return LexState(mode=zeros, quote=zeros, fresh=zeros, escaped=zeros, run=zeros,
-                        depth=zeros, stack=tf.zeros([batch, MAX_DEPTH], tf.int32),
-                        line_start=tf.ones([batch], tf.int32), column=zeros, opener=zeros,
-                        levels=tf.zeros([batch, MAX_LEVELS], tf.int32),
-                        count=tf.ones([batch], tf.int32), word=-tf.ones([batch], tf.int64),
-                        first=zeros,
-                        number=zeros, operand=zeros, spelling=zeros - 1,
-                        kinds=tf.zeros([batch, MAX_LEVELS], tf.int32), before=zeros,
-                        statement=-tf.ones([batch], tf.int64), previous=zeros - 1,
-                        lone_equals=zeros,
-                        last=zeros - 1, conditionals=zeros,
-                        needs_colon=zeros, assigned=zeros, annotated=zeros, lambdas=zeros,
-                        header=zeros)
+        none = zeros - 1
+        no_word = -tf.ones([batch], tf.int64)
+        per_level = tf.zeros([batch, MAX_LEVELS], tf.int32)
+        return LexState(
+            mode=zeros, quote=zeros, fresh=zeros, escaped=zeros, run=zeros, depth=zeros,
+            stack=tf.zeros([batch, MAX_DEPTH], tf.int32), line_start=zeros + 1, column=zeros,
+            opener=zeros, levels=per_level, count=zeros + 1, word=no_word, first=zeros,
+            number=zeros, operand=zeros, spelling=none, kinds=per_level, before=zeros,
+            statement=no_word, previous=none, lone_equals=zeros, last=none,
+            conditionals=zeros, needs_colon=zeros, assigned=zeros, annotated=zeros,
+            lambdas=zeros, header=zeros)
 
     def allowed(self, state: LexState):
         """(N, V) bool: the ids that may be drawn next."""

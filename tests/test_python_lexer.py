@@ -15,7 +15,9 @@ from click.testing import CliRunner
 import kerasgen
 from kerasgen.python_code import reformat_python, strip_python
 from kerasgen.python_lexer import PythonLexer
+from kerasgen.sampling import SamplingOptions
 from kerasgen.vocab import Vocabulary
+from kerasgen_cli.evaluate import _settings
 from kerasgen_cli.main import main
 
 CHARS = string.ascii_letters + string.digits + string.punctuation + " \n\t"
@@ -300,10 +302,10 @@ def test_evaluate_reports_the_constraint(python_run):
     r = run(["evaluate", "--save_dir", str(python_run), "--python_syntax", "4", "-n", "200",
              "--constrain", "python", "--json"])
     assert r.exit_code == 0, r.output
-    assert json.loads(r.stdout)["python_syntax"]["constrain"] == "python"
-    table = run(["evaluate", "--save_dir", str(python_run), "--python_syntax", "4", "-n",
-                 "200", "--constrain", "python"])
-    assert "constrained to python" in table.stdout, table.output
+    syntax = json.loads(r.stdout)["python_syntax"]
+    assert syntax["constrain"] == "python" and syntax["samples"] == 4
+    assert "constrained to python" in _settings(SamplingOptions(constrain="python"))
+    assert "constrained" not in _settings(SamplingOptions())
 
 
 def test_the_constraint_needs_a_character_level_run(tmp_path, tiny_train):
