@@ -83,13 +83,13 @@ def evaluate_command(save_dir, data_dir, text_file, encoding, checkpoint, stream
         raise click.UsageError("--prime applies to --python_syntax N only")
     model = kerasgen.load(save_dir, checkpoint)
     checkpoint = model.checkpoint
-    check_constrain(model, constrain or "none")
+    check_constrain(model, constrain)
     if python_syntax:
         check_syntax_prime(model, prime)  # before the loss, which takes a while
     loss = evaluate_model(model, data_dir=data_dir, text_file=text_file, encoding=encoding,
                           streams=streams)
     options = SamplingOptions(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
-                              constrain=None if constrain == "none" else constrain)
+                              constrain=constrain)
     syntax = None
     if python_syntax:
         syntax = sample_syntax(model, python_syntax, n or SYNTAX_SAMPLE_CHARS, options, prime)

@@ -72,7 +72,7 @@ def constrain_option(default_help: str):
                        + default_help)
 
 
-def check_constrain(model, constrain: str) -> None:
+def check_constrain(model, constrain: str | None) -> None:
     """--constrain python on a run that cannot take it is a usage error (exit 2)."""
     try:
         model.check_constrain(constrain)

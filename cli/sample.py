@@ -86,7 +86,6 @@ def sample_command(save_dir, n, prime, stop, sample, temperature, top_k, top_p, 
     if constrain is None:
         constrain = model.default_constrain(syntax)
     check_constrain(model, constrain)
-    constrain = None if constrain == "none" else constrain
     if syntax is not None:
         if stop:
             raise click.UsageError("--stop and --syntax do not combine: blocks are whole "
@@ -98,7 +97,7 @@ def sample_command(save_dir, n, prime, stop, sample, temperature, top_k, top_p, 
         return
     pieces = model.stream(n, prime, sample=sample, temperature=temperature, top_k=top_k,
                           top_p=top_p, seed=seed, num_samples=num_samples, stop=stop,
-                          constrain=constrain or "none")
+                          constrain=constrain)
     with _Output(output) as out:
         if num_samples == 1:
             for piece in pieces:

@@ -115,8 +115,7 @@ class TrainedModel:
             constrain = self.default_constrain(syntax)
         self.check_constrain(constrain)
         options = SamplingOptions(sample=sample, temperature=temperature, top_k=top_k,
-                                  top_p=top_p, seed=_seed(seed),
-                                  constrain=None if constrain == "none" else constrain)
+                                  top_p=top_p, seed=_seed(seed), constrain=constrain)
         stop = [stop] if isinstance(stop, str) else list(stop or ())
         if syntax is not None:
             yield from self._stream_blocks(n, prime, options, num_samples, stop, syntax)
@@ -171,7 +170,8 @@ class TrainedModel:
         the first; about ``n`` characters: whole blocks are added until at
         least ``n`` follow the prime; ``kerasgen.python_code.BlockSampler``).
         ``constrain="python"``: never draw a character that breaks Python's
-        lexical rules (``kerasgen.python_lexer``; character-level runs); the
+        rules where the next one decides them (``kerasgen.python_lexer``;
+        character-level runs); the
         default with ``syntax="python"`` on such a run, which ``constrain="none"``
         turns off.
         Returns a string, or a list of ``num_samples`` strings.

@@ -59,9 +59,11 @@ class SamplingOptions:
     top_k: int = 0  # 0: off
     top_p: float = 1.0  # 1.0: off
     seed: int = 0
-    constrain: str | None = None  # "python": kerasgen.python_lexer's rules; None: off
+    constrain: str | None = None  # "python": kerasgen.python_lexer's rules; None or "none": off
 
     def __post_init__(self):
+        if self.constrain == "none":  # as --constrain spells it
+            object.__setattr__(self, "constrain", None)
         if self.sample not in (ARGMAX, SAMPLE, SAMPLE_AFTER_SPACE):
             raise ValueError(f"--sample must be 0, 1 or 2, got {self.sample}")
         if not self.temperature > 0:
@@ -374,13 +376,12 @@ class Sampler:
                     fresh = lexer.initial(self.batch)
                 out = tf.TensorArray(tf.int32, size=CHUNK)
                 for i in tf.range(CHUNK):
-                    allowed = None
                     if lexer is not None:
                         restart = gen_start + i == lex_start
                         lex = tf.nest.map_structure(lambda a, b: tf.where(restart, a, b),
                                                     fresh, lex)
-                        allowed = lexer.allowed(lex)
                     if draw:
+                        allowed = None if lexer is None else lexer.allowed(lex)
                         logits, state = step(ids, state)
                         drawn = select_next(logits, ids, gen_start + i, seed, temperature,
                                             options, self.space_id, self.glue, allowed)
