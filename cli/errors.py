@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import os
+import signal
 import sys
 
 import click
@@ -11,6 +13,7 @@ from kerasgen.errors import (CheckpointError, DataError, DistributedError, Diver
                              RunLockedError, StorageError)
 
 EXIT_INTERRUPTED = 130  # the shell's code for a Ctrl-C (128 + SIGINT)
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # 141, as a tool killed by SIGPIPE exits
 RUNTIME_ERRORS = (DataError, CheckpointError, DistributedError, DivergedError, RunLockedError,
                   StorageError)
 
@@ -28,7 +31,8 @@ def library_errors(fn):
     failed or diverged training, a full disk and a run folder in use are runtime
     errors (exit 1); other ValueError / FileNotFoundError mean the arguments
     were wrong (exit 2). A stop signal exits with 128 + its number (130 for
-    Ctrl-C, 143 for SIGTERM), after the latest checkpoint was saved.
+    Ctrl-C, 143 for SIGTERM), after the latest checkpoint was saved. A reader
+    that closed the pipe (``kerasgen sample | head``) ends the command quietly.
     """
 
     @functools.wraps(fn)
@@ -43,6 +47,8 @@ def library_errors(fn):
         except KeyboardInterrupt:  # before training started: nothing to save
             click.echo("\ninterrupted", err=True)
             sys.exit(EXIT_INTERRUPTED)
+        except BrokenPipeError:
+            closed_pipe()
         except RUNTIME_ERRORS as e:
             raise click.ClickException(str(e)) from None
         except (ValueError, FileNotFoundError) as e:
@@ -52,3 +58,14 @@ def library_errors(fn):
             raise click.ClickException(f"{where}{e.strerror or e}") from None
 
     return wrapper
+
+
+def closed_pipe():
+    """The reader of standard output went away: exit quietly with the shell's code for
+    SIGPIPE, as Unix tools do, without a message (nor one from Python's final flush)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no descriptor behind sys.stdout
+        pass
+    sys.exit(EXIT_BROKEN_PIPE)

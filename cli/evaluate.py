@@ -6,6 +6,7 @@ import json
 
 import click
 
+from kerasgen.sampling import MAX_SEED
 from kerasgen_cli.errors import library_errors
 from kerasgen_cli.options import (check_constrain, constrain_option, option, truncation_options,
                                   verbose_option)
@@ -38,7 +39,7 @@ from kerasgen_cli.options import (check_constrain, constrain_option, option, tru
 @option("--temperature", default=1.0, type=click.FloatRange(0.0, min_open=True),
         help="Sampling temperature for --python_syntax and --real_words.")
 @truncation_options
-@option("--seed", default=0, type=click.IntRange(min=0),
+@option("--seed", default=0, type=click.IntRange(0, MAX_SEED),
         help="Random seed for the samples of --python_syntax and --real_words.")
 @option("--prime", default="",
         help=r"With --python_syntax: start every sample with this text (e.g. 'def '; \n, \t "

@@ -67,6 +67,12 @@ def quiet_native_logs() -> None:
 
 
 def run_command(command) -> None:
-    """Run a Click command as a program: TensorFlow's log lines filtered first."""
+    """Run a Click command as a program: TensorFlow's log lines filtered first; a closed
+    pipe on standard output (``kerasgen sample | head``) ends it quietly."""
+    from kerasgen_cli.errors import closed_pipe
+
     quiet_native_logs()
-    command()
+    try:
+        command()
+    except BrokenPipeError:
+        closed_pipe()

@@ -8,6 +8,7 @@ import tempfile
 
 import click
 
+from kerasgen.sampling import MAX_SEED
 from kerasgen_cli.errors import library_errors
 from kerasgen_cli.options import (check_constrain, constrain_option, option, truncation_options,
                                   verbose_option)
@@ -31,7 +32,7 @@ SEPARATOR = "\n\n----\n\n"  # between samples
 @option("--temperature", default=1.0, type=click.FloatRange(0.0, min_open=True),
          help="Divide the logits by this (< 1: safer, > 1: wilder).")
 @truncation_options
-@option("--seed", default=None, type=click.IntRange(min=0),
+@option("--seed", default=None, type=click.IntRange(0, MAX_SEED),
          help="Random seed: the same seed gives the same text.")
 @option("--num_samples", default=1, type=click.IntRange(min=1),
          help="Generate this many independent samples together as one batch.")

@@ -8,6 +8,7 @@ import click
 from click.core import ParameterSource
 
 from kerasgen.vocab import BYTES, DEFAULT_MAX_VOCAB, DEFAULT_VOCAB_SIZE, LEVELS
+from kerasgen.sampling import MAX_SEED
 from kerasgen_cli.errors import library_errors
 from kerasgen_cli.options import (POSITIVE, RNN_FAMILIES, Duration, keep_prob_options,
                                   model_shape_options, option, verbose_option)
@@ -119,7 +120,8 @@ class PresetOption(click.Option):
              "subset; 0: all of it). kerasgen evaluate scores the whole split.")
 @option("--val_frac", default=0.1, type=click.FloatRange(0.0, 1.0, max_open=True),
          help="Hold out the LAST fraction of the text for validation (0: none).")
-@option("--seed", default=None, type=int, help="Random seed for weights and dropout.")
+@option("--seed", default=None, type=click.IntRange(0, MAX_SEED),
+        help="Random seed for weights and dropout.")
 @click.option("--jit_compile/--no_jit_compile", "--jit-compile/--no-jit-compile", "jit_compile",
               default=False, show_default=True,
               help="XLA-compile the training and validation steps.")

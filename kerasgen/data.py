@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import tempfile
+import zlib
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -37,7 +38,9 @@ INPUT_NAME = "input.txt"
 DOCUMENT_SUFFIX = ".txt"  # a folder without input.txt: every such file is one document
 CACHE_JSON = "kerasgen_cache.json"  # vocabulary + fingerprint of the corpus files
 CACHE_IDS = "kerasgen_cache.npy"  # the text as ids
-CACHE_FORMAT = 2  # 2: several files, keep_cr, ids in the smallest dtype (uint8 up to 256)
+# 2: several files, keep_cr, ids in the smallest dtype (uint8 up to 256); 3: the CRC-32 of
+# the ids, checked whenever the cache is opened
+CACHE_FORMAT = 3
 CACHE_DIR_ENV = "KERASGEN_CACHE_DIR"  # where caches go when the data folder is read-only
 CHUNK_BYTES = 16 << 20  # bytes read at once; bounds the memory preprocessing needs
 # numpy turns index arrays into intp (8 bytes per element) for bincount and
@@ -363,7 +366,8 @@ def load_corpus(data_dir: str, encoding: str = "utf-8", keep_cr: bool = False,
 
     The cache (``kerasgen_cache.json`` + ``kerasgen_cache.npy``) records the
     name, size and sha256 of every file, the encoding and ``keep_cr``, and is
-    rebuilt whenever any of them changes. It is written beside the corpus; if
+    rebuilt whenever any of them changes, and when the ids no longer match
+    the CRC-32 it recorded (bytes damaged on disk). It is written beside the corpus; if
     that folder is not writable, under ``fallback_cache_dir``; if neither is,
     the ids stay in memory. ``notes`` on the result say which.
 
@@ -550,9 +554,19 @@ def _read_ids(folder: str, meta: dict):
         ids = np.load(os.path.join(folder, CACHE_IDS), mmap_mode="r", allow_pickle=False)
         if ids.ndim != 1 or ids.size != meta["length"] or ids.dtype != vocab.id_dtype:
             return None
+        if _crc32(ids) != meta["ids_crc32"]:  # bytes changed on disk since it was written
+            return None
         return vocab, ids, stats
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def _crc32(ids: np.ndarray) -> int:
+    """CRC-32 of the ids' bytes, in blocks (a memory map is read, never copied whole)."""
+    crc, flat = 0, ids.reshape(-1).view(np.uint8)
+    for start in range(0, flat.size, CHUNK_BYTES):
+        crc = zlib.crc32(flat[start:start + CHUNK_BYTES], crc)
+    return crc
 
 
 def _write_cache(folder: str, meta: dict, dtype: np.dtype, pieces) -> np.ndarray:
@@ -573,9 +587,11 @@ def _write_cache(folder: str, meta: dict, dtype: np.dtype, pieces) -> np.ndarray
             np.lib.format.write_array_header_1_0(f, {
                 "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
                 "fortran_order": False, "shape": (meta["length"],)})
+            crc = 0
             for piece in pieces:  # raises DataError if the text changed meanwhile
                 f.write(piece)
-    atomic.write_text(cache_json, json.dumps(meta, ensure_ascii=False))
+                crc = zlib.crc32(piece, crc)
+    atomic.write_text(cache_json, json.dumps({**meta, "ids_crc32": crc}, ensure_ascii=False))
     return np.load(cache_ids, mmap_mode="r", allow_pickle=False)
 
 

@@ -27,6 +27,8 @@ import shutil
 
 import numpy as np
 
+from kerasgen.errors import StorageError
+
 
 def export(save_dir: str, out: str, checkpoint: str = "best") -> str:
     """Write the SavedModel of the run in ``save_dir`` to the folder ``out``; return ``out``.
@@ -40,6 +42,10 @@ def export(save_dir: str, out: str, checkpoint: str = "best") -> str:
 
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
         raise ValueError(f"{out} already exists; export into a new folder (--out)")
+    try:  # before the model is built: the folder the export goes into
+        os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    except OSError as e:
+        raise _unwritable(out, e) from None
     model = load(save_dir, checkpoint, jit_compile=False)
     vocab = model.vocab
     if vocab.level != "char":
@@ -92,10 +98,23 @@ def export(save_dir: str, out: str, checkpoint: str = "best") -> str:
 
     module = Generator()
     tmp = out.rstrip("/") + ".partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tf.saved_model.save(module, tmp, signatures={
-        "serving_default": module.generate.get_concrete_function()})
-    if os.path.isdir(out):
-        os.rmdir(out)  # empty, checked above
-    os.replace(tmp, out)
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tf.saved_model.save(module, tmp, signatures={
+            "serving_default": module.generate.get_concrete_function()})
+        if os.path.isdir(out):
+            os.rmdir(out)  # empty, checked above
+        os.replace(tmp, out)
+    except (OSError, tf.errors.OpError) as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _unwritable(out, e) from None
     return out
+
+
+def _unwritable(out: str, error) -> StorageError:
+    if isinstance(error, FileExistsError):  # makedirs met a file where a folder belongs
+        reason = f"{error.filename} is a file, not a folder"
+    else:
+        reason = error.strerror if isinstance(error, OSError) else error.message.splitlines()[0]
+    return StorageError(f"could not write {out} ({reason}); pass an --out in a folder you "
+                        "can write")

@@ -2,8 +2,8 @@
 
 A live bar (``keras.utils.Progbar``) on a terminal, one line per epoch
 otherwise, and a last line with the totals. ``write`` decides where the lines
-go: by default Keras's own ``print_msg`` (what ``fit`` uses); the CLI passes
-its own.
+go: by default standard output, where ``Progbar`` draws its bar (as ``fit``
+does); the CLI passes its own.
 """
 
 from __future__ import annotations
@@ -13,22 +13,22 @@ import sys
 DATA_PROGRESS_BYTES = 64 << 20  # smaller texts are read too quickly to need a bar
 
 
-def _keras_print(line: str) -> None:
-    from keras.utils import io_utils
-
-    io_utils.print_msg(line)
+def _stdout_line(line: str) -> None:
+    """A line on standard output, flushed, beside the bar ``Progbar`` draws there."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 def training_progress(live: bool | None = None, write=None, notes=None):
     """A ``TrainingProgress`` callback; see the module docstring.
 
     ``live``: a bar (default: when standard output is a terminal). ``write``:
-    a function of one line (default: Keras's). ``notes``: a function of one
+    a function of one line (default: standard output). ``notes``: a function of one
     line for set-up facts (parameters, log folder); default ``write``.
     """
     import keras
 
-    write = write or _keras_print
+    write = write or _stdout_line
     notes = notes or write
     live = sys.stdout.isatty() if live is None else live
 
@@ -52,17 +52,24 @@ def training_progress(live: bool | None = None, write=None, notes=None):
             self.total, self.num_epochs = int(logs["total_steps"]), int(logs["num_epochs"])
             notes(f"model: {int(logs['params']):,} parameters; {int(logs['steps_per_epoch'])} "
                   f"steps per epoch; TensorBoard logs in {logs['log_dir']}")
-            self.bar = None
-            if live:
-                self.bar = keras.utils.Progbar(self.total, unit_name="step",
-                                               stateful_metrics=["epoch", "loss", "chars/s"])
-                self.bar.update(int(logs["step"]))
+            self.bar, self.bar_epoch, self.bar_full = None, None, False
 
         def on_train_batch_end(self, step, logs=None):
-            if self.bar is not None:
-                self.bar.update(step, [("epoch", f"{int(logs['epoch'])}/{self.num_epochs}"),
-                                       ("loss", float(logs["loss"])),
-                                       ("chars/s", f"{float(logs['chars_per_s']):,.0f}")])
+            # As fit shows it: "Epoch k/N", then a bar over that epoch's steps with the
+            # epoch's mean loss. Progbar takes numbers only (it averages them).
+            if not live:
+                return
+            epoch = int(logs["epoch"])
+            if epoch != self.bar_epoch:
+                write(("\n" if self._bar_open() else "") + f"Epoch {epoch}/{self.num_epochs}")
+                self.bar_epoch = epoch
+                self.bar = keras.utils.Progbar(int(logs["steps_per_epoch"]), unit_name="step")
+            self.bar_full = int(logs["batch"]) >= int(logs["steps_per_epoch"])
+            self.bar.update(int(logs["batch"]), [("loss", float(logs["loss"]))])
+
+        def _bar_open(self) -> bool:
+            """A bar is drawn and its line not ended (Progbar ends it when it fills)."""
+            return self.bar is not None and not self.bar_full
 
         def on_epoch_end(self, epoch, logs=None):
             val = "" if logs["val_loss"] is None else f"  val_loss {logs['val_loss']:.4f}"
@@ -74,13 +81,13 @@ def training_progress(live: bool | None = None, write=None, notes=None):
                     f"chars/s {logs['chars_per_s']:,.0f}  {logs['seconds']:.1f}s "
                     f"+ {logs['boundary_seconds']:.1f}s between epochs "
                     f"({logs['val_seconds']:.1f}s validation)")
-            write(("\n" if self.bar is not None else "") + line)
+            write(("\n" if self._bar_open() else "") + line)
 
         def on_test_end(self, logs=None):  # a validation within an epoch (--eval_every)
             if logs.get("val_loss") is None:
                 return
             best = " (best)" if logs["best"] else ""
-            write(("\n" if self.bar is not None else "") +
+            write(("\n" if self._bar_open() else "") +
                   f"step {int(logs['step'])}/{self.total}  val_loss {logs['val_loss']:.4f}{best}  "
                   f"({logs['val_seconds']:.1f}s validation)")
 

@@ -189,11 +189,11 @@ class TrainedModel:
 
 
 def _seed(seed: int | None) -> int:
-    if seed is None:
-        return int(np.random.default_rng().integers(0, 2**32))
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
-    return int(seed)
+    """``seed``, checked, or a random one for None."""
+    from kerasgen.sampling import MAX_SEED, check_seed
+
+    check_seed(seed)
+    return int(np.random.default_rng().integers(0, MAX_SEED + 1)) if seed is None else int(seed)
 
 
 def load(save_dir: str = "save", checkpoint: str = DEFAULT_CHECKPOINT,

@@ -9,6 +9,8 @@
       checkpoints.json   the sha256 of each checkpoint, checked when it is loaded
       .lock              while a trainer writes the folder: its process id and host
       text/input.txt     the training text, when it was given as a string (kerasgen.train)
+      .replaced/         a trained run that ``train --overwrite`` is replacing, kept until
+                         the new run has saved its first checkpoint (``Replacement``)
 
 A run folder is self-contained: sampling needs nothing else (no training data).
 Each file is written atomically (temporary file, then rename), so a crash or a
@@ -30,6 +32,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import socket
 import time
 from dataclasses import dataclass
@@ -65,10 +68,92 @@ def has_trained_model(save_dir: str) -> bool:
     return any(os.path.isfile(checkpoint_path(save_dir, w)) for w in CHECKPOINTS)
 
 
-def remove_checkpoints(save_dir: str) -> None:
-    """Delete a run's checkpoints and their checksums (training with --overwrite)."""
-    for path in [checkpoint_path(save_dir, w) for w in CHECKPOINTS] + [
-            os.path.join(save_dir, CHECKSUMS_NAME)]:
+REPLACED_DIR = ".replaced"
+DISCARDED_DIR = ".replaced.discarded"  # a .replaced folder on its way out
+COMPLETE_MARK = ".complete"  # in .replaced once every file of the old run is in it
+RUN_FILES = (CONFIG_NAME, VOCAB_NAME, CHECKSUMS_NAME, "best.ckpt.h5", "latest.ckpt.h5", TEXT_DIR)
+
+
+class Replacement:
+    """A trained run set aside while a new one replaces it (``train --overwrite``).
+
+    ``begin`` moves the run's files (``RUN_FILES``) into ``save_dir/.replaced``
+    (renames, nothing is copied); ``discard`` deletes them once the new run has
+    saved a checkpoint; ``restore`` puts them back when the new run fails before
+    that, so a refused or failed ``--overwrite`` leaves the old run byte for byte
+    as it was. ``recover`` finishes whichever of these a kill interrupted: the
+    next trainer, and any reader while no trainer holds the folder, call it.
+    """
+
+    def __init__(self, save_dir: str):
+        self.save_dir = save_dir
+        self.aside = os.path.join(save_dir, REPLACED_DIR)
+        self.done = False
+
+    @classmethod
+    def begin(cls, save_dir: str) -> "Replacement":
+        self = cls(save_dir)
+        try:
+            os.makedirs(self.aside, exist_ok=True)
+            for name in RUN_FILES:
+                if os.path.lexists(os.path.join(save_dir, name)):
+                    os.replace(os.path.join(save_dir, name), os.path.join(self.aside, name))
+            atomic.write_text(os.path.join(self.aside, COMPLETE_MARK), "")
+        except OSError as e:
+            self.restore()
+            raise StorageError(f"could not set the trained run in {save_dir} aside to replace "
+                               f"it ({_reason(e)}); it is as it was") from None
+        return self
+
+    def discard(self) -> None:
+        """The new run has a checkpoint: delete the old run."""
+        if self.done:
+            return
+        self.done = True
+        discarded = os.path.join(self.save_dir, DISCARDED_DIR)
+        with contextlib.suppress(OSError):
+            os.replace(self.aside, discarded)  # one rename: never half a .replaced folder
+            shutil.rmtree(discarded, ignore_errors=True)
+
+    def restore(self) -> None:
+        """The new run saved nothing: put the old run's files back over the new run's."""
+        if self.done:
+            return
+        self.done = True
+        mark = os.path.join(self.aside, COMPLETE_MARK)
+        # Once every old file was set aside, the files in the folder are the new run's.
+        new_run_files = os.path.exists(mark)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(mark)  # from here on, an interrupted restore is finished by recover
+        for name in RUN_FILES:
+            here, old = os.path.join(self.save_dir, name), os.path.join(self.aside, name)
+            if os.path.lexists(old) or new_run_files:
+                _remove_path(here)
+            if os.path.lexists(old):
+                os.replace(old, here)
+        with contextlib.suppress(OSError):
+            os.rmdir(self.aside)
+
+    @classmethod
+    def recover(cls, save_dir: str) -> str | None:
+        """Finish a replacement a kill interrupted; a one-line note of what was done, or None."""
+        shutil.rmtree(os.path.join(save_dir, DISCARDED_DIR), ignore_errors=True)
+        self = cls(save_dir)
+        if not os.path.isdir(self.aside):
+            return None
+        complete = os.path.exists(os.path.join(self.aside, COMPLETE_MARK))
+        if complete and has_trained_model(save_dir):
+            self.discard()
+            return None
+        self.restore()
+        return (f"{save_dir}: a replacement (--overwrite) stopped before the new run saved a "
+                "checkpoint; the previous run was put back")
+
+
+def _remove_path(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    else:
         with contextlib.suppress(FileNotFoundError):
             os.remove(path)
 
@@ -183,10 +268,17 @@ def read_run(save_dir: str) -> Run:
     if not os.path.isdir(save_dir):
         raise FileNotFoundError(f"run folder {save_dir} does not exist; train a model first "
                                 "(kerasgen train --save_dir ...) or pass the right --save_dir")
+    if not os.path.exists(os.path.join(save_dir, LOCK_NAME)):  # no trainer is at work here
+        with contextlib.suppress(OSError):  # a folder this process may not write
+            Replacement.recover(save_dir)
     config_path = os.path.join(save_dir, CONFIG_NAME)
     vocab_path = os.path.join(save_dir, VOCAB_NAME)
     if not os.path.isfile(config_path) or not any(
             os.path.isfile(checkpoint_path(save_dir, w)) for w in CHECKPOINTS):
+        if os.path.isdir(os.path.join(save_dir, REPLACED_DIR)):
+            raise FileNotFoundError(
+                f"{save_dir} is being replaced by a new run (train --overwrite) that has not "
+                f"saved a checkpoint yet; the previous run stays in {REPLACED_DIR} until then")
         raise FileNotFoundError(f"{save_dir} holds no checkpoint; train a model first "
                                 "(kerasgen train --save_dir ...) or pass the right --save_dir")
     try:
@@ -215,14 +307,20 @@ def _sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-def _read_checksums(save_dir: str) -> dict:
+def _read_checksums(save_dir: str) -> dict[str, list[str]]:
+    """checkpoints.json: each checkpoint's file name -> the sha256 hex digests accepted."""
+    path = os.path.join(save_dir, CHECKSUMS_NAME)
     try:
-        with open(os.path.join(save_dir, CHECKSUMS_NAME), encoding="utf-8") as f:
-            return json.load(f)
+        with open(path, encoding="utf-8") as f:
+            sums = json.load(f)
+        if not isinstance(sums, dict) or not all(
+                isinstance(v, list) and all(isinstance(h, str) for h in v) for v in sums.values()):
+            raise ValueError("not an object of lists of sha256 digests")
+        return sums
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as e:
-        raise CheckpointError(f"{os.path.join(save_dir, CHECKSUMS_NAME)} is unreadable ({e}); "
+        raise CheckpointError(f"{path} is unreadable ({str(e).splitlines()[0][:200]}); "
                               "delete it to load the checkpoints unchecked") from None
 
 
@@ -331,7 +429,7 @@ def load_checkpoint(save_dir: str, which: str, model, optimizer=None) -> dict:
     verify_checkpoint(save_dir, which)
     try:
         with h5py.File(path, "r") as f:
-            state = json.loads(f.attrs["state"])
+            state = _state(f)
             values = []
             for v in model.weights:
                 data = f["weights"].get(v.path)
@@ -360,6 +458,14 @@ def load_checkpoint(save_dir: str, which: str, model, optimizer=None) -> dict:
     return state
 
 
+def _state(f) -> dict:
+    """The counters a checkpoint file stores (a JSON object in its ``state`` attribute)."""
+    state = json.loads(f.attrs["state"])
+    if not isinstance(state, dict):
+        raise ValueError("its state is not a JSON object")
+    return state
+
+
 def read_checkpoint_state(save_dir: str, which: str) -> dict:
     """The counters stored with a checkpoint (step, epoch, losses) without loading weights."""
     import h5py
@@ -367,7 +473,7 @@ def read_checkpoint_state(save_dir: str, which: str) -> dict:
     path = checkpoint_path(save_dir, which)
     try:
         with h5py.File(path, "r") as f:
-            return json.loads(f.attrs["state"])
-    except (OSError, KeyError, ValueError) as e:
+            return _state(f)
+    except (OSError, KeyError, ValueError, TypeError) as e:
         raise CheckpointError(f"{path} is corrupt or truncated ({str(e).splitlines()[0]}); "
                               "use the other --checkpoint or retrain") from None

@@ -47,8 +47,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kerasgen.model import rnn_layers
+
 ARGMAX, SAMPLE, SAMPLE_AFTER_SPACE = 0, 1, 2  # --sample, as char-rnn's sample.py
 CHUNK = 128  # tokens per compiled call
+MAX_SEED = 2**32 - 1  # seeds are 32-bit: the draws hash 32 bits, NumPy seeds take 32
 PREAMBLE_CHARS = 256  # the preamble is at most this long
 
 
@@ -74,6 +77,7 @@ class SamplingOptions:
             raise ValueError(f"--top_p must be in (0, 1], got {self.top_p}")
         if self.constrain not in (None, "python"):
             raise ValueError(f"--constrain must be python or none, got {self.constrain!r}")
+        check_seed(self.seed)
 
     def settings(self) -> dict:
         """What a measure reports it sampled with: temperature, top_k, top_p, seed, constrain."""
@@ -85,6 +89,13 @@ class SamplingOptions:
         """What decides which operations the compiled loop holds; seed and temperature
         are inputs of the loop, so changing them never recompiles."""
         return self.sample, self.top_k, self.top_p, self.constrain
+
+
+def check_seed(seed: int | None) -> None:
+    """Raise ValueError unless ``seed`` is None or a whole number in 0..MAX_SEED."""
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
+                             or not 0 <= seed <= MAX_SEED):
+        raise ValueError(f"--seed must be a whole number from 0 to {MAX_SEED}, got {seed!r}")
 
 
 def decode_prime(prime: str) -> str:
@@ -296,23 +307,18 @@ class Sampler:
         import tensorflow as tf
 
         from kerasgen.fused import FusedModel
-        from kerasgen.model import context_length, rnn_layers
+        from kerasgen.model import context_length
 
         self.model, self.vocab, self.preamble = model, vocab, preamble
         self.recurrent = bool(rnn_layers(model))
         self.net = FusedModel(model) if fused and self.recurrent else None
         self.batch = model.inputs[0].shape[0]  # None: any batch (graph_generate only)
         self.context = context_length(model)  # None: not a transformer
-        if self.context is not None and self.batch is not None:
-            # The sliding window, carried between chunks.
-            self._window = tf.Variable(tf.zeros((self.batch, self.context), tf.int32),
-                                       trainable=False)
-            self._filled = tf.Variable(tf.zeros((self.batch,), tf.int32), trainable=False)
         self.space_id = _space_id(vocab)
         self.glue = _glue_rule(vocab)
         self._jit = jit_compile
         self._compiled = {}  # see _chunk_fn's key -> compiled chunk function
-        self._lex = self._lex_rules = None  # the constraint's lexer and state (_lexer)
+        self._lex_rules = None  # the constraint's lexer (_lexer)
         self._tf = tf
 
     # -- one step of each kind of model: (ids read now, state) -> (logits (N, V), state) --
@@ -323,8 +329,15 @@ class Sampler:
             return logits[0], states
         return step
 
-    def _keras_step(self, ids, unused):
-        return self.model(ids[:, None], training=False)[:, -1, :], unused
+    def _keras_step(self, ids, states):
+        # The Keras layers carry their own state: the stream's is put in before the
+        # call and read out after it, so the layers' variables hold no stream's state.
+        layers = rnn_layers(self.model)
+        for layer, values in zip(layers, states):
+            for variable, value in zip(layer.states, values):
+                variable.assign(value)
+        logits = self.model(ids[:, None], training=False)[:, -1, :]
+        return logits, [[self._tf.convert_to_tensor(v) for v in layer.states] for layer in layers]
 
     def _window_step(self, ids, window_filled):
         # The window holds the tokens before ``ids``: append it (sliding once
@@ -342,16 +355,23 @@ class Sampler:
                            batch_dims=1)  # (N, V): the newest token's
         return logits, (window, filled)
 
-    def _chunk_fn(self, options: SamplingOptions, draw: bool = True):
+    def _chunk_fn(self, options: SamplingOptions, state, draw: bool = True):
         """The compiled loop of CHUNK steps for this kind of selection.
+
+        ``chunk(ids, state, lex, forced, n_forced, gen_start, seed, temperature,
+        lex_start) -> (taken (N, CHUNK), last ids (N,), state, lex)``: a pure
+        function of its inputs. ``state`` is the stream's model state
+        (``_start``), ``lex`` its lexer state (``()`` without a constraint);
+        the caller carries both from one chunk to the next, so every stream
+        owns its state and streams of one sampler never mix.
 
         Step ``i`` reads ``ids`` and then takes ``forced[:, i]`` while
         ``i < n_forced`` (the prefix), else draws generation index
-        ``gen_start + i``. Returns the ids taken (N, CHUNK) and the last ones.
-        ``draw`` False: a chunk of the prefix only, nothing drawn (so the
-        logits and the draw are never computed). With ``options.constrain``
-        the lexer reads every id taken, starting afresh at generation index
-        ``lex_start`` (the prime's first token), and the draws keep to it.
+        ``gen_start + i``. ``draw`` False: a chunk of the prefix only, nothing
+        drawn (so the logits and the draw are never computed). With
+        ``options.constrain`` the lexer reads every id taken, starting afresh at
+        generation index ``lex_start`` (the prime's first token), and the draws
+        keep to it.
         """
         # A prefix-only chunk draws nothing: only the constraint changes what it computes.
         key = (options.structure, True) if draw else (options.constrain, False)
@@ -359,21 +379,19 @@ class Sampler:
             tf = self._tf
             lexer = self._lexer() if options.constrain else None
 
-            def chunk(ids, forced, n_forced, gen_start, seed, temperature, lex_start):
+            def chunk(ids, state, lex, forced, n_forced, gen_start, seed, temperature,
+                      lex_start):
                 if self.context is not None:
                     step = self._window_step
-                    state = (self._window.read_value(), self._filled.read_value())
                 elif self.net is not None:
                     # The fused weights are derived once per chunk; the state is a loop
-                    # variable, written back to the layers at the end.
-                    step, state = self._fused_step(self.net.derived_weights()), \
-                        self.net.read_states()
-                else:  # the Keras layers carry their own state
-                    step, state = self._keras_step, tf.zeros(())
-                lex = fresh = ()  # loop variables may not be None
-                if lexer is not None:
-                    lex = tf.nest.map_structure(lambda v: v.read_value(), self._lex)
-                    fresh = lexer.initial(self.batch)
+                    # variable.
+                    step = self._fused_step(self.net.derived_weights())
+                elif self.recurrent:
+                    step = self._keras_step
+                else:  # a bigram: nothing to carry
+                    step = _stateless_step(self.model)
+                fresh = lexer.initial(self.batch) if lexer is not None else ()
                 out = tf.TensorArray(tf.int32, size=CHUNK)
                 for i in tf.range(CHUNK):
                     if lexer is not None:
@@ -392,35 +410,31 @@ class Sampler:
                     if lexer is not None:
                         lex = lexer.advance(lex, ids)
                     out = out.write(i, ids)
-                if self.context is not None:
-                    self._window.assign(state[0])
-                    self._filled.assign(state[1])
-                elif self.net is not None:
-                    self.net.assign_states(state)
-                if lexer is not None:
-                    tf.nest.map_structure(lambda v, value: v.assign(value), self._lex, lex)
-                return tf.transpose(out.stack()), ids  # (N, CHUNK), (N,)
+                return tf.transpose(out.stack()), ids, state, lex  # (N, CHUNK), (N,), ...
 
             # The concrete function of the one signature every call has: calling it
             # skips tf.function's per-call matching of its arguments, which costs as
             # much as a good part of a small model's chunk.
             scalar = tf.TensorSpec([], tf.int32)
-            spec = [tf.TensorSpec([self.batch], tf.int32),
-                    tf.TensorSpec([self.batch, CHUNK], tf.int32), scalar, scalar,
-                    tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.float32), scalar]
+
+            def spec(structure):
+                return tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype),
+                                             structure)
+
+            lex_spec = spec(lexer.initial(self.batch)) if lexer is not None else ()
+            signature = [tf.TensorSpec([self.batch], tf.int32), spec(state), lex_spec,
+                         tf.TensorSpec([self.batch, CHUNK], tf.int32), scalar, scalar,
+                         tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.float32), scalar]
             self._compiled[key] = tf.function(chunk, jit_compile=self._jit
-                                              ).get_concrete_function(*spec)
+                                              ).get_concrete_function(*signature)
         return self._compiled[key]
 
     def _lexer(self):
-        """The constraint's lexer, and its state in variables carried between chunks."""
+        """The constraint's lexer (its rules as tensors; the state is each stream's)."""
         from kerasgen.python_lexer import PythonLexer
 
-        if self._lex is None:
+        if self._lex_rules is None:
             self._lex_rules = PythonLexer(self.vocab)
-            self._lex = self._tf.nest.map_structure(
-                lambda t: self._tf.Variable(t, trainable=False),
-                self._lex_rules.initial(self.batch))
         return self._lex_rules
 
     def graph_generate(self, prefix, lengths, n, seed, temperature,
@@ -452,7 +466,7 @@ class Sampler:
             step, state, read = self._fused_step(self.net.derived_weights()), zeros, lengths
             ids = prefix[:, 0]
         else:  # a bigram: only the last token matters
-            step, state, read = self._keras_step, tf.zeros(()), tf.ones_like(lengths)
+            step, state, read = _stateless_step(self.model), tf.zeros(()), tf.ones_like(lengths)
             ids = last
         # Row r reads its first read[r] tokens, then draws; the loop runs until the
         # row with the longest prefix has drawn n.
@@ -470,39 +484,43 @@ class Sampler:
         columns = (read - 1)[:, None] + tf.range(n)[None, :]  # (N, n)
         return tf.gather(taken, columns, batch_dims=1)
 
-    def _start(self, prefix: np.ndarray) -> tuple[int, np.ndarray]:
-        """Make the model ready to read ``prefix``: (first id read, ids still to read)."""
-        from kerasgen.model import reset_states
-
+    def _start(self, prefix: np.ndarray) -> tuple[int, np.ndarray, object]:
+        """A new stream about to read ``prefix``: (first id read, ids still to read, the
+        model state it starts from)."""
+        tf = self._tf
         if self.context is not None:
+            # The sliding window of the tokens before the next one read, and how full it is.
             before = prefix[:-1][-self.context:] if len(prefix) > 1 else prefix[:0]
             window = np.zeros((self.batch, self.context), np.int32)
             window[:, :len(before)] = before
-            self._window.assign(window)
-            self._filled.assign(np.full(self.batch, len(before), np.int32))
-            return int(prefix[-1]), prefix[:0]
+            filled = np.full(self.batch, len(before), np.int32)
+            return int(prefix[-1]), prefix[:0], (tf.constant(window), tf.constant(filled))
         if not self.recurrent:  # a bigram sees only the last token
-            return int(prefix[-1]), prefix[:0]
-        reset_states(self.model)
-        return int(prefix[0]), prefix[1:]
+            return int(prefix[-1]), prefix[:0], tf.zeros(())
+        zeros = [[tf.zeros(v.shape, v.dtype) for v in layer.states]
+                 for layer in rnn_layers(self.model)]
+        return int(prefix[0]), prefix[1:], zeros
 
     def stream_ids(self, n: int, prime: str = "", options: SamplingOptions = SamplingOptions()):
         """Yield the ids of ``n`` new tokens after ``prime`` in pieces of shape (N, k).
 
-        With ``options.constrain`` the lexer reads the prime (not the preamble)
-        and every token drawn keeps to its rules.
+        Each call is a stream of its own: its state lives in this generator, so
+        streams of one sampler may be read in any interleaving. With
+        ``options.constrain`` the lexer reads the prime (not the preamble) and
+        every token drawn keeps to its rules.
         """
         if n < 0:
-            raise ValueError(f"-n must be >= 0, got {n}")
+            raise ValueError(f"n must be >= 0, got {n}")
         tf = self._tf
         prefix = prefix_ids(self.vocab, self.preamble, prime)
-        first, forced = self._start(prefix)
-        fn = self._chunk_fn(options)
-        # The generation index of the prime's first token, were it taken in the loop.
-        lex_start = -len(prime)
+        first, forced, state = self._start(prefix)
+        lex = ()
         if options.constrain:
             # A constraint implies a character-level run: one id per character.
-            self._start_lexer(prefix[len(prefix) - len(prime):len(prefix) - len(forced)])
+            lex = self._start_lexer(prefix[len(prefix) - len(prime):len(prefix) - len(forced)])
+        fn = self._chunk_fn(options, state)
+        # The generation index of the prime's first token, were it taken in the loop.
+        lex_start = tf.constant(-len(prime), tf.int32)
         ids = tf.fill([self.batch], first)
         seed = tf.constant(options.seed, tf.int64)
         temperature = tf.constant(options.temperature, tf.float32)
@@ -516,22 +534,23 @@ class Sampler:
                 padded[:, :len(taken)] = taken
                 block = tf.constant(padded)
             # A chunk of prefix only (a long prime) draws nothing: a cheaper loop.
-            chunk = self._chunk_fn(options, draw=False) if len(taken) == CHUNK else fn
-            out, ids = chunk(ids, block, tf.constant(len(taken), tf.int32),
-                             tf.constant(start - len(forced), tf.int32), seed, temperature,
-                             tf.constant(lex_start, tf.int32))
+            chunk = self._chunk_fn(options, state, draw=False) if len(taken) == CHUNK else fn
+            out, ids, state, lex = chunk(ids, state, lex, block, tf.constant(len(taken), tf.int32),
+                                         tf.constant(start - len(forced), tf.int32), seed,
+                                         temperature, lex_start)
             new = out.numpy()[:, len(taken):total - start]
             if new.shape[1]:
                 yield new
 
-    def _start_lexer(self, unread: np.ndarray) -> None:
-        """Put the lexer in its initial state, then read the prime's ids that the loop will
-        not take (a recurrent model's first id; all of them for the other models)."""
+    def _start_lexer(self, unread: np.ndarray):
+        """The lexer's state for a new stream: the initial state, having read the prime's
+        ids that the loop will not take (a recurrent model's first id; all of them for the
+        other models)."""
         lexer = self._lexer()
         state = lexer.initial(self.batch)
         if len(unread):
             state = lexer.read(state, np.tile(unread[None, :], (self.batch, 1)))
-        self._tf.nest.map_structure(lambda v, value: v.assign(value), self._lex, state)
+        return state
 
     def generate_ids(self, n: int, prime: str = "", options: SamplingOptions = SamplingOptions()
                      ) -> np.ndarray:
@@ -566,6 +585,13 @@ class Sampler:
             for text, piece in zip(texts, pieces):
                 text.append(piece)
         return ["".join(text) for text in texts]
+
+
+def _stateless_step(model):
+    """The step of a model with nothing to carry (a bigram): logits of the ids read now."""
+    def step(ids, unused):
+        return model(ids[:, None], training=False)[:, -1, :], unused
+    return step
 
 
 def generate_reference(model, vocab, n: int, prime: str = "",

@@ -34,8 +34,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from kerasgen import data, rundir
-from kerasgen.errors import DistributedError, DivergedError
+from kerasgen.errors import DistributedError, DivergedError, StorageError
 from kerasgen.model import RNN_FAMILIES, ModelConfig, build_model, count_params
+from kerasgen.sampling import check_seed
 from kerasgen.vocab import BYTES, DEFAULT_MAX_VOCAB, DEFAULT_VOCAB_SIZE, LEVELS
 
 TENSORBOARD_SAMPLE_CHARS = 300  # length of the text sample logged at each epoch end
@@ -100,6 +101,7 @@ class TrainConfig:
             raise ValueError(f"--val_frac must be in [0, 1), got {self.val_frac}")
         if self.time_budget is not None and not self.time_budget > 0:
             raise ValueError(f"--time_budget must be positive, got {self.time_budget}")
+        check_seed(self.seed)
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"unknown --lr_schedule {self.lr_schedule!r}; choose one of "
                              + ", ".join(LR_SCHEDULES))
@@ -387,17 +389,27 @@ class StopSignals:
 
 
 class Checkpointer:
-    """The latest and best checkpoints; only the chief of a multi-worker run writes."""
+    """The latest and best checkpoints; only the chief of a multi-worker run writes.
 
-    def __init__(self, save_dir: str, trainee: Trainee, chief: bool):
+    ``replacement``: the trained run this one replaces (``--overwrite``), deleted
+    once the first checkpoint is saved.
+    """
+
+    def __init__(self, save_dir: str, trainee: Trainee, chief: bool,
+                 replacement: rundir.Replacement | None = None):
         self.save_dir, self.trainee, self.chief = save_dir, trainee, chief
+        self.replacement = replacement
 
     def save(self, which: str) -> str:
         if not self.chief:
             return rundir.checkpoint_path(self.save_dir, which) + " (by the chief)"
         t = self.trainee
-        return rundir.save_checkpoint(self.save_dir, which, t.model,
+        path = rundir.save_checkpoint(self.save_dir, which, t.model,
                                       t.optimizer if which == "latest" else None, dict(t.state))
+        if self.replacement is not None:
+            self.replacement.discard()
+            self.replacement = None
+        return path
 
 
 class TensorBoardLog:
@@ -409,8 +421,15 @@ class TensorBoardLog:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.log_dir = os.path.join(
             config.log_dir, f"{os.path.basename(os.path.abspath(config.save_dir))}-{stamp}")
-        self.writer = (tf.summary.create_file_writer(self.log_dir) if chief
-                       else tf.summary.create_noop_writer())
+        try:
+            if chief:
+                os.makedirs(self.log_dir, exist_ok=True)  # an OSError says why in a few words
+            self.writer = (tf.summary.create_file_writer(self.log_dir) if chief
+                           else tf.summary.create_noop_writer())
+        except (OSError, tf.errors.OpError) as e:
+            reason = e.strerror if isinstance(e, OSError) else e.message.splitlines()[0][:200]
+            raise StorageError(f"could not write TensorBoard logs to {self.log_dir} ({reason}); "
+                               "pass a writable --log_dir") from None
         self.chief, self.training, self.sampler = chief, training, None
 
     def scalar(self, name: str, value: float, step: int) -> None:
@@ -443,14 +462,16 @@ class TensorBoardLog:
 
 
 def run_training(config: TrainConfig, model_options: dict | None = None,
-                 init_from: str | None = None, callbacks=(), overwrite: bool = False
-                 ) -> TrainResult:
+                 init_from: str | None = None, callbacks=(), overwrite: bool = False,
+                 text: str | None = None) -> TrainResult:
     """Train on ``config.data_dir`` into ``config.save_dir``.
 
     ``model_options``: ModelConfig fields other than ``vocab_size`` (taken from
     the data). ``init_from``: continue a saved run (weights, optimizer state,
     counters, schedule). A trained run in ``save_dir`` is never replaced
-    unless ``overwrite`` (continuing it in place is not replacing it).
+    unless ``overwrite`` (continuing it in place is not replacing it), and then
+    only once the new run has saved a checkpoint. ``text``: the training text,
+    written to ``config.data_dir`` first (``kerasgen.train(text=...)``).
     Raises Interrupted (after saving) on Ctrl-C or SIGTERM, DivergedError on
     a non-finite loss (nothing saved after it).
     """
@@ -470,19 +491,49 @@ def run_training(config: TrainConfig, model_options: dict | None = None,
     if model_options.get("model") == "transformer":
         model_options.setdefault("context", config.seq_length)  # it sees one training window
     with precision, lock, StopSignals() as signals:
-        run = _claim_run_folder(config, init_from, overwrite, chief)
-        training = prepare_data(config, model_options, run, _data_progress(callbacks))
-        distributed = (strategy.num_replicas_in_sync > 1 or not chief
-                       or config.strategy == "multiworker")
-        trainee = Trainee(config, training, strategy, distributed, init_from)
-        if chief:
-            rundir.write_run(config.save_dir, training.model_config, dataclasses.asdict(config),
-                             training.vocab, training.preamble)
-            if run is not None and not _same_folder(init_from, config.save_dir) \
-                    and run.has_checkpoint("best"):
-                rundir.copy_checkpoint(init_from, config.save_dir, "best")
-        budget.val_steps = 0 if training.val is None else len(training.val)
-        return _loop(config, training, trainee, budget, signals, callbacks, chief, distributed)
+        run, replacing = _claim_run_folder(config, init_from, overwrite, chief)
+        # A run being replaced is set aside only once the new one's data and model are
+        # ready (a text given as a string is part of the run, so it goes aside first),
+        # and put back unless the new run saves a checkpoint (rundir.Replacement).
+        replacement = board = None
+        try:
+            if text is not None:
+                if replacing:
+                    replacement = rundir.Replacement.begin(config.save_dir)
+                _write_text(config.data_dir, text)
+            training = prepare_data(config, model_options, run, _data_progress(callbacks))
+            distributed = (strategy.num_replicas_in_sync > 1 or not chief
+                           or config.strategy == "multiworker")
+            trainee = Trainee(config, training, strategy, distributed, init_from)
+            board = TensorBoardLog(config, training, chief)
+            if replacing and replacement is None:
+                replacement = rundir.Replacement.begin(config.save_dir)
+            if chief:
+                rundir.write_run(config.save_dir, training.model_config,
+                                 dataclasses.asdict(config), training.vocab, training.preamble)
+                if run is not None and not _same_folder(init_from, config.save_dir) \
+                        and run.has_checkpoint("best"):
+                    rundir.copy_checkpoint(init_from, config.save_dir, "best")
+            budget.val_steps = 0 if training.val is None else len(training.val)
+            return _loop(config, training, trainee, budget, signals, callbacks, chief,
+                         distributed, board, replacement)
+        except BaseException:
+            if replacement is not None:
+                replacement.restore()  # nothing when the new run saved a checkpoint
+            raise
+        finally:
+            if board is not None:
+                board.close()
+
+
+def _write_text(folder: str, text: str) -> None:
+    from kerasgen import atomic
+
+    try:
+        atomic.write_text(os.path.join(folder, data.INPUT_NAME), text)
+    except OSError as e:
+        raise StorageError(f"could not write the training text into {folder} "
+                           f"({e.strerror or e}); pass a writable save_dir") from None
 
 
 @contextlib.contextmanager
@@ -511,35 +562,39 @@ def _same_folder(a: str | None, b: str) -> bool:
 
 
 def _claim_run_folder(config: TrainConfig, init_from: str | None, overwrite: bool,
-                      chief: bool) -> rundir.Run | None:
-    """Check what ``save_dir`` and ``init_from`` hold; return the run to continue, if any."""
+                      chief: bool) -> tuple[rundir.Run | None, bool]:
+    """Check what ``save_dir`` and ``init_from`` hold: (the run to continue, if any;
+    whether a trained run in ``save_dir`` is to be replaced). Nothing is removed here."""
     save_dir = config.save_dir
+    replacing = False
     if chief:
         rundir.remove_leftovers(save_dir)  # of a write that a kill interrupted
+        rundir.Replacement.recover(save_dir)  # of a replacement that a kill interrupted
         if rundir.has_trained_model(save_dir) and not _same_folder(init_from, save_dir):
             if not overwrite:
                 hint = (f"continue it with --init_from {save_dir}" if init_from is None else
                         f"continue {init_from} in place with --save_dir {init_from}")
                 raise ValueError(f"{save_dir} already holds a trained model; {hint}, pick "
                                  "another --save_dir, or pass --overwrite to replace it")
-            rundir.remove_checkpoints(save_dir)
+            replacing = True
     if init_from is None:
-        return None
+        return None, replacing
     run = rundir.read_run(init_from)
     if not run.has_checkpoint("latest"):
         raise ValueError(f"--init_from {init_from} has no latest checkpoint to continue from")
     if run.vocab.level != config.level:
         raise ValueError(f"--init_from {init_from} was trained with --level "
                          f"{run.vocab.level}; pass --level {run.vocab.level}")
-    return run
+    return run, replacing
 
 
 def _loop(config: TrainConfig, training: TrainingData, trainee: Trainee, budget: Budget,
-          signals: StopSignals, callbacks, chief: bool, distributed: bool) -> TrainResult:
+          signals: StopSignals, callbacks, chief: bool, distributed: bool,
+          board: TensorBoardLog, replacement: rundir.Replacement | None) -> TrainResult:
     """Epochs until ``num_epochs`` or the budget; a stop signal saves, then raises."""
     import tensorflow as tf
 
-    epochs = _Epochs(config, training, trainee, budget, callbacks, chief)
+    epochs = _Epochs(config, training, trainee, budget, callbacks, chief, board, replacement)
     try:
         while epochs.epoch < config.num_epochs and not budget.spent:
             epochs.train_epoch(signals)
@@ -559,8 +614,6 @@ def _loop(config: TrainConfig, training: TrainingData, trainee: Trainee, budget:
             f"distributed training failed at step {epochs.step} ({type(e).__name__}: {what}); "
             f"the latest checkpoint in {config.save_dir} is intact: continue with --init_from "
             f"{config.save_dir}") from None
-    finally:
-        epochs.board.close()
     return epochs.finish()
 
 
@@ -569,12 +622,13 @@ class _Epochs:
     end (validation, the best checkpoint, logs, progress)."""
 
     def __init__(self, config: TrainConfig, training: TrainingData, trainee: Trainee,
-                 budget: Budget, callbacks, chief: bool):
+                 budget: Budget, callbacks, chief: bool, board: TensorBoardLog,
+                 replacement: rundir.Replacement | None):
         import keras
 
         self.config, self.training, self.trainee, self.budget = config, training, trainee, budget
-        self.checkpoints = Checkpointer(config.save_dir, trainee, chief)
-        self.board = TensorBoardLog(config, training, chief)
+        self.checkpoints = Checkpointer(config.save_dir, trainee, chief, replacement)
+        self.board = board
         self.callbacks = keras.callbacks.CallbackList(list(callbacks), model=trainee.model)
         self.state = trainee.state
         self.steps_per_epoch = len(training.train)
@@ -627,7 +681,8 @@ class _Epochs:
             self.board.scalar("loss/train", loss, self.step)
             elapsed = time.perf_counter() - started - self.paused
             self.callbacks.on_train_batch_end(self.step, {
-                "loss": loss, "epoch": self.epoch + 1,
+                "loss": loss, "epoch": self.epoch + 1, "batch": state["batch"],
+                "steps_per_epoch": self.steps_per_epoch,
                 "chars_per_s": len(self.losses) * self.chars_per_step / max(elapsed, 1e-9)})
             if config.eval_every and self.step % config.eval_every == 0:
                 self.evaluate_now()
@@ -810,7 +865,6 @@ def train(data_dir: str | None = None, *, text: str | None = None, save_dir: str
     progress; by default a progress bar, none with ``verbose=False``.
     Returns None on the workers of a multi-worker run that do not write the folder.
     """
-    from kerasgen import atomic
     from kerasgen.run import load
 
     if data_dir is not None and text is not None:
@@ -827,12 +881,10 @@ def train(data_dir: str | None = None, *, text: str | None = None, save_dir: str
                 not _same_folder(init_from, config.save_dir):
             raise ValueError(f"{config.save_dir} already holds a trained model; pick another "
                              "save_dir or pass overwrite=True")
-        folder = rundir.text_dir(config.save_dir)
-        atomic.write_text(os.path.join(folder, data.INPUT_NAME), text)
-        config = dataclasses.replace(config, data_dir=folder)
+        config = dataclasses.replace(config, data_dir=rundir.text_dir(config.save_dir))
     if callbacks is None:
         from kerasgen.progress import training_progress
 
         callbacks = [training_progress()] if verbose else []
-    result = run_training(config, model_options, init_from, callbacks, overwrite)
+    result = run_training(config, model_options, init_from, callbacks, overwrite, text)
     return load(result.save_dir) if rundir.has_trained_model(result.save_dir) else None

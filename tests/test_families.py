@@ -100,6 +100,23 @@ def test_sampling_works(family):
             generate_reference(model, V, 140, "KING", options))
 
 
+@pytest.mark.parametrize("family,fused", [(f, True) for f in FAMILIES] + [("lstm", False)])
+def test_streams_of_one_sampler_read_in_turns_keep_their_own_text(family, fused):
+    # Each stream owns its state: reading two in turns (as a server or a notebook
+    # may) gives each exactly the text it gives alone, across several chunks.
+    sampler = Sampler(tiny(family, 2), V, fused=fused)
+    a, b = SamplingOptions(seed=1, temperature=2.0), SamplingOptions(seed=2, temperature=2.0)
+    alone = [sampler.generate_ids(300, "KING", a), sampler.generate_ids(300, "QUEEN:\n", b)]
+    streams = [sampler.stream_ids(300, "KING", a), sampler.stream_ids(300, "QUEEN:\n", b)]
+    pieces = [[], []]
+    for _ in range(3):
+        for k in (0, 1):
+            pieces[k].append(next(streams[k]))
+    for k in (0, 1):
+        np.testing.assert_array_equal(np.concatenate(pieces[k], axis=1), alone[k])
+    assert not np.array_equal(alone[0], alone[1])
+
+
 # ---------------------------------------------------------------- transformer
 
 def test_transformer_is_causal_and_limited_to_its_context():
