@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import signal
 import sys
 
@@ -14,6 +15,8 @@ from kerasgen.errors import (CheckpointError, DataError, DistributedError, Diver
 
 EXIT_INTERRUPTED = 130  # the shell's code for a Ctrl-C (128 + SIGINT)
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # 141, as a tool killed by SIGPIPE exits
+OUT_OF_MEMORY = ("not enough memory{}; use a smaller model (--rnn_size, --num_layers) or "
+                 "fewer streams (--batch_size, --num_samples)")
 RUNTIME_ERRORS = (DataError, CheckpointError, DistributedError, DivergedError, RunLockedError,
                   StorageError)
 
@@ -49,6 +52,8 @@ def library_errors(fn):
             sys.exit(EXIT_INTERRUPTED)
         except BrokenPipeError:
             closed_pipe()
+        except MemoryError:
+            raise click.ClickException(OUT_OF_MEMORY.format("")) from None
         except RUNTIME_ERRORS as e:
             raise click.ClickException(str(e)) from None
         except (ValueError, FileNotFoundError) as e:
@@ -56,6 +61,12 @@ def library_errors(fn):
         except OSError as e:  # a file the system would not read or write
             where = f"{e.filename}: " if e.filename else ""
             raise click.ClickException(f"{where}{e.strerror or e}") from None
+        except Exception as e:
+            if type(e).__name__ != "ResourceExhaustedError":  # TensorFlow's out-of-memory
+                raise
+            shape = re.search(r"tensor with shape\[[\d,]+\]", str(e))
+            raise click.ClickException(OUT_OF_MEMORY.format(
+                f" (a {shape.group(0)})" if shape else "")) from None
 
     return wrapper
 

@@ -2,6 +2,8 @@
 
 import click
 
+from kerasgen.model import MAX_LAYERS
+
 POSITIVE = click.IntRange(min=1)
 RNN_FAMILIES = ["lstm", "gru", "rnn"]
 
@@ -98,7 +100,7 @@ def model_shape_options(families=RNN_FAMILIES, model_help="Recurrent cell type."
         option("--model", default="lstm", type=click.Choice(families), help=model_help),
         option("--rnn_size", *extra_size_spellings, default=128, type=POSITIVE,
                help=size_help),
-        option("--num_layers", default=2, type=POSITIVE, help=layers_help),
+        option("--num_layers", default=2, type=click.IntRange(1, MAX_LAYERS), help=layers_help),
         option("--seq_length", default=50, type=POSITIVE, help=length_help),
         option("--batch_size", default=50, type=POSITIVE,
                help="Parallel streams per training step."),

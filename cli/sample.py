@@ -131,6 +131,7 @@ def _write_blocks(blocks, n: int, prime: str, options, num_samples: int, out) ->
 def _write_samples(pieces, num_samples: int, out) -> None:
     """The first sample as it comes; the others, spooled to temporary files meanwhile
     (so memory stays flat), after it."""
+    _allow_open_files(num_samples + 64)  # a spool each, and what the runtime holds open
     spools = [tempfile.TemporaryFile("w+", encoding="utf-8", newline="")
               for _ in range(num_samples - 1)]
     try:
@@ -146,6 +147,21 @@ def _write_samples(pieces, num_samples: int, out) -> None:
     finally:
         for spool in spools:
             spool.close()
+
+
+def _allow_open_files(needed: int) -> None:
+    """Raise this process's limit of open files to ``needed`` if the system lets it; a
+    usage error naming --num_samples if it does not."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise click.BadParameter(f"needs about {needed:,} open files (one per sample) and this "
+                                 f"system allows {hard:,}; ask for fewer samples at once",
+                                 param_hint="--num_samples")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
 class _Output:

@@ -7,7 +7,7 @@ import sys
 import click
 from click.core import ParameterSource
 
-from kerasgen.vocab import BYTES, DEFAULT_MAX_VOCAB, DEFAULT_VOCAB_SIZE, LEVELS
+from kerasgen.vocab import BYTES, DEFAULT_MAX_VOCAB, DEFAULT_VOCAB_SIZE, LEVELS, MAX_VOCAB_SIZE
 from kerasgen.sampling import MAX_SEED
 from kerasgen_cli.errors import library_errors
 from kerasgen_cli.options import (POSITIVE, RNN_FAMILIES, Duration, keep_prob_options,
@@ -91,7 +91,7 @@ class PresetOption(click.Option):
 @option("--max_vocab", default=DEFAULT_MAX_VOCAB, type=POSITIVE,
         help="Word level: keep this many most frequent tokens of the training text; the "
              "rest become <unk>.")
-@option("--vocab_size", default=DEFAULT_VOCAB_SIZE, type=click.IntRange(min=BYTES),
+@option("--vocab_size", default=DEFAULT_VOCAB_SIZE, type=click.IntRange(BYTES, MAX_VOCAB_SIZE),
         help="Bpe level: tokens in the vocabulary, the 256 single bytes included (fewer "
              "when the training text has no more pairs seen twice).")
 @option("--num_epochs", default=50, type=POSITIVE, help="Passes over the training text.")

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 RNN_FAMILIES = ("lstm", "gru", "rnn")
 MODEL_FAMILIES = ("bigram",) + RNN_FAMILIES + ("transformer",)
+MAX_LAYERS = 128  # far beyond any useful depth; Keras's graph recursion ends near 500
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,8 @@ class ModelConfig:
         for name in ("vocab_size", "rnn_size", "num_layers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        if self.num_layers > MAX_LAYERS:
+            raise ValueError(f"--num_layers must be at most {MAX_LAYERS}, got {self.num_layers}")
         for name in ("input_keep_prob", "output_keep_prob"):
             if not 0.0 < getattr(self, name) <= 1.0:
                 raise ValueError(f"--{name} must be in (0, 1], got {getattr(self, name)}")

@@ -47,8 +47,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kerasgen.model import rnn_layers
-
 ARGMAX, SAMPLE, SAMPLE_AFTER_SPACE = 0, 1, 2  # --sample, as char-rnn's sample.py
 CHUNK = 128  # tokens per compiled call
 MAX_SEED = 2**32 - 1  # seeds are 32-bit: the draws hash 32 bits, NumPy seeds take 32
@@ -85,10 +83,17 @@ class SamplingOptions:
                 "seed": self.seed, "constrain": self.constrain}
 
     @property
-    def structure(self) -> tuple:
-        """What decides which operations the compiled loop holds; seed and temperature
-        are inputs of the loop, so changing them never recompiles."""
-        return self.sample, self.top_k, self.top_p, self.constrain
+    def features(self) -> tuple:
+        """Which operations a compiled loop needs for these options: (draws, top-k, top-p,
+        constraint). Seed, temperature and the values of k and p are inputs of the loop,
+        so changing them never recompiles."""
+        return (self.sample != ARGMAX, self.top_k > 0, self.top_p < 1.0,
+                self.constrain is not None)
+
+    @staticmethod
+    def union(features) -> tuple:
+        """The features a loop needs for rows of each of ``features``."""
+        return tuple(any(f) for f in zip(*features)) if features else (False,) * 4
 
 
 def check_seed(seed: int | None) -> None:
@@ -163,41 +168,65 @@ def _space_id(vocab) -> int:
 
 def select_next(logits, prev_ids, steps, seed, temperature, options: SamplingOptions,
                 space_id: int, glue=None, allowed=None):
+    """Next ids (N,) from logits (N, V) when every row samples with the same ``options``:
+    row r draws as row r of ``select_rows`` (``steps``: a scalar or one per row;
+    ``temperature`` may be a tensor, the exported model's input)."""
+    import tensorflow as tf
+
+    batch = tf.shape(logits)[0]
+    rows = {"seed": tf.fill([batch], tf.cast(seed, tf.int64)),
+            "row": tf.range(batch, dtype=tf.int32),
+            "temperature": tf.fill([batch], tf.cast(temperature, tf.float32)),
+            "mode": tf.fill([batch], options.sample), "top_k": tf.fill([batch], options.top_k),
+            "top_p": tf.fill([batch], tf.constant(options.top_p, tf.float32))}
+    steps = tf.broadcast_to(tf.cast(steps, tf.int32), [batch])
+    return select_rows(logits, prev_ids, steps, rows, options.features, space_id, glue, allowed)
+
+
+def select_rows(logits, prev_ids, steps, rows: dict, features: tuple, space_id: int,
+                glue=None, allowed=None):
     """Next ids (N,) from logits (N, V): the one selection rule every generator shares.
 
-    ``steps``: the generation index of the token being drawn, a scalar or one
-    per row; ``temperature`` may be a tensor (the exported model's input).
-    ``glue``: ``_glue_rule(vocab)``; tokens it forbids after ``prev_ids`` are
-    never drawn. ``allowed``: (N, V) bool, the only ids that may be drawn
-    (``PythonLexer.allowed``).
+    Each row has its own settings, ``rows``: "seed" (int64), "row" (its index among
+    the samples of its request), "temperature", "mode" (``--sample``), "top_k"
+    (0: off), "top_p" (1: off), each (N,). ``steps`` (N,): the generation index of
+    the token each row draws. ``features``: ``SamplingOptions.features`` of every
+    row together (which operations the graph needs at all). ``glue``:
+    ``_glue_rule(vocab)``; tokens it forbids after ``prev_ids`` are never drawn.
+    ``allowed``: (N, V) bool, the only ids that may be drawn (``PythonLexer.allowed``).
     """
     import tensorflow as tf
 
+    draws, top_k, top_p = features[:3]
     if allowed is not None:
         logits = tf.where(allowed, logits, tf.constant(-np.inf, logits.dtype))
-
     if glue is not None:
         ends, starts = glue
         forbid = tf.logical_and(tf.gather(tf.constant(ends), prev_ids)[:, None],
                                 tf.constant(starts)[None, :])
         logits = tf.where(forbid, tf.constant(-np.inf, logits.dtype), logits)
     greedy = tf.argmax(logits, axis=-1, output_type=tf.int32)
-    if options.sample == ARGMAX:
+    if not draws:
         return greedy
     # Shift the largest logit to 0 before dividing, so that a tiny temperature
     # gives -inf for the others (argmax) instead of inf - inf = nan.
     logits = logits - tf.reduce_max(logits, axis=-1, keepdims=True)
-    logits = logits / tf.cast(temperature, logits.dtype)
-    if options.top_k:
-        k = min(options.top_k, logits.shape[-1])
-        kth = tf.math.top_k(logits, k=k).values[:, -1:]  # (N, 1)
-        logits = tf.where(logits < kth, -np.inf, logits)
-    if options.top_p < 1.0:
+    logits = logits / rows["temperature"][:, None]
+    if top_k:
+        # Each row's k-th largest logit (k <= 0: off).
+        vocab = tf.shape(logits)[-1]
+        k = tf.clip_by_value(rows["top_k"], 1, vocab)
+        kth = tf.gather(tf.sort(logits, axis=-1, direction="DESCENDING"), k - 1, axis=1,
+                        batch_dims=1)[:, None]  # (N, 1)
+        cut = (rows["top_k"] > 0)[:, None] & (logits < kth)
+        logits = tf.where(cut, -np.inf, logits)
+    if top_p:
         # Keep the smallest set of most likely ids whose probability reaches top_p.
         order = tf.argsort(logits, axis=-1, direction="DESCENDING")
         sorted_logits = tf.gather(logits, order, batch_dims=1)
         cum = tf.cumsum(tf.nn.softmax(sorted_logits), axis=-1)
-        drop_sorted = (cum - tf.nn.softmax(sorted_logits)) >= options.top_p
+        drop_sorted = ((cum - tf.nn.softmax(sorted_logits)) >= rows["top_p"][:, None]) & (
+            rows["top_p"] < 1.0)[:, None]
         drop = tf.scatter_nd(
             tf.stack([tf.repeat(tf.range(tf.shape(order)[0]), tf.shape(order)[1]),
                       tf.reshape(order, [-1])], axis=1),
@@ -206,13 +235,13 @@ def select_next(logits, prev_ids, steps, seed, temperature, options: SamplingOpt
     # Inverse-CDF draw with one uniform per row from a counter-based hash:
     # integer arithmetic gives the same bits compiled (XLA) or not, which TF's
     # stateless categorical op does not.
-    u = _uniform(seed, steps, tf.shape(logits)[0])  # (N,) in (0, 1)
+    u = _uniform(rows["seed"], steps, rows["row"])  # (N,) in (0, 1)
     cdf = tf.cumsum(tf.nn.softmax(logits), axis=-1)  # (N, V)
     drawn = tf.reduce_sum(tf.cast(cdf < u[:, None] * cdf[:, -1:], tf.int32), axis=-1)
     drawn = tf.minimum(drawn, tf.shape(logits)[-1] - 1)
-    if options.sample == SAMPLE_AFTER_SPACE:
-        return tf.where(prev_ids == space_id, drawn, greedy)
-    return drawn
+    mode = rows["mode"]
+    draw = (mode == SAMPLE) | ((mode == SAMPLE_AFTER_SPACE) & (prev_ids == space_id))
+    return tf.where(draw, drawn, greedy)
 
 
 _MASK32 = 0xFFFFFFFF
@@ -229,15 +258,15 @@ def _mix32(x):
     return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 16))
 
 
-def _uniform(seed, steps, batch):
-    """Uniforms in (0, 1), one per row, a pure function of (seed, step of the row, row)."""
+def _uniform(seed, steps, row):
+    """Uniforms in (0, 1), one per row, a pure function of (seed, step, row), each (N,)."""
     import tensorflow as tf
 
     def cast(v):
         return tf.bitwise.bitwise_and(tf.cast(v, tf.int64), _MASK32)
 
-    key = _mix32(cast(_mix32(cast(seed)) + cast(steps)))  # () or (N,)
-    h = _mix32(cast(key + tf.range(batch, dtype=tf.int64)))
+    key = _mix32(cast(_mix32(cast(seed)) + cast(steps)))  # (N,)
+    h = _mix32(cast(key + cast(row)))
     # 24 bits fit a float32 exactly; +0.5 keeps the draw off 0 and 1.
     return (tf.cast(tf.bitwise.right_shift(h, 8), tf.float32) + 0.5) / float(1 << 24)
 
@@ -296,24 +325,24 @@ class StopTexts:
 
 
 class Sampler:
-    """Compiled sampler over a model built at batch size N (N samples at once).
+    """The generation loop over a model built at batch size N: N rows at once.
 
-    ``preamble``: the text read before every prime (the run's; see the module
-    docstring).
+    The model's family comes in as a step provider (``kerasgen.families``); the
+    loop knows no family. ``stream_ids`` runs one request on all N rows (N
+    samples); ``rows()`` hands out the rows themselves, each its own stream
+    (``Rows``: what the server batches). ``preamble``: the text read before every
+    prime (the run's; see the module docstring).
     """
 
     def __init__(self, model, vocab, preamble: str = "", jit_compile: bool = True,
                  fused: bool = True):
         import tensorflow as tf
 
-        from kerasgen.fused import FusedModel
-        from kerasgen.model import context_length
+        from kerasgen.families import step_provider
 
         self.model, self.vocab, self.preamble = model, vocab, preamble
-        self.recurrent = bool(rnn_layers(model))
-        self.net = FusedModel(model) if fused and self.recurrent else None
+        self.steps = step_provider(model, fused)
         self.batch = model.inputs[0].shape[0]  # None: any batch (graph_generate only)
-        self.context = context_length(model)  # None: not a transformer
         self.space_id = _space_id(vocab)
         self.glue = _glue_rule(vocab)
         self._jit = jit_compile
@@ -321,91 +350,51 @@ class Sampler:
         self._lex_rules = None  # the constraint's lexer (_lexer)
         self._tf = tf
 
-    # -- one step of each kind of model: (ids read now, state) -> (logits (N, V), state) --
+    def _chunk_fn(self, features: tuple, state, draw: bool = True):
+        """The compiled loop of CHUNK steps for rows that need ``features``.
 
-    def _fused_step(self, weights):
-        def step(ids, states):
-            logits, states = self.net.forward(ids[None, :], states, weights=weights)
-            return logits[0], states
-        return step
+        ``chunk(ids, state, lex, forced, n_forced, gen_start, lex_start, rows)
+        -> (taken (N, CHUNK), last ids (N,), state, lex)``: a pure function of its
+        inputs. ``state`` is the rows' model state (the provider's), ``lex`` their
+        lexer state (``()`` without a constraint), ``rows`` their settings
+        (``select_rows``); the caller carries state and lex from one chunk to the
+        next, so every row owns its state and streams never mix.
 
-    def _keras_step(self, ids, states):
-        # The Keras layers carry their own state: the stream's is put in before the
-        # call and read out after it, so the layers' variables hold no stream's state.
-        layers = rnn_layers(self.model)
-        for layer, values in zip(layers, states):
-            for variable, value in zip(layer.states, values):
-                variable.assign(value)
-        logits = self.model(ids[:, None], training=False)[:, -1, :]
-        return logits, [[self._tf.convert_to_tensor(v) for v in layer.states] for layer in layers]
-
-    def _window_step(self, ids, window_filled):
-        # The window holds the tokens before ``ids``: append it (sliding once
-        # full), then read the logits at its newest position. The whole window
-        # goes through the model (no cache); the causal mask keeps the
-        # padding past ``filled`` unseen.
-        tf = self._tf
-        window, filled = window_filled
-        positions = tf.range(self.context)[None, :]  # (1, C)
-        slid = tf.concat([window[:, 1:], ids[:, None]], axis=1)
-        placed = tf.where(positions == filled[:, None], ids[:, None], window)
-        window = tf.where((filled >= self.context)[:, None], slid, placed)
-        filled = tf.minimum(filled + 1, self.context)
-        logits = tf.gather(self.model(window, training=False), filled - 1, axis=1,
-                           batch_dims=1)  # (N, V): the newest token's
-        return logits, (window, filled)
-
-    def _chunk_fn(self, options: SamplingOptions, state, draw: bool = True):
-        """The compiled loop of CHUNK steps for this kind of selection.
-
-        ``chunk(ids, state, lex, forced, n_forced, gen_start, seed, temperature,
-        lex_start) -> (taken (N, CHUNK), last ids (N,), state, lex)``: a pure
-        function of its inputs. ``state`` is the stream's model state
-        (``_start``), ``lex`` its lexer state (``()`` without a constraint);
-        the caller carries both from one chunk to the next, so every stream
-        owns its state and streams of one sampler never mix.
-
-        Step ``i`` reads ``ids`` and then takes ``forced[:, i]`` while
-        ``i < n_forced`` (the prefix), else draws generation index
-        ``gen_start + i``. ``draw`` False: a chunk of the prefix only, nothing
-        drawn (so the logits and the draw are never computed). With
-        ``options.constrain`` the lexer reads every id taken, starting afresh at
-        generation index ``lex_start`` (the prime's first token), and the draws
-        keep to it.
+        Step ``i`` of row r reads ``ids[r]`` and then takes ``forced[r, i]`` while
+        ``i < n_forced[r]`` (its prefix), else draws generation index
+        ``gen_start[r] + i``. ``draw`` False: a chunk of prefixes only, nothing
+        drawn (so the logits and the draw are never computed). With the
+        constraint, the lexer reads every id taken, starting afresh at generation
+        index ``lex_start[r]`` (the prime's first token), and the draws of the rows
+        with ``rows["constrained"]`` keep to it.
         """
+        constrain = features[3]
         # A prefix-only chunk draws nothing: only the constraint changes what it computes.
-        key = (options.structure, True) if draw else (options.constrain, False)
+        key = (features, True) if draw else (constrain, False)
         if key not in self._compiled:
             tf = self._tf
-            lexer = self._lexer() if options.constrain else None
+            lexer = self._lexer() if constrain else None
+            steps = self.steps
 
-            def chunk(ids, state, lex, forced, n_forced, gen_start, seed, temperature,
-                      lex_start):
-                if self.context is not None:
-                    step = self._window_step
-                elif self.net is not None:
-                    # The fused weights are derived once per chunk; the state is a loop
-                    # variable.
-                    step = self._fused_step(self.net.derived_weights())
-                elif self.recurrent:
-                    step = self._keras_step
-                else:  # a bigram: nothing to carry
-                    step = _stateless_step(self.model)
+            def chunk(ids, state, lex, forced, n_forced, gen_start, lex_start, rows):
+                prepared = steps.prepare()  # e.g. the fused weights, once per call
                 fresh = lexer.initial(self.batch) if lexer is not None else ()
                 out = tf.TensorArray(tf.int32, size=CHUNK)
                 for i in tf.range(CHUNK):
                     if lexer is not None:
                         restart = gen_start + i == lex_start
-                        lex = tf.nest.map_structure(lambda a, b: tf.where(restart, a, b),
+                        lex = tf.nest.map_structure(lambda a, b: _where_rows(restart, a, b),
                                                     fresh, lex)
                     if draw:
-                        allowed = None if lexer is None else lexer.allowed(lex)
-                        logits, state = step(ids, state)
-                        drawn = select_next(logits, ids, gen_start + i, seed, temperature,
-                                            options, self.space_id, self.glue, allowed)
+                        allowed = None
+                        if lexer is not None:
+                            allowed = lexer.allowed(lex) | ~rows["constrained"][:, None]
+                        logits, state = steps.step(ids, state, prepared)
+                        drawn = select_rows(logits, ids, gen_start + i, rows, features,
+                                            self.space_id, self.glue, allowed)
                         ids = tf.where(i < n_forced, forced[:, i], drawn)
                     else:
-                        _, state = step(ids, state)
+                        _, state = steps.step(ids, state, prepared)
                         ids = forced[:, i]
                     if lexer is not None:
                         lex = lexer.advance(lex, ids)
@@ -415,22 +404,21 @@ class Sampler:
             # The concrete function of the one signature every call has: calling it
             # skips tf.function's per-call matching of its arguments, which costs as
             # much as a good part of a small model's chunk.
-            scalar = tf.TensorSpec([], tf.int32)
-
             def spec(structure):
-                return tf.nest.map_structure(lambda t: tf.TensorSpec(t.shape, t.dtype),
-                                             structure)
+                return tf.nest.map_structure(
+                    lambda t: tf.TensorSpec(np.shape(t), tf.as_dtype(t.dtype)), structure)
 
+            vector = tf.TensorSpec([self.batch], tf.int32)
             lex_spec = spec(lexer.initial(self.batch)) if lexer is not None else ()
-            signature = [tf.TensorSpec([self.batch], tf.int32), spec(state), lex_spec,
-                         tf.TensorSpec([self.batch, CHUNK], tf.int32), scalar, scalar,
-                         tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.float32), scalar]
+            signature = [vector, spec(state), lex_spec,
+                         tf.TensorSpec([self.batch, CHUNK], tf.int32), vector, vector, vector,
+                         spec(row_settings(SamplingOptions(), self.batch))]
             self._compiled[key] = tf.function(chunk, jit_compile=self._jit
                                               ).get_concrete_function(*signature)
         return self._compiled[key]
 
     def _lexer(self):
-        """The constraint's lexer (its rules as tensors; the state is each stream's)."""
+        """The constraint's lexer (its rules as tensors; the state is each row's)."""
         from kerasgen.python_lexer import PythonLexer
 
         if self._lex_rules is None:
@@ -448,33 +436,33 @@ class Sampler:
         seed (generation index g of row r uses the uniform of (seed, g, r)).
         A recurrent model needs ``fused``; the others a model built for any batch.
         """
+        from kerasgen.families import RecurrentSteps, WindowSteps
+
         tf = self._tf
+        steps = self.steps
         batch = tf.shape(prefix)[0]
         last = tf.gather(prefix, lengths - 1, batch_dims=1)
-        if self.context is not None:
-            # The window holds what comes before the last prefix token (see _window_step).
-            before = tf.minimum(lengths - 1, self.context)  # (N,)
-            src = (lengths - 1 - before)[:, None] + tf.range(self.context)[None, :]  # (N, C)
-            valid = tf.range(self.context)[None, :] < before[:, None]
+        if isinstance(steps, WindowSteps):
+            # The window holds what comes before the last prefix token.
+            context = steps.context
+            before = tf.minimum(lengths - 1, context)  # (N,)
+            src = (lengths - 1 - before)[:, None] + tf.range(context)[None, :]  # (N, C)
+            valid = tf.range(context)[None, :] < before[:, None]
             src = tf.minimum(src, tf.shape(prefix)[1] - 1)
             window = tf.where(valid, tf.gather(prefix, src, batch_dims=1), 0)
-            step, state, read = self._window_step, (window, before), tf.ones_like(lengths)
-            ids = last
-        elif self.net is not None:
-            zeros = [[tf.zeros(tf.stack([batch, v.shape[1]]), v.dtype) for v in layer.states]
-                     for layer in self.net.layers]
-            step, state, read = self._fused_step(self.net.derived_weights()), zeros, lengths
-            ids = prefix[:, 0]
+            state, read, ids = (window, before), tf.ones_like(lengths), last
+        elif isinstance(steps, RecurrentSteps):
+            state, read, ids = steps.zeros(batch), lengths, prefix[:, 0]
         else:  # a bigram: only the last token matters
-            step, state, read = _stateless_step(self.model), tf.zeros(()), tf.ones_like(lengths)
-            ids = last
+            state, read, ids = steps.zeros(batch), tf.ones_like(lengths), last
+        prepared = steps.prepare()
         # Row r reads its first read[r] tokens, then draws; the loop runs until the
         # row with the longest prefix has drawn n.
         total = tf.reduce_max(read) - 1 + n
         out = tf.TensorArray(tf.int32, size=total)
         width = tf.shape(prefix)[1]
         for k in tf.range(total):
-            logits, state = step(ids, state)
+            logits, state = steps.step(ids, state, prepared)
             drawn = select_next(logits, ids, k + 1 - read, seed, temperature, options,
                                 self.space_id, self.glue)
             forced = tf.gather(prefix, tf.minimum(k + 1, width - 1)[None], axis=1)[:, 0]
@@ -484,25 +472,13 @@ class Sampler:
         columns = (read - 1)[:, None] + tf.range(n)[None, :]  # (N, n)
         return tf.gather(taken, columns, batch_dims=1)
 
-    def _start(self, prefix: np.ndarray) -> tuple[int, np.ndarray, object]:
-        """A new stream about to read ``prefix``: (first id read, ids still to read, the
-        model state it starts from)."""
-        tf = self._tf
-        if self.context is not None:
-            # The sliding window of the tokens before the next one read, and how full it is.
-            before = prefix[:-1][-self.context:] if len(prefix) > 1 else prefix[:0]
-            window = np.zeros((self.batch, self.context), np.int32)
-            window[:, :len(before)] = before
-            filled = np.full(self.batch, len(before), np.int32)
-            return int(prefix[-1]), prefix[:0], (tf.constant(window), tf.constant(filled))
-        if not self.recurrent:  # a bigram sees only the last token
-            return int(prefix[-1]), prefix[:0], tf.zeros(())
-        zeros = [[tf.zeros(v.shape, v.dtype) for v in layer.states]
-                 for layer in rnn_layers(self.model)]
-        return int(prefix[0]), prefix[1:], zeros
+    def rows(self) -> "Rows":
+        """The N rows, free, for streams that come and go (``Rows``)."""
+        return Rows(self.batch, lambda size: self)
 
     def stream_ids(self, n: int, prime: str = "", options: SamplingOptions = SamplingOptions()):
-        """Yield the ids of ``n`` new tokens after ``prime`` in pieces of shape (N, k).
+        """Yield the ids of ``n`` new tokens after ``prime`` in pieces of shape (N, k): one
+        request on all N rows (row r is sample r).
 
         Each call is a stream of its own: its state lives in this generator, so
         streams of one sampler may be read in any interleaving. With
@@ -511,46 +487,16 @@ class Sampler:
         """
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
-        tf = self._tf
-        prefix = prefix_ids(self.vocab, self.preamble, prime)
-        first, forced, state = self._start(prefix)
-        lex = ()
-        if options.constrain:
-            # A constraint implies a character-level run: one id per character.
-            lex = self._start_lexer(prefix[len(prefix) - len(prime):len(prefix) - len(forced)])
-        fn = self._chunk_fn(options, state)
-        # The generation index of the prime's first token, were it taken in the loop.
-        lex_start = tf.constant(-len(prime), tf.int32)
-        ids = tf.fill([self.batch], first)
-        seed = tf.constant(options.seed, tf.int64)
-        temperature = tf.constant(options.temperature, tf.float32)
-        total = len(forced) + n
-        no_prefix = tf.zeros((self.batch, CHUNK), tf.int32)
-        for start in range(0, total, CHUNK):
-            taken = forced[start:start + CHUNK]
-            block = no_prefix
-            if len(taken):
-                padded = np.zeros((self.batch, CHUNK), np.int32)
-                padded[:, :len(taken)] = taken
-                block = tf.constant(padded)
-            # A chunk of prefix only (a long prime) draws nothing: a cheaper loop.
-            chunk = self._chunk_fn(options, state, draw=False) if len(taken) == CHUNK else fn
-            out, ids, state, lex = chunk(ids, state, lex, block, tf.constant(len(taken), tf.int32),
-                                         tf.constant(start - len(forced), tf.int32), seed,
-                                         temperature, lex_start)
-            new = out.numpy()[:, len(taken):total - start]
+        rows = self.rows()
+        for r in range(self.batch):
+            rows.join(r, prime, options, index=r)
+        made = 0
+        while made < n:
+            taken = rows.run()  # every row has the same prefix: the same start
+            new = taken.ids[:, taken.start[0]:][:, :n - made]
             if new.shape[1]:
+                made += new.shape[1]
                 yield new
-
-    def _start_lexer(self, unread: np.ndarray):
-        """The lexer's state for a new stream: the initial state, having read the prime's
-        ids that the loop will not take (a recurrent model's first id; all of them for the
-        other models)."""
-        lexer = self._lexer()
-        state = lexer.initial(self.batch)
-        if len(unread):
-            state = lexer.read(state, np.tile(unread[None, :], (self.batch, 1)))
-        return state
 
     def generate_ids(self, n: int, prime: str = "", options: SamplingOptions = SamplingOptions()
                      ) -> np.ndarray:
@@ -587,11 +533,169 @@ class Sampler:
         return ["".join(text) for text in texts]
 
 
-def _stateless_step(model):
-    """The step of a model with nothing to carry (a bigram): logits of the ids read now."""
-    def step(ids, unused):
-        return model(ids[:, None], training=False)[:, -1, :], unused
-    return step
+@dataclass
+class Taken:
+    """What one chunk took: ids (N, CHUNK), and per row the column where its generated
+    ids begin (CHUNK: the whole chunk was its prefix)."""
+
+    ids: np.ndarray
+    start: np.ndarray
+
+
+class Rows:
+    """Rows of streams, each its own: its prefix still to read, its state, its settings.
+
+    ``join`` starts a stream in a free row (it begins at the next chunk while the
+    other rows go on: continuous batching), ``leave`` frees it, ``move`` packs a
+    stream into a lower row; ``run`` advances every stream one chunk. Each chunk
+    runs on the smallest batch, among ``sizes``, that holds every row up to the
+    highest one in use (``sampler_for(size)``: a ``Sampler`` built at that batch),
+    so a lone stream runs at the speed of one.
+    """
+
+    def __init__(self, capacity: int, sampler_for, sizes=None):
+        self.capacity, self.sampler_for = capacity, sampler_for
+        self.sizes = sorted(set(sizes or [capacity]) | {capacity})
+        sampler = sampler_for(self.sizes[0])
+        self.steps, self.vocab, self.preamble = sampler.steps, sampler.vocab, sampler.preamble
+        self._lexer = sampler._lexer
+        self.state = self.steps.zeros(capacity)
+        self.lex = None  # the lexer's state, made when a constrained row first joins
+        self.ids = np.zeros(capacity, np.int32)
+        self.pending = [np.zeros(0, np.int32)] * capacity  # prefix ids still to read
+        self.gen = np.zeros(capacity, np.int32)  # generation index of the next chunk's step 0
+        self.lex_start = np.zeros(capacity, np.int32)
+        self.options = [None] * capacity  # None: a free row
+        self.settings = row_settings(SamplingOptions(), capacity)
+
+    @property
+    def free(self) -> list[int]:
+        return [r for r, o in enumerate(self.options) if o is None]
+
+    @property
+    def active(self) -> list[int]:
+        return [r for r, o in enumerate(self.options) if o is not None]
+
+    def join(self, row: int, prime: str, options: SamplingOptions, index: int = 0) -> None:
+        """Start a stream in ``row``: ``prime`` after the preamble, drawn with ``options``
+        as sample ``index`` of its request (row ``index`` of ``kerasgen sample``)."""
+        import tensorflow as tf
+
+        prefix = prefix_ids(self.vocab, self.preamble, prime)
+        first, forced, state = self.steps.start(prefix)
+        self.state = tf.nest.map_structure(lambda all_, one: _set_row(all_, row, one),
+                                           self.state, state)
+        self.ids[row], self.pending[row] = first, forced
+        self.gen[row] = -len(forced)
+        # The generation index of the prime's first token, were it taken in the loop.
+        self.lex_start[row] = -len(prime)
+        if options.constrain:
+            lexer = self._lexer()
+            if self.lex is None:
+                self.lex = lexer.initial(self.capacity)
+            # A constraint implies a character-level run: one id per character. The lexer
+            # reads the prime's ids that the loop will not take (a recurrent model's
+            # first id; all of them for the other models).
+            unread = prefix[len(prefix) - len(prime):len(prefix) - len(forced)]
+            one = lexer.initial(1)
+            if len(unread):
+                one = lexer.read(one, unread[None, :])
+            self.lex = tf.nest.map_structure(lambda all_, o: _set_row(all_, row, o),
+                                             self.lex, one)
+        for name, values in row_settings(options, 1, index).items():
+            self.settings[name][row] = values[0]
+        self.options[row] = options
+
+    def leave(self, row: int) -> None:
+        """Free ``row``: its stream ended."""
+        self.options[row] = None
+
+    def move(self, src: int, dst: int) -> None:
+        """Carry the stream in row ``src`` on in the free row ``dst``."""
+        import tensorflow as tf
+
+        def copy(t):
+            return _set_row(t, dst, t[src:src + 1])
+
+        self.state = tf.nest.map_structure(copy, self.state)
+        if self.lex is not None:
+            self.lex = tf.nest.map_structure(copy, self.lex)
+        for values in (self.ids, self.gen, self.lex_start, *self.settings.values()):
+            values[dst] = values[src]
+        self.pending[dst], self.options[dst] = self.pending[src], self.options[src]
+        self.leave(src)
+
+    def run(self) -> Taken:
+        """One chunk of every row up to the highest one in use; what each took (rows
+        above it took nothing: an empty ``Taken.ids`` row)."""
+        import tensorflow as tf
+
+        active = self.active
+        size = next(s for s in self.sizes if s > (active[-1] if active else 0))
+        features = SamplingOptions.union([self.options[r].features for r in active])
+        forced = np.zeros((size, CHUNK), np.int32)
+        n_forced = np.zeros(size, np.int32)
+        for r in range(size):
+            pending = self.pending[r]
+            if len(pending):
+                n_forced[r] = min(len(pending), CHUNK)
+                forced[r, :n_forced[r]] = pending[:CHUNK]
+                self.pending[r] = pending[CHUNK:]
+        # A chunk of prefixes only (long primes) draws nothing: a cheaper loop.
+        draw = any(n_forced[r] < CHUNK for r in active)
+        head = tf.nest.map_structure(lambda t: t[:size], self.state)
+        chunk = self.sampler_for(size)._chunk_fn(features, head, draw)
+        lex = tf.nest.map_structure(lambda t: t[:size], self.lex) if features[3] else ()
+        out, ids, head, lex = chunk(
+            tf.constant(self.ids[:size]), head, lex, tf.constant(forced),
+            tf.constant(n_forced), tf.constant(self.gen[:size]),
+            tf.constant(self.lex_start[:size]),
+            {k: tf.constant(v[:size]) for k, v in self.settings.items()})
+        self.state = _put_head(self.state, head)
+        if features[3]:
+            self.lex = _put_head(self.lex, lex)
+        self.ids[:size] = ids.numpy()
+        self.gen[:size] += CHUNK
+        return Taken(out.numpy(), n_forced)
+
+
+def row_settings(options: SamplingOptions, batch: int, index=None) -> dict:
+    """``select_rows``'s row settings, each (batch,), every row with ``options``; "row" is
+    each one's sample index (0..batch-1, or ``index`` for all)."""
+    return {"seed": np.full(batch, options.seed, np.int64),
+            "row": np.arange(batch, dtype=np.int32) if index is None
+            else np.full(batch, index, np.int32),
+            "temperature": np.full(batch, options.temperature, np.float32),
+            "mode": np.full(batch, options.sample, np.int32),
+            "top_k": np.full(batch, options.top_k, np.int32),
+            "top_p": np.full(batch, options.top_p, np.float32),
+            "constrained": np.full(batch, options.constrain is not None)}
+
+
+def _put_head(full, head):
+    """``full`` (C, ...) with its first rows replaced by ``head`` (k, ...)."""
+    import tensorflow as tf
+
+    def put(f, h):
+        return h if h.shape[0] == f.shape[0] else tf.concat([h, f[h.shape[0]:]], axis=0)
+
+    return tf.nest.map_structure(put, full, head)
+
+
+def _set_row(batched, row: int, one):
+    """``batched`` (N, ...) with row ``row`` replaced by ``one`` (1, ...)."""
+    import tensorflow as tf
+
+    if batched.shape[1:].num_elements() == 0:  # nothing per row (a bigram)
+        return batched
+    return tf.tensor_scatter_nd_update(batched, [[row]], tf.cast(one, batched.dtype))
+
+
+def _where_rows(mask, a, b):
+    """``tf.where`` of a per-row ``mask`` (N,) over tensors (N, ...) of any rank."""
+    import tensorflow as tf
+
+    return tf.where(tf.reshape(mask, [-1] + [1] * (len(a.shape) - 1)), a, b)
 
 
 def generate_reference(model, vocab, n: int, prime: str = "",

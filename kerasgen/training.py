@@ -37,7 +37,7 @@ from kerasgen import data, rundir
 from kerasgen.errors import DistributedError, DivergedError, StorageError
 from kerasgen.model import RNN_FAMILIES, ModelConfig, build_model, count_params
 from kerasgen.sampling import check_seed
-from kerasgen.vocab import BYTES, DEFAULT_MAX_VOCAB, DEFAULT_VOCAB_SIZE, LEVELS
+from kerasgen.vocab import BYTES, DEFAULT_MAX_VOCAB, DEFAULT_VOCAB_SIZE, LEVELS, MAX_VOCAB_SIZE
 
 TENSORBOARD_SAMPLE_CHARS = 300  # length of the text sample logged at each epoch end
 LINE_START = "\n"  # the token sampling starts with: a zero state reads it first
@@ -116,9 +116,9 @@ class TrainConfig:
             raise ValueError(f"unknown --level {self.level!r}; choose one of " + ", ".join(LEVELS))
         if self.max_vocab < 1:
             raise ValueError(f"--max_vocab must be at least 1, got {self.max_vocab}")
-        if self.vocab_size < BYTES:
-            raise ValueError(f"--vocab_size must be at least {BYTES} (one token per byte), "
-                             f"got {self.vocab_size}")
+        if not BYTES <= self.vocab_size <= MAX_VOCAB_SIZE:
+            raise ValueError(f"--vocab_size must be from {BYTES} (one token per byte) to "
+                             f"{MAX_VOCAB_SIZE:,}, got {self.vocab_size}")
         if self.mixed_precision and self.strategy in ("mirrored", "multiworker"):
             raise ValueError("--mixed_precision runs on one device for now; drop it or use "
                              "--strategy default")

@@ -56,6 +56,7 @@ BYTES = 256  # a byte-level BPE vocabulary starts from one token per byte
 # token). A larger vocabulary puts more text in each step, but its softmax
 # costs more and most of its tokens are too rare in 1 MB to learn quickly.
 DEFAULT_VOCAB_SIZE = 512
+MAX_VOCAB_SIZE = 1 << 20  # bpe: beyond it the embedding alone outgrows any machine
 
 
 def _by_frequency(items) -> list[tuple[str, int]]:

@@ -117,6 +117,50 @@ def test_streams_of_one_sampler_read_in_turns_keep_their_own_text(family, fused)
     assert not np.array_equal(alone[0], alone[1])
 
 
+@pytest.mark.parametrize("family", ["bigram", "lstm", "transformer"])  # one per provider
+def test_rows_join_leave_and_move_while_others_stream(family):
+    # Continuous batching: streams join a running batch, leave it and are packed into a
+    # lower row, each with its own prime and settings (a constraint, top-k, top-p,
+    # --sample 2); the batch runs on the smallest size that holds its rows. Each stream
+    # takes exactly the ids it takes alone.
+    from kerasgen.sampling import Rows
+
+    base, samplers = tiny(family, 1), {}
+
+    def sampler_for(size):
+        if size not in samplers:
+            model = tiny(family, size)
+            model.set_weights(base.get_weights())
+            samplers[size] = Sampler(model, V, "\n", jit_compile=False)
+        return samplers[size]
+
+    streams = {"A": ("KING", SamplingOptions(seed=1, temperature=1.5)),
+               "B": ("QUEEN:\n", SamplingOptions(seed=2, top_k=5, constrain="python")),
+               "C": ("What", SamplingOptions(seed=3, top_p=0.9, sample=2))}
+    alone = {k: sampler_for(1).generate_ids(1100, *v)[0] for k, v in streams.items()}
+    rows, where, got = Rows(4, sampler_for, sizes=[1, 2, 4]), {}, {k: [] for k in streams}
+    events = {0: ("join", "A", 0), 1: ("join", "B", 1), 2: ("join", "C", 3),
+              4: ("leave", "A", None), 5: ("move", "C", 0)}
+    for chunk in range(8):
+        what, name, row = events.get(chunk, (None, None, None))
+        if what == "join":
+            rows.join(row, *streams[name])
+            where[name] = row
+        elif what == "leave":
+            rows.leave(where.pop(name))
+        elif what == "move":
+            rows.move(where[name], row)
+            where[name] = row
+        taken = rows.run()
+        for name, r in where.items():
+            got[name].append(taken.ids[r, taken.start[r]:])
+    for name, pieces in got.items():
+        ids = np.concatenate(pieces)
+        assert len(ids) > 400
+        np.testing.assert_array_equal(ids, alone[name][:len(ids)])
+    assert sorted(samplers) == [1, 2, 4]
+
+
 # ---------------------------------------------------------------- transformer
 
 def test_transformer_is_causal_and_limited_to_its_context():

@@ -266,3 +266,20 @@ def test_number_flags_refuse_nan_naming_the_flag(trained_run, tmp_path, flag):
     r = run([*args, flag, "nan"])
     assert r.exit_code == 2 and flag in r.output and "Traceback" not in r.output, r.output
     assert not (tmp_path / "new").exists()
+
+
+# Siblings: numbers too big for the machine or for Keras gave tracebacks (an OOM, a
+# RecursionError, an OverflowError, too many open files).
+def test_numbers_too_big_for_the_machine_are_one_line(trained_run, tmp_path):
+    data_dir, save = trained_run
+    train = ["train", "--data_dir", str(data_dir), "--save_dir", str(tmp_path / "new"),
+             "--log_dir", str(tmp_path / "logs"), "--batch_size", "4", "--seq_length", "16"]
+    assert "not enough memory" in one_error_line(run([*train, "--rnn_size", "99999999999"]), 1)
+    assert not (tmp_path / "new").exists()
+    for flag, value in (("--num_layers", "3000"), ("--vocab_size", str(2**70))):
+        r = run([*train, "--level", "bpe", flag, value])
+        assert r.exit_code == 2 and flag in r.output, r.output
+    with pytest.raises(ValueError, match="--num_layers must be at most"):
+        kerasgen.train(text="KING:\nYes.\n" * 50, save_dir=str(tmp_path / "x"), num_layers=3000)
+    r = run(["sample", "--save_dir", str(save), "-n", "5", "--num_samples", str(10**9)])
+    assert r.exit_code == 2 and "open files" in r.output and "--num_samples" in r.output
