@@ -14,21 +14,28 @@ setup(
     # top-level package called "cli" lands in site-packages.
     packages=["kerasgen", "kerasgen_cli"],
     package_dir={"kerasgen_cli": "cli"},
-    # The shipped presets (kerasgen train --preset NAME), read with importlib.resources.
-    package_data={"kerasgen": ["presets/*.json"]},
+    # The shipped presets (kerasgen train --preset NAME) and the page kerasgen serve
+    # shows at / (kerasgen/page/), read with importlib.resources.
+    package_data={"kerasgen": ["presets/*.json", "page/*"]},
     # Every dependency bounded below the next major version, which may break the API.
     install_requires=[
         "tensorflow>=2.16,<3",
-        "keras>=3.0,<4",
+        "keras>=3.8,<4",  # 3.8: mixed precision trains (below, a float16 variable error)
         "numpy>=1.26,<3",
-        "tensorboard>=2.16,<3",
-        "click>=8.1,<9",
+        "tensorboard>=2.16.2,<3",  # 2.16.0 pulls in tf-nightly, 2.16.1 Keras 2
+        "click>=8.2,<9",  # 8.2: CliRunner keeps stderr apart (the tests read it)
         "h5py>=3.10,<4",
         # --level bpe. 0.20 reads the merges as today's releases write them
         # (token pairs; 0.15 cannot), so a run folder's vocab.json loads with
         # any version in the range.
         "tokenizers>=0.20,<1",
+        # kerasgen serve: the ASGI app and its server.
+        "starlette>=0.40,<2",
+        "uvicorn>=0.30,<1",
     ],
-    extras_require={"test": ["pytest>=7,<10"]},
+    # httpx: Starlette's test client; openai: the client the server is tested with;
+    # selenium: drives Debian's chromium through its chromedriver for the page's test.
+    extras_require={"test": ["pytest>=7,<10", "httpx>=0.27,<1", "openai>=1.40,<4",
+                             "selenium>=4.20,<5"]},
     entry_points={"console_scripts": ["kerasgen=kerasgen_cli.main:run"]},
 )

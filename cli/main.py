@@ -10,6 +10,7 @@ from kerasgen_cli.evaluate import evaluate_command
 from kerasgen_cli.export import export_command
 from kerasgen_cli.native_logs import run_command
 from kerasgen_cli.sample import sample_command
+from kerasgen_cli.serve import serve_command
 from kerasgen_cli.train import train_command
 
 
@@ -26,6 +27,7 @@ main.add_command(evaluate_command, "evaluate")
 main.add_command(corpus_group, "corpus")
 main.add_command(compare_command, "compare")
 main.add_command(export_command, "export")
+main.add_command(serve_command, "serve")
 
 
 

@@ -154,6 +154,19 @@ class TrainedModel:
 
         return evaluate_model(self, data_dir, text=text).to_dict(self.save_dir)
 
+    def serve(self, host: str = "127.0.0.1", port: int = 8000, **options) -> None:
+        """Serve this model over HTTP until SIGTERM or Ctrl-C: an OpenAI-compatible
+        completions API and a page (``kerasgen.server``; ``options``: ``create_app``'s)."""
+        from kerasgen.server import serve
+
+        serve(self, host, port, **options)
+
+    def app(self, **options):
+        """The ASGI app of ``serve``, to run or mount in another app (``create_app``)."""
+        from kerasgen.server import create_app
+
+        return create_app(self, **options)
+
     def generate(self, n: int = 500, prime: str = "", *, temperature: float = 1.0,
                  top_k: int = 0, top_p: float = 1.0, seed: int | None = None,
                  num_samples: int = 1, stop=None, sample: int = 1, syntax: str | None = None,
