@@ -8,6 +8,7 @@ The Python API::
     text = model.generate(200, prime="KING", seed=1)   # the prime and 200 characters
     model = kerasgen.load("save/x")                # any run folder, later
     kerasgen.export("save/x", "exported/x/1")      # a SavedModel for TensorFlow Serving
+    model.serve(port=8000)                         # an OpenAI-compatible API and a page
 
 Data flows one way, each step in its own module:
 
@@ -15,7 +16,8 @@ Data flows one way, each step in its own module:
       -> model (Keras Functional model) -> training (the loop; steps: compiled steps)
       -> rundir (run folder: config, vocabulary, checkpoints)
       -> run (the one path from a run folder to a ready model)
-      -> sampling (generate text) -> the Click CLI in ``kerasgen_cli``
+      -> sampling (the generation loop over families: each family's step) -> the Click
+      CLI in ``kerasgen_cli``, or engine + server (many streams batched, over HTTP)
 """
 
 __version__ = "0.1.0"

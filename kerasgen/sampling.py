@@ -85,15 +85,15 @@ class SamplingOptions:
     @property
     def features(self) -> tuple:
         """Which operations a compiled loop needs for these options: (draws, top-k, top-p,
-        constraint). Seed, temperature and the values of k and p are inputs of the loop,
-        so changing them never recompiles."""
+        constraint, takes the most likely token at some steps). Seed, temperature and the
+        values of k and p are inputs of the loop, so changing them never recompiles."""
         return (self.sample != ARGMAX, self.top_k > 0, self.top_p < 1.0,
-                self.constrain is not None)
+                self.constrain is not None, self.sample != SAMPLE)
 
     @staticmethod
     def union(features) -> tuple:
         """The features a loop needs for rows of each of ``features``."""
-        return tuple(any(f) for f in zip(*features)) if features else (False,) * 4
+        return tuple(any(f) for f in zip(*features)) if features else (False,) * 5
 
 
 def check_seed(seed: int | None) -> None:
@@ -197,7 +197,7 @@ def select_rows(logits, prev_ids, steps, rows: dict, features: tuple, space_id: 
     """
     import tensorflow as tf
 
-    draws, top_k, top_p = features[:3]
+    draws, top_k, top_p = features[:3]  # see SamplingOptions.features
     if allowed is not None:
         logits = tf.where(allowed, logits, tf.constant(-np.inf, logits.dtype))
     if glue is not None:
@@ -235,10 +235,12 @@ def select_rows(logits, prev_ids, steps, rows: dict, features: tuple, space_id: 
     # Inverse-CDF draw with one uniform per row from a counter-based hash:
     # integer arithmetic gives the same bits compiled (XLA) or not, which TF's
     # stateless categorical op does not.
-    u = _uniform(rows["seed"], steps, rows["row"])  # (N,) in (0, 1)
+    u = _uniform(rows["seed"], steps, rows["row"], rows.get("key"))  # (N,) in (0, 1)
     cdf = tf.cumsum(tf.nn.softmax(logits), axis=-1)  # (N, V)
     drawn = tf.reduce_sum(tf.cast(cdf < u[:, None] * cdf[:, -1:], tf.int32), axis=-1)
     drawn = tf.minimum(drawn, tf.shape(logits)[-1] - 1)
+    if not features[4]:  # every row draws at every step
+        return drawn
     mode = rows["mode"]
     draw = (mode == SAMPLE) | ((mode == SAMPLE_AFTER_SPACE) & (prev_ids == space_id))
     return tf.where(draw, drawn, greedy)
@@ -258,14 +260,25 @@ def _mix32(x):
     return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 16))
 
 
-def _uniform(seed, steps, row):
-    """Uniforms in (0, 1), one per row, a pure function of (seed, step, row), each (N,)."""
+def _cast32(v):
     import tensorflow as tf
 
-    def cast(v):
-        return tf.bitwise.bitwise_and(tf.cast(v, tf.int64), _MASK32)
+    return tf.bitwise.bitwise_and(tf.cast(v, tf.int64), _MASK32)
 
-    key = _mix32(cast(_mix32(cast(seed)) + cast(steps)))  # (N,)
+
+def seed_keys(seed):
+    """The part of ``_uniform`` that depends on the seed alone (a loop computes it once)."""
+    return _mix32(_cast32(seed))
+
+
+def _uniform(seed, steps, row, key=None):
+    """Uniforms in (0, 1), one per row, a pure function of (seed, step, row), each (N,).
+    ``key``: ``seed_keys(seed)``, if already computed."""
+    import tensorflow as tf
+
+    cast = _cast32
+    key = seed_keys(seed) if key is None else key
+    key = _mix32(cast(key + cast(steps)))  # (N,)
     h = _mix32(cast(key + cast(row)))
     # 24 bits fit a float32 exactly; +0.5 keeps the draw off 0 and 1.
     return (tf.cast(tf.bitwise.right_shift(h, 8), tf.float32) + 0.5) / float(1 << 24)
@@ -378,6 +391,7 @@ class Sampler:
 
             def chunk(ids, state, lex, forced, n_forced, gen_start, lex_start, rows):
                 prepared = steps.prepare()  # e.g. the fused weights, once per call
+                rows = {**rows, "key": seed_keys(rows["seed"])}  # once, not at every step
                 fresh = lexer.initial(self.batch) if lexer is not None else ()
                 out = tf.TensorArray(tf.int32, size=CHUNK)
                 for i in tf.range(CHUNK):
@@ -554,6 +568,8 @@ class Rows:
     """
 
     def __init__(self, capacity: int, sampler_for, sizes=None):
+        import tensorflow as tf
+
         self.capacity, self.sampler_for = capacity, sampler_for
         self.sizes = sorted(set(sizes or [capacity]) | {capacity})
         sampler = sampler_for(self.sizes[0])
@@ -561,12 +577,15 @@ class Rows:
         self._lexer = sampler._lexer
         self.state = self.steps.zeros(capacity)
         self.lex = None  # the lexer's state, made when a constrained row first joins
-        self.ids = np.zeros(capacity, np.int32)
+        self.ids = tf.zeros((capacity,), tf.int32)  # the id each row reads next
         self.pending = [np.zeros(0, np.int32)] * capacity  # prefix ids still to read
         self.gen = np.zeros(capacity, np.int32)  # generation index of the next chunk's step 0
         self.lex_start = np.zeros(capacity, np.int32)
         self.options = [None] * capacity  # None: a free row
         self.settings = row_settings(SamplingOptions(), capacity)
+        self._plan = None  # the batch size, rows, features and settings of the next chunk
+        self._reading = False  # whether any row still has a prefix to read
+        self._no_prefix = {}  # size -> forced ids and counts when no row reads a prefix
 
     @property
     def free(self) -> list[int]:
@@ -585,7 +604,8 @@ class Rows:
         first, forced, state = self.steps.start(prefix)
         self.state = tf.nest.map_structure(lambda all_, one: _set_row(all_, row, one),
                                            self.state, state)
-        self.ids[row], self.pending[row] = first, forced
+        self.ids = _set_row(self.ids, row, tf.constant([first], tf.int32))
+        self.pending[row] = forced
         self.gen[row] = -len(forced)
         # The generation index of the prime's first token, were it taken in the loop.
         self.lex_start[row] = -len(prime)
@@ -605,10 +625,12 @@ class Rows:
         for name, values in row_settings(options, 1, index).items():
             self.settings[name][row] = values[0]
         self.options[row] = options
+        self._plan, self._reading = None, self._reading or bool(len(forced))
 
     def leave(self, row: int) -> None:
         """Free ``row``: its stream ended."""
         self.options[row] = None
+        self._plan = None
 
     def move(self, src: int, dst: int) -> None:
         """Carry the stream in row ``src`` on in the free row ``dst``."""
@@ -617,10 +639,10 @@ class Rows:
         def copy(t):
             return _set_row(t, dst, t[src:src + 1])
 
-        self.state = tf.nest.map_structure(copy, self.state)
+        self.state, self.ids = tf.nest.map_structure(copy, (self.state, self.ids))
         if self.lex is not None:
             self.lex = tf.nest.map_structure(copy, self.lex)
-        for values in (self.ids, self.gen, self.lex_start, *self.settings.values()):
+        for values in (self.gen, self.lex_start, *self.settings.values()):
             values[dst] = values[src]
         self.pending[dst], self.options[dst] = self.pending[src], self.options[src]
         self.leave(src)
@@ -630,33 +652,56 @@ class Rows:
         above it took nothing: an empty ``Taken.ids`` row)."""
         import tensorflow as tf
 
-        active = self.active
-        size = next(s for s in self.sizes if s > (active[-1] if active else 0))
-        features = SamplingOptions.union([self.options[r].features for r in active])
-        forced = np.zeros((size, CHUNK), np.int32)
+        if self._plan is None:  # what the rows need, until one joins or leaves
+            active = self.active
+            size = next(s for s in self.sizes if s > (active[-1] if active else 0))
+            self._plan = (size, active, SamplingOptions.union(
+                [self.options[r].features for r in active]), tf.constant(self.lex_start[:size]),
+                {k: tf.constant(v[:size]) for k, v in self.settings.items()})
+        size, active, features, *inputs = self._plan
+        forced, n_forced = self._forced(size)
+        # A chunk of prefixes only (long primes) draws nothing: a cheaper loop.
+        draw = not n_forced.any() or any(n_forced[r] < CHUNK for r in active)
+        head, ids = _head(self.state, size), _head(self.ids, size)
+        chunk = self.sampler_for(size)._chunk_fn(features, head, draw)
+        lex = _head(self.lex, size) if features[3] else ()
+        out, ids, head, lex = chunk(ids, head, lex, forced[0], forced[1],
+                                    tf.constant(self.gen[:size]), *inputs)
+        self.state, self.ids = _put_head(self.state, head), _put_head(self.ids, ids)
+        if features[3]:
+            self.lex = _put_head(self.lex, lex)
+        self.gen[:size] += CHUNK
+        return Taken(out.numpy(), n_forced)
+
+    def _forced(self, size: int):
+        """(forced ids (size, CHUNK), how many of each row's are forced (size,)) as tensors,
+        and the counts as numbers: the next CHUNK of each row's prefix still to read."""
+        import tensorflow as tf
+
         n_forced = np.zeros(size, np.int32)
+        if not self._reading:
+            if size not in self._no_prefix:
+                self._no_prefix[size] = (tf.zeros((size, CHUNK), tf.int32),
+                                         tf.zeros((size,), tf.int32))
+            return self._no_prefix[size], n_forced
+        forced = np.zeros((size, CHUNK), np.int32)
         for r in range(size):
             pending = self.pending[r]
             if len(pending):
                 n_forced[r] = min(len(pending), CHUNK)
                 forced[r, :n_forced[r]] = pending[:CHUNK]
                 self.pending[r] = pending[CHUNK:]
-        # A chunk of prefixes only (long primes) draws nothing: a cheaper loop.
-        draw = any(n_forced[r] < CHUNK for r in active)
-        head = tf.nest.map_structure(lambda t: t[:size], self.state)
-        chunk = self.sampler_for(size)._chunk_fn(features, head, draw)
-        lex = tf.nest.map_structure(lambda t: t[:size], self.lex) if features[3] else ()
-        out, ids, head, lex = chunk(
-            tf.constant(self.ids[:size]), head, lex, tf.constant(forced),
-            tf.constant(n_forced), tf.constant(self.gen[:size]),
-            tf.constant(self.lex_start[:size]),
-            {k: tf.constant(v[:size]) for k, v in self.settings.items()})
-        self.state = _put_head(self.state, head)
-        if features[3]:
-            self.lex = _put_head(self.lex, lex)
-        self.ids[:size] = ids.numpy()
-        self.gen[:size] += CHUNK
-        return Taken(out.numpy(), n_forced)
+        self._reading = any(len(p) for p in self.pending)
+        return (tf.constant(forced), tf.constant(n_forced)), n_forced
+
+
+def _head(batched, size: int):
+    """The first ``size`` rows of every tensor of ``batched`` (itself when that is all)."""
+    import tensorflow as tf
+
+    if tf.nest.flatten(batched)[0].shape[0] == size:
+        return batched
+    return tf.nest.map_structure(lambda t: t[:size], batched)
 
 
 def row_settings(options: SamplingOptions, batch: int, index=None) -> dict:
@@ -676,10 +721,10 @@ def _put_head(full, head):
     """``full`` (C, ...) with its first rows replaced by ``head`` (k, ...)."""
     import tensorflow as tf
 
-    def put(f, h):
-        return h if h.shape[0] == f.shape[0] else tf.concat([h, f[h.shape[0]:]], axis=0)
-
-    return tf.nest.map_structure(put, full, head)
+    if tf.nest.flatten(head)[0].shape[0] == tf.nest.flatten(full)[0].shape[0]:
+        return head
+    return tf.nest.map_structure(lambda f, h: tf.concat([h, f[h.shape[0]:]], axis=0),
+                                 full, head)
 
 
 def _set_row(batched, row: int, one):

@@ -45,6 +45,8 @@ MAX_CHOICES = 16  # n
 MAX_STOPS = 16
 MAX_BODY_BYTES = 1 << 20
 RETRY_AFTER_S = 1
+CLIENT_GONE = 499  # the status logged for a client that left before its answer
+DISCONNECT_CHECK_S = 0.5  # how often a request waiting for its whole answer looks for it
 # On SIGTERM or Ctrl-C, streams in flight get this long to finish before they are cut.
 GRACEFUL_SHUTDOWN_S = 30
 
@@ -279,16 +281,21 @@ def create_app(model, *, max_batch: int = 32, max_tokens: int = 4096, max_queue:
                                      media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache"})
         texts, finishes = [job.prompt if job.echo else "" for _ in streams], [None] * job.n
+        checked = time.monotonic()
         try:
             while None in finishes:
                 try:
-                    index, text, finish = await asyncio.wait_for(queue.get(), timeout=1.0)
+                    piece = await asyncio.wait_for(queue.get(), timeout=DISCONNECT_CHECK_S)
                 except asyncio.TimeoutError:
+                    piece = None
+                if time.monotonic() - checked >= DISCONNECT_CHECK_S:
+                    checked = time.monotonic()
                     if await request.is_disconnected():
-                        raise asyncio.CancelledError from None
-                    continue
-                texts[index] += text
-                finishes[index] = finish
+                        return Response(status_code=CLIENT_GONE)  # nobody reads it
+                if piece is not None:
+                    index, text, finish = piece
+                    texts[index] += text
+                    finishes[index] = finish
         finally:
             for stream in streams:
                 stream.cancel()  # a no-op for finished ones; frees a row if the client left

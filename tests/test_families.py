@@ -117,7 +117,9 @@ def test_streams_of_one_sampler_read_in_turns_keep_their_own_text(family, fused)
     assert not np.array_equal(alone[0], alone[1])
 
 
-@pytest.mark.parametrize("family", ["bigram", "lstm", "transformer"])  # one per provider
+@pytest.mark.parametrize("family", [  # one per step provider; two of them slow (10 s each)
+    pytest.param("bigram", marks=pytest.mark.slow), "lstm",
+    pytest.param("transformer", marks=pytest.mark.slow)])
 def test_rows_join_leave_and_move_while_others_stream(family):
     # Continuous batching: streams join a running batch, leave it and are packed into a
     # lower row, each with its own prime and settings (a constraint, top-k, top-p,

@@ -270,6 +270,7 @@ def test_number_flags_refuse_nan_naming_the_flag(trained_run, tmp_path, flag):
 
 # Siblings: numbers too big for the machine or for Keras gave tracebacks (an OOM, a
 # RecursionError, an OverflowError, too many open files).
+@pytest.mark.slow  # builds a model that cannot fit, then waits for TensorFlow to say so
 def test_numbers_too_big_for_the_machine_are_one_line(trained_run, tmp_path):
     data_dir, save = trained_run
     train = ["train", "--data_dir", str(data_dir), "--save_dir", str(tmp_path / "new"),

@@ -8,7 +8,6 @@ disconnects. The page's test in a real browser is in test_page.py.
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -17,6 +16,7 @@ import time
 import pytest
 
 import kerasgen
+from serving import running_server
 
 pytest.importorskip("starlette")
 from starlette.testclient import TestClient  # noqa: E402
@@ -198,34 +198,11 @@ def test_overlapping_requests_are_batched_and_never_mix(client, model):
 
 # ---------------------------------------------------------------- a real server
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(trained_run):
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "kerasgen", "serve", "--save_dir",
-                             str(trained_run[1]), "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    import httpx
-
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail("kerasgen serve did not start: " + proc.stderr.read()[-2000:])
-    yield url, proc
-    if proc.poll() is None:
-        proc.kill()
+    # --max_tokens lets a request stream for a minute, longer than any test waits.
+    with running_server(trained_run[1], "--max_tokens", "5000000") as (url, proc):
+        yield url, proc
 
 
 def test_the_openai_client_streams_from_a_real_server(server, model):
@@ -246,9 +223,19 @@ def test_a_client_that_leaves_mid_stream_frees_its_row(server):
 
     url, _ = server
     with httpx.stream("POST", url + "/v1/completions", json={
-            "prompt": "KING", "max_tokens": 4096, "stream": True, "temperature": 1.0},
-            timeout=30) as r:
-        next(r.iter_lines())
+            "prompt": "KING", "max_tokens": 5000000, "stream": True}, timeout=30) as r:
+        lines = r.iter_lines()  # held: a dropped iterator closes the connection
+        assert next(lines).startswith("data: ")
+        assert httpx.get(url + "/health").json()["active_rows"] == 1
+    deadline = time.time() + 10
+    while httpx.get(url + "/health").json()["active_rows"] and time.time() < deadline:
+        time.sleep(0.05)
+    assert httpx.get(url + "/health").json()["active_rows"] == 0
+    # The same for a client that waits for a whole answer and leaves (the engine is
+    # asked within a second; 499 in the log).
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(url + "/v1/completions", json={"prompt": "KING", "max_tokens": 5000000},
+                   timeout=1.0)
     deadline = time.time() + 10
     while httpx.get(url + "/health").json()["active_rows"] and time.time() < deadline:
         time.sleep(0.05)
@@ -270,7 +257,7 @@ def test_sigterm_lets_streams_finish_then_exits_0(server):
         json.loads(line[6:])["choices"][0]["text"] for line in rest[:-1])
     assert len(text) == 3000
     assert proc.wait(timeout=60) == 0
-    err = proc.stderr.read()
+    err = proc.log()
     assert "Traceback" not in err and "POST /v1/completions 200 3000 chars" in err
 
 
@@ -279,3 +266,33 @@ def test_serve_refuses_a_missing_run_in_one_line(tmp_path):
                         str(tmp_path / "none")], capture_output=True, text=True, timeout=120,
                        env={**os.environ, "KERASGEN_API_KEY": ""})
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("Error:")
+
+
+def readme_serving() -> tuple[str, str]:
+    """The README's curl line and openai example."""
+    import pathlib
+
+    readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Serving: an API and a page", 1)[1]
+    curl = next(line for line in section.splitlines() if line.startswith("curl "))
+    return curl, section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_client_and_curl_line_run_as_written(trained_run):
+    import shutil
+
+    from serving import free_port, port_is_free
+
+    curl, example = readme_serving()
+    port = 8000 if port_is_free(8000) else free_port()
+    if port != 8000:  # another program has the README's port: the same lines on another
+        curl, example = (t.replace(":8000", f":{port}") for t in (curl, example))
+    with running_server(trained_run[1], port=port):
+        r = subprocess.run([sys.executable, "-c", example], capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert len(r.stdout) == 300
+        if shutil.which("curl"):
+            out = subprocess.run(curl, shell=True, capture_output=True, text=True,
+                                 timeout=120).stdout
+            assert out.strip().endswith("data: [DONE]") and '"text": ' in out
