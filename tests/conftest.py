@@ -62,6 +62,17 @@ def trained_run(tmp_path_factory):
     return base / "data", save
 
 
+@pytest.fixture
+def own_run(trained_run, tmp_path):
+    """A copy of the session's trained run that a test may change: (data folder, copy)."""
+    import shutil
+
+    data, save = trained_run
+    copy = tmp_path / "run"
+    shutil.copytree(save, copy)
+    return data, copy
+
+
 @pytest.fixture(scope="session")
 def old_run():
     """A run folder written by kerasgen 0.1.0, before runs recorded a preamble."""

@@ -40,15 +40,6 @@ def one_error_line(result, code: int) -> str:
     return lines[0]
 
 
-@pytest.fixture
-def own_run(trained_run, tmp_path):
-    """A copy of the session's trained run that a test may change."""
-    data_dir, save = trained_run
-    copy = tmp_path / "run"
-    shutil.copytree(save, copy)
-    return data_dir, copy
-
-
 # 1. kerasgen.train's default progress imported keras.utils.io_utils, which Keras does not
 #    export: the API's default path raised ImportError on a fresh install.
 def test_the_api_trains_with_its_default_progress(tiny_text, tmp_path, capsys):

@@ -33,15 +33,6 @@ def checkpoint_bytes(save):
     return {w: (save / f"{w}.ckpt.h5").read_bytes() for w in ("best", "latest")}
 
 
-@pytest.fixture
-def own_run(trained_run, tmp_path):
-    """A copy of the session's trained run that a test may change."""
-    data, save = trained_run
-    copy = tmp_path / "run"
-    shutil.copytree(save, copy)
-    return data, copy
-
-
 def python_kerasgen(*args, **kwargs):
     return subprocess.Popen([sys.executable, "-m", "kerasgen", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, **kwargs)
