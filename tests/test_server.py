@@ -296,3 +296,10 @@ def test_the_readme_client_and_curl_line_run_as_written(trained_run):
             out = subprocess.run(curl, shell=True, capture_output=True, text=True,
                                  timeout=120).stdout
             assert out.strip().endswith("data: [DONE]") and '"text": ' in out
+
+
+def test_only_loopback_addresses_count_as_this_machine():
+    from kerasgen.server import is_loopback
+
+    assert all(is_loopback(h) for h in ("127.0.0.1", "127.8.0.1", "::1", "localhost"))
+    assert not any(is_loopback(h) for h in ("0.0.0.0", "::", "192.168.1.20", "example.org"))
