@@ -85,15 +85,19 @@ class SamplingOptions:
     @property
     def features(self) -> tuple:
         """Which operations a compiled loop needs for these options: (draws, top-k, top-p,
-        constraint, takes the most likely token at some steps). Seed, temperature and the
-        values of k and p are inputs of the loop, so changing them never recompiles."""
+        constraint, takes the most likely token at some steps, every row shares one seed,
+        temperature and step: ``Rows`` sets the last). Seed, temperature and the values of
+        k and p are inputs of the loop, so changing them never recompiles."""
         return (self.sample != ARGMAX, self.top_k > 0, self.top_p < 1.0,
-                self.constrain is not None, self.sample != SAMPLE)
+                self.constrain is not None, self.sample != SAMPLE, False)
 
     @staticmethod
-    def union(features) -> tuple:
-        """The features a loop needs for rows of each of ``features``."""
-        return tuple(any(f) for f in zip(*features)) if features else (False,) * 5
+    def union(features, shared: bool = False) -> tuple:
+        """The features a loop needs for rows of each of ``features`` (``shared``: they have
+        one seed, temperature and step, so the loop computes those once, not per row)."""
+        if not features:
+            return (False,) * 5 + (shared,)
+        return tuple(any(f) for f in zip(*features))[:5] + (shared,)
 
 
 def check_seed(seed: int | None) -> None:
@@ -190,7 +194,7 @@ def select_rows(logits, prev_ids, steps, rows: dict, features: tuple, space_id: 
     Each row has its own settings, ``rows``: "seed" (int64), "row" (its index among
     the samples of its request), "temperature", "mode" (``--sample``), "top_k"
     (0: off), "top_p" (1: off), each (N,). ``steps`` (N,): the generation index of
-    the token each row draws. ``features``: ``SamplingOptions.features`` of every
+    the token each row draws (a scalar when ``features`` says the rows share it). ``features``: ``SamplingOptions.features`` of every
     row together (which operations the graph needs at all). ``glue``:
     ``_glue_rule(vocab)``; tokens it forbids after ``prev_ids`` are never drawn.
     ``allowed``: (N, V) bool, the only ids that may be drawn (``PythonLexer.allowed``).
@@ -211,7 +215,8 @@ def select_rows(logits, prev_ids, steps, rows: dict, features: tuple, space_id: 
     # Shift the largest logit to 0 before dividing, so that a tiny temperature
     # gives -inf for the others (argmax) instead of inf - inf = nan.
     logits = logits - tf.reduce_max(logits, axis=-1, keepdims=True)
-    logits = logits / rows["temperature"][:, None]
+    shared = features[5]  # one seed, temperature and step for every row: scalars
+    logits = logits / (rows["temperature"][0] if shared else rows["temperature"][:, None])
     if top_k:
         # Each row's k-th largest logit (k <= 0: off).
         vocab = tf.shape(logits)[-1]
@@ -235,7 +240,9 @@ def select_rows(logits, prev_ids, steps, rows: dict, features: tuple, space_id: 
     # Inverse-CDF draw with one uniform per row from a counter-based hash:
     # integer arithmetic gives the same bits compiled (XLA) or not, which TF's
     # stateless categorical op does not.
-    u = _uniform(rows["seed"], steps, rows["row"], rows.get("key"))  # (N,) in (0, 1)
+    # ``steps`` and the "key" (``seed_keys``) are scalars when shared.
+    seed = rows["seed"][0] if shared else rows["seed"]
+    u = _uniform(seed, steps, rows["row"], rows.get("key"))  # (N,) in (0, 1)
     cdf = tf.cumsum(tf.nn.softmax(logits), axis=-1)  # (N, V)
     drawn = tf.reduce_sum(tf.cast(cdf < u[:, None] * cdf[:, -1:], tf.int32), axis=-1)
     drawn = tf.minimum(drawn, tf.shape(logits)[-1] - 1)
@@ -366,12 +373,13 @@ class Sampler:
     def _chunk_fn(self, features: tuple, state, draw: bool = True):
         """The compiled loop of CHUNK steps for rows that need ``features``.
 
-        ``chunk(ids, state, lex, forced, n_forced, gen_start, lex_start, rows)
+        ``chunk(ids, state, lex, forced, counters, ints, floats, seeds)
         -> (taken (N, CHUNK), last ids (N,), state, lex)``: a pure function of its
         inputs. ``state`` is the rows' model state (the provider's), ``lex`` their
-        lexer state (``()`` without a constraint), ``rows`` their settings
-        (``select_rows``); the caller carries state and lex from one chunk to the
-        next, so every row owns its state and streams never mix.
+        lexer state (``()`` without a constraint); ``counters`` (N, 3) each row's
+        n_forced, gen_start and lex_start; ``ints``, ``floats``, ``seeds`` its
+        settings (``Rows.packed``). The caller carries state and lex from one chunk
+        to the next, so every row owns its state and streams never mix.
 
         Step ``i`` of row r reads ``ids[r]`` and then takes ``forced[r, i]`` while
         ``i < n_forced[r]`` (its prefix), else draws generation index
@@ -389,9 +397,17 @@ class Sampler:
             lexer = self._lexer() if constrain else None
             steps = self.steps
 
-            def chunk(ids, state, lex, forced, n_forced, gen_start, lex_start, rows):
+            def chunk(ids, state, lex, forced, counters, ints, floats, seeds):
+                # Few inputs, each binding costs a call: the per-row numbers come packed.
+                n_forced, gen_start, lex_start = tf.unstack(counters, axis=1)
+                rows = {"mode": ints[:, 0], "top_k": ints[:, 1], "row": ints[:, 2],
+                        "constrained": ints[:, 3] > 0, "temperature": floats[:, 0],
+                        "top_p": floats[:, 1], "seed": seeds}
                 prepared = steps.prepare()  # e.g. the fused weights, once per call
-                rows = {**rows, "key": seed_keys(rows["seed"])}  # once, not at every step
+                # Once per call, not at every step (scalars when the rows share them).
+                first = gen_start[0] if features[5] else gen_start
+                rows = {**rows, "key": seed_keys(rows["seed"][0] if features[5]
+                                                 else rows["seed"])}
                 fresh = lexer.initial(self.batch) if lexer is not None else ()
                 out = tf.TensorArray(tf.int32, size=CHUNK)
                 for i in tf.range(CHUNK):
@@ -404,7 +420,7 @@ class Sampler:
                         if lexer is not None:
                             allowed = lexer.allowed(lex) | ~rows["constrained"][:, None]
                         logits, state = steps.step(ids, state, prepared)
-                        drawn = select_rows(logits, ids, gen_start + i, rows, features,
+                        drawn = select_rows(logits, ids, first + i, rows, features,
                                             self.space_id, self.glue, allowed)
                         ids = tf.where(i < n_forced, forced[:, i], drawn)
                     else:
@@ -422,11 +438,12 @@ class Sampler:
                 return tf.nest.map_structure(
                     lambda t: tf.TensorSpec(np.shape(t), tf.as_dtype(t.dtype)), structure)
 
-            vector = tf.TensorSpec([self.batch], tf.int32)
-            lex_spec = spec(lexer.initial(self.batch)) if lexer is not None else ()
-            signature = [vector, spec(state), lex_spec,
-                         tf.TensorSpec([self.batch, CHUNK], tf.int32), vector, vector, vector,
-                         spec(row_settings(SamplingOptions(), self.batch))]
+            n = self.batch
+            lex_spec = spec(lexer.initial(n)) if lexer is not None else ()
+            signature = [tf.TensorSpec([n], tf.int32), spec(state), lex_spec,
+                         tf.TensorSpec([n, CHUNK], tf.int32), tf.TensorSpec([n, 3], tf.int32),
+                         tf.TensorSpec([n, 4], tf.int32), tf.TensorSpec([n, 2], tf.float32),
+                         tf.TensorSpec([n], tf.int64)]
             self._compiled[key] = tf.function(chunk, jit_compile=self._jit
                                               ).get_concrete_function(*signature)
         return self._compiled[key]
@@ -585,7 +602,7 @@ class Rows:
         self.settings = row_settings(SamplingOptions(), capacity)
         self._plan = None  # the batch size, rows, features and settings of the next chunk
         self._reading = False  # whether any row still has a prefix to read
-        self._no_prefix = {}  # size -> forced ids and counts when no row reads a prefix
+        self._no_prefix = {}  # size -> the forced ids when no row reads a prefix
 
     @property
     def free(self) -> list[int]:
@@ -655,34 +672,47 @@ class Rows:
         if self._plan is None:  # what the rows need, until one joins or leaves
             active = self.active
             size = next(s for s in self.sizes if s > (active[-1] if active else 0))
+            # One request on every row (kerasgen sample): one seed, temperature and step.
+            shared = size == len(active) and len({self.gen[r] for r in active}) == 1 and all(
+                len(set(v[:size])) == 1 for k, v in self.settings.items() if k != "row")
             self._plan = (size, active, SamplingOptions.union(
-                [self.options[r].features for r in active]), tf.constant(self.lex_start[:size]),
-                {k: tf.constant(v[:size]) for k, v in self.settings.items()})
-        size, active, features, *inputs = self._plan
+                [self.options[r].features for r in active], shared), self.packed(size))
+        size, active, features, settings = self._plan
         forced, n_forced = self._forced(size)
         # A chunk of prefixes only (long primes) draws nothing: a cheaper loop.
         draw = not n_forced.any() or any(n_forced[r] < CHUNK for r in active)
         head, ids = _head(self.state, size), _head(self.ids, size)
         chunk = self.sampler_for(size)._chunk_fn(features, head, draw)
         lex = _head(self.lex, size) if features[3] else ()
-        out, ids, head, lex = chunk(ids, head, lex, forced[0], forced[1],
-                                    tf.constant(self.gen[:size]), *inputs)
+        counters = np.stack([n_forced, self.gen[:size], self.lex_start[:size]], axis=1)
+        out, ids, head, lex = chunk(ids, head, lex, forced, tf.constant(counters), *settings)
         self.state, self.ids = _put_head(self.state, head), _put_head(self.ids, ids)
         if features[3]:
             self.lex = _put_head(self.lex, lex)
         self.gen[:size] += CHUNK
         return Taken(out.numpy(), n_forced)
 
+    def packed(self, size: int) -> tuple:
+        """The settings of the first ``size`` rows as the compiled loop takes them:
+        (mode, top_k, row, constrained) int32 (size, 4), (temperature, top_p) float32
+        (size, 2), seed int64 (size,)."""
+        import tensorflow as tf
+
+        s = {k: v[:size] for k, v in self.settings.items()}
+        return (tf.constant(np.stack([s["mode"], s["top_k"], s["row"],
+                                      s["constrained"].astype(np.int32)], axis=1)),
+                tf.constant(np.stack([s["temperature"], s["top_p"]], axis=1)),
+                tf.constant(s["seed"]))
+
     def _forced(self, size: int):
-        """(forced ids (size, CHUNK), how many of each row's are forced (size,)) as tensors,
-        and the counts as numbers: the next CHUNK of each row's prefix still to read."""
+        """The next CHUNK of each row's prefix still to read: (forced ids (size, CHUNK), a
+        tensor, and how many of each row's are forced (size,))."""
         import tensorflow as tf
 
         n_forced = np.zeros(size, np.int32)
         if not self._reading:
             if size not in self._no_prefix:
-                self._no_prefix[size] = (tf.zeros((size, CHUNK), tf.int32),
-                                         tf.zeros((size,), tf.int32))
+                self._no_prefix[size] = tf.zeros((size, CHUNK), tf.int32)
             return self._no_prefix[size], n_forced
         forced = np.zeros((size, CHUNK), np.int32)
         for r in range(size):
@@ -692,7 +722,7 @@ class Rows:
                 forced[r, :n_forced[r]] = pending[:CHUNK]
                 self.pending[r] = pending[CHUNK:]
         self._reading = any(len(p) for p in self.pending)
-        return (tf.constant(forced), tf.constant(n_forced)), n_forced
+        return tf.constant(forced), n_forced
 
 
 def _head(batched, size: int):
