@@ -194,8 +194,9 @@ def select_rows(logits, prev_ids, steps, rows: dict, features: tuple, space_id: 
     Each row has its own settings, ``rows``: "seed" (int64), "row" (its index among
     the samples of its request), "temperature", "mode" (``--sample``), "top_k"
     (0: off), "top_p" (1: off), each (N,). ``steps`` (N,): the generation index of
-    the token each row draws (a scalar when ``features`` says the rows share it). ``features``: ``SamplingOptions.features`` of every
-    row together (which operations the graph needs at all). ``glue``:
+    the token each row draws (a scalar when ``features`` says the rows share it).
+    ``features``: ``SamplingOptions.features`` of every row together (which
+    operations the graph needs at all). ``glue``:
     ``_glue_rule(vocab)``; tokens it forbids after ``prev_ids`` are never drawn.
     ``allowed``: (N, V) bool, the only ids that may be drawn (``PythonLexer.allowed``).
     """

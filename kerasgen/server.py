@@ -272,7 +272,6 @@ def create_app(model, *, max_batch: int = 32, max_tokens: int = 4096, max_queue:
                 engine.submit(streams)
             except Busy as e:
                 raise ApiError(503, str(e), kind="server_busy") from None
-        request.state.streams = streams
         head = {"id": f"cmpl-{uuid.uuid4().hex[:24]}", "object": "text_completion",
                 "created": int(time.time()), "model": name}
         prompt_tokens = len(model.vocab.encode(job.prompt))
