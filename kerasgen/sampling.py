@@ -519,7 +519,7 @@ class Sampler:
         """
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
-        rows = self.rows()
+        rows = Rows(self.batch, lambda size: self, one_request=True)
         for r in range(self.batch):
             rows.join(r, prime, options, index=r)
         made = 0
@@ -585,10 +585,13 @@ class Rows:
     so a lone stream runs at the speed of one.
     """
 
-    def __init__(self, capacity: int, sampler_for, sizes=None):
+    def __init__(self, capacity: int, sampler_for, sizes=None, one_request: bool = False):
         import tensorflow as tf
 
-        self.capacity, self.sampler_for = capacity, sampler_for
+        # one_request: every row is a sample of one request (``Sampler.stream_ids``), so
+        # the loop may compute the settings they share once. Rows that come and go keep
+        # the per-row loop: one compiled loop per batch size, whoever joins.
+        self.capacity, self.sampler_for, self.one_request = capacity, sampler_for, one_request
         self.sizes = sorted(set(sizes or [capacity]) | {capacity})
         sampler = sampler_for(self.sizes[0])
         self.steps, self.vocab, self.preamble = sampler.steps, sampler.vocab, sampler.preamble
@@ -674,7 +677,9 @@ class Rows:
             active = self.active
             size = next(s for s in self.sizes if s > (active[-1] if active else 0))
             # One request on every row (kerasgen sample): one seed, temperature and step.
-            shared = size == len(active) and len({self.gen[r] for r in active}) == 1 and all(
+            # (A lone row always shares its own: one loop at size 1, whoever it is.)
+            shared = size == 1 or self.one_request and size == len(active) and len(
+                {self.gen[r] for r in active}) == 1 and all(
                 len(set(v[:size])) == 1 for k, v in self.settings.items() if k != "row")
             self._plan = (size, active, SamplingOptions.union(
                 [self.options[r].features for r in active], shared), self.packed(size))
