@@ -13,13 +13,15 @@ definition, shared by the sampler and ``kerasgen evaluate``'s start penalty.
 
 The loop. ``Sampler`` runs the per-token loop inside one compiled
 ``tf.function`` (XLA on by default), ``CHUNK`` tokens per call; the chunk size
-is fixed, so neither ``n`` nor the prime's length ever recompiles. A
-recurrent model reads its prefix in the same loop, the prefix's tokens
-forced instead of drawn, so a long prime costs what generating as many
-tokens does. A transformer's prefix goes straight into its sliding window
-(only the last ``context`` tokens can matter), and a bigram reads only the
-last token. Recurrent models are computed with ``kerasgen.fused.FusedModel``
-over their own weights, the state a loop variable.
+is fixed, so neither ``n`` nor the prime's length ever recompiles. The
+model's family comes in as a step provider (``kerasgen.families``): its
+state, one step, and how a prime is read (a recurrent model reads its prefix
+in the loop, forced instead of drawn, so a long prime costs what generating
+as many tokens does; a transformer's goes straight into its sliding window;
+a bigram reads only the last token). The state goes into each compiled call
+and comes out of it: ``Rows`` holds it per row, with each row's prime,
+seed and settings, so streams never share state and a server's streams can
+join and leave a running batch.
 
 A constraint (``SamplingOptions.constrain``, ``"python"``:
 ``kerasgen.python_lexer``) is a lexer that runs in the same loop: it reads

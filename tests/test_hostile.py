@@ -4,7 +4,6 @@ Each test names what a user met before it was fixed. Tiny models throughout; the
 session's trained run (``trained_run``) is copied before anything is damaged.
 """
 
-import json
 import os
 import pathlib
 import shutil
