@@ -6,7 +6,9 @@ with open("kerasgen/__init__.py", encoding="utf-8") as f:
 setup(
     name="kerasgen",
     version=version,
-    description="Character-level text generation with stateful Keras RNNs (char-rnn on TF2/Keras 3)",
+    description=(
+        "Character-level text generation with stateful Keras RNNs (char-rnn on TF2/Keras 3)"
+    ),
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
@@ -34,8 +36,16 @@ setup(
         "uvicorn>=0.30,<1",
     ],
     # httpx: Starlette's test client; openai: the client the server is tested with;
-    # selenium: drives Debian's chromium through its chromedriver for the page's test.
-    extras_require={"test": ["pytest>=7,<10", "httpx>=0.27,<1", "openai>=1.40,<4",
-                             "selenium>=4.20,<5"]},
+    # selenium: drives Debian's chromium through its chromedriver for the page's test;
+    # and the linter and formatter .ci/run runs, held to one minor series (its output changes).
+    extras_require={
+        "test": [
+            "pytest>=7,<10",
+            "httpx>=0.27,<1",
+            "openai>=1.40,<4",
+            "selenium>=4.20,<5",
+            "ruff>=0.17,<0.18",
+        ]
+    },
     entry_points={"console_scripts": ["kerasgen=kerasgen_cli.main:run"]},
 )

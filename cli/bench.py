@@ -7,25 +7,55 @@ import json
 import click
 
 from kerasgen_cli.errors import library_errors
-from kerasgen_cli.options import (POSITIVE, keep_prob_options, model_shape_options, option,
-                                  verbose_option)
+from kerasgen_cli.options import (
+    POSITIVE,
+    keep_prob_options,
+    model_shape_options,
+    option,
+    verbose_option,
+)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @model_shape_options()
 @keep_prob_options
 @option("--vocab_size", default=65, type=POSITIVE, help="Vocabulary size (tiny Shakespeare: 65).")
-@option("--seconds", default=10.0, type=click.FloatRange(0.0, min_open=True),
-         help="Timed seconds per measurement (training, 1-stream and N-stream sampling), "
-              "after a warm-up.")
-@option("--sample_streams", default=64, type=POSITIVE,
-         help="Streams generated together for the batched sampling figure.")
-@click.option("--fused/--no_fused", " /--no-fused", "fused", default=True,
-              show_default=True, help="Measure the fused fast path, or the Keras layers.")
-@click.option("--jit_compile/--no_jit_compile", "--jit-compile/--no-jit-compile", "jit_compile",
-              default=False, show_default=True, help="XLA-compile the training step.")
-@option("--json", "as_json", is_flag=True, default=False,
-         help="Print one JSON object instead of a table.")
+@option(
+    "--seconds",
+    default=10.0,
+    type=click.FloatRange(0.0, min_open=True),
+    help="Timed seconds per measurement (training, 1-stream and N-stream sampling), "
+    "after a warm-up.",
+)
+@option(
+    "--sample_streams",
+    default=64,
+    type=POSITIVE,
+    help="Streams generated together for the batched sampling figure.",
+)
+@click.option(
+    "--fused/--no_fused",
+    " /--no-fused",
+    "fused",
+    default=True,
+    show_default=True,
+    help="Measure the fused fast path, or the Keras layers.",
+)
+@click.option(
+    "--jit_compile/--no_jit_compile",
+    "--jit-compile/--no-jit-compile",
+    "jit_compile",
+    default=False,
+    show_default=True,
+    help="XLA-compile the training step.",
+)
+@option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    default=False,
+    help="Print one JSON object instead of a table.",
+)
 @verbose_option
 @library_errors
 def bench_command(as_json, **options):
@@ -46,22 +76,36 @@ def bench_command(as_json, **options):
         return
     streams = result["sample_streams"]
     rows = [
-        ("training", f"{result['train_chars_per_s']:,.0f} chars/s",
-         f"{result['gflops']:.1f} GFLOP/s at {result['train_flop_per_char'] / 1e6:.2f} "
-         "MFLOP/char"),
+        (
+            "training",
+            f"{result['train_chars_per_s']:,.0f} chars/s",
+            f"{result['gflops']:.1f} GFLOP/s at {result['train_flop_per_char'] / 1e6:.2f} "
+            "MFLOP/char",
+        ),
         ("sampling, 1 stream", f"{result['sample_chars_per_s']:,.0f} chars/s", ""),
-        (f"sampling, {streams} streams", f"{result['sample_batched_chars_per_s']:,.0f} chars/s",
-         "all streams together"),
-        ("reading a prime", f"{result['prime_chars_per_s']:,.0f} chars/s",
-         "a 20,000-character prime, 1 stream"),
+        (
+            f"sampling, {streams} streams",
+            f"{result['sample_batched_chars_per_s']:,.0f} chars/s",
+            "all streams together",
+        ),
+        (
+            "reading a prime",
+            f"{result['prime_chars_per_s']:,.0f} chars/s",
+            "a 20,000-character prime, 1 stream",
+        ),
         ("peak RSS", f"{result['peak_rss_mb']:,.0f} MB", "whole process"),
-        ("warm-up", f"{result['train_warmup_s']:.1f} s train, "
-                    f"{result['sample_warmup_s']:.1f} s sample", "compilation included"),
+        (
+            "warm-up",
+            f"{result['train_warmup_s']:.1f} s train, {result['sample_warmup_s']:.1f} s sample",
+            "compilation included",
+        ),
     ]
-    click.echo(f"{options['model']} {options['num_layers']}x{options['rnn_size']}, batch "
-               f"{options['batch_size']}, seq {options['seq_length']}, "
-               f"{result['params']:,} parameters"
-               f"{'' if options['fused'] else ', Keras layers (--no_fused)'}")
+    click.echo(
+        f"{options['model']} {options['num_layers']}x{options['rnn_size']}, batch "
+        f"{options['batch_size']}, seq {options['seq_length']}, "
+        f"{result['params']:,} parameters"
+        f"{'' if options['fused'] else ', Keras layers (--no_fused)'}"
+    )
     for name, value, note in rows:
         click.echo(f"  {name:<22} {value:>28}  {note}".rstrip())
 

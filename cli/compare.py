@@ -13,13 +13,26 @@ from kerasgen_cli.options import option, verbose_option
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("save_dirs", nargs=-1, required=True, type=click.Path(file_okay=False))
-@option("--data_dir", default=None, type=click.Path(file_okay=False),
-        help="Score the validation split of DATA_DIR/input.txt [default: the first run's "
-             "training data].")
-@option("--checkpoint", default="best", type=click.Choice(["best", "latest"]),
-        help="Weights of each run (runs without a best checkpoint use latest).")
-@option("--json", "as_json", is_flag=True, default=False,
-        help="Print one JSON object per run, one per line.")
+@option(
+    "--data_dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Score the validation split of DATA_DIR/input.txt [default: the first run's "
+    "training data].",
+)
+@option(
+    "--checkpoint",
+    default="best",
+    type=click.Choice(["best", "latest"]),
+    help="Weights of each run (runs without a best checkpoint use latest).",
+)
+@option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    default=False,
+    help="Print one JSON object per run, one per line.",
+)
 @verbose_option
 @library_errors
 def compare_command(save_dirs, data_dir, checkpoint, as_json):
@@ -38,17 +51,27 @@ def compare_command(save_dirs, data_dir, checkpoint, as_json):
             click.echo(json.dumps(d))
         return
     click.echo(f"held-out text: {rows[0].loss.source}, {rows[0].loss.targets:,} characters")
-    header = ("run", "model", "level", "params", "train time", "chars/s", "nats/char",
-              "bits/char")
+    header = ("run", "model", "level", "params", "train time", "chars/s", "nats/char", "bits/char")
     table = [header] + [
-        (row.save_dir, row.model, row.level, f"{row.params:,}",
-         "?" if row.train_seconds is None else f"{row.train_seconds / 60:.1f} min",
-         "?" if row.chars_per_s is None else f"{row.chars_per_s:,.0f}",
-         f"{row.loss.nats_per_char:.4f}", f"{row.loss.bits_per_char:.4f}") for row in rows]
+        (
+            row.save_dir,
+            row.model,
+            row.level,
+            f"{row.params:,}",
+            "?" if row.train_seconds is None else f"{row.train_seconds / 60:.1f} min",
+            "?" if row.chars_per_s is None else f"{row.chars_per_s:,.0f}",
+            f"{row.loss.nats_per_char:.4f}",
+            f"{row.loss.bits_per_char:.4f}",
+        )
+        for row in rows
+    ]
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     for r in table:
-        click.echo("  ".join(c.ljust(w) if i < 3 else c.rjust(w)
-                             for i, (c, w) in enumerate(zip(r, widths))).rstrip())
+        click.echo(
+            "  ".join(
+                c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))
+            ).rstrip()
+        )
 
 
 if __name__ == "__main__":

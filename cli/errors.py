@@ -10,15 +10,29 @@ import sys
 
 import click
 
-from kerasgen.errors import (CheckpointError, DataError, DistributedError, DivergedError,
-                             RunLockedError, StorageError)
+from kerasgen.errors import (
+    CheckpointError,
+    DataError,
+    DistributedError,
+    DivergedError,
+    RunLockedError,
+    StorageError,
+)
 
 EXIT_INTERRUPTED = 130  # the shell's code for a Ctrl-C (128 + SIGINT)
 EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE  # 141, as a tool killed by SIGPIPE exits
-OUT_OF_MEMORY = ("not enough memory{}; use a smaller model (--rnn_size, --num_layers) or "
-                 "fewer streams (--batch_size, --num_samples)")
-RUNTIME_ERRORS = (DataError, CheckpointError, DistributedError, DivergedError, RunLockedError,
-                  StorageError)
+OUT_OF_MEMORY = (
+    "not enough memory{}; use a smaller model (--rnn_size, --num_layers) or "
+    "fewer streams (--batch_size, --num_samples)"
+)
+RUNTIME_ERRORS = (
+    DataError,
+    CheckpointError,
+    DistributedError,
+    DivergedError,
+    RunLockedError,
+    StorageError,
+)
 
 
 class UsageFailure(click.ClickException):
@@ -65,8 +79,9 @@ def library_errors(fn):
             if type(e).__name__ != "ResourceExhaustedError":  # TensorFlow's out-of-memory
                 raise
             shape = re.search(r"tensor with shape\[[\d,]+\]", str(e))
-            raise click.ClickException(OUT_OF_MEMORY.format(
-                f" (a {shape.group(0)})" if shape else "")) from None
+            raise click.ClickException(
+                OUT_OF_MEMORY.format(f" (a {shape.group(0)})" if shape else "")
+            ) from None
 
     return wrapper
 

@@ -8,51 +8,122 @@ import click
 
 from kerasgen.sampling import MAX_SEED
 from kerasgen_cli.errors import library_errors
-from kerasgen_cli.options import (check_constrain, constrain_option, option, truncation_options,
-                                  verbose_option)
+from kerasgen_cli.options import (
+    check_constrain,
+    constrain_option,
+    option,
+    truncation_options,
+    verbose_option,
+)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@option("--save_dir", default="save", type=click.Path(file_okay=False),
-        help="Run folder written by kerasgen train.")
-@option("--data_dir", default=None, type=click.Path(file_okay=False),
-        help="Score the validation split of DATA_DIR/input.txt, cut as training cut it "
-             "[default: the run's training data].")
-@option("--text", "text_file", default=None, type=click.Path(exists=True, dir_okay=False),
-        help="Score this whole file instead of a validation split.")
-@option("--encoding", default=None,
-        help="Encoding of the text [default: the run's training encoding].")
-@option("--checkpoint", default="best", type=click.Choice(["best", "latest"]),
-        help="Weights to use: lowest validation loss, or the newest.")
-@option("--streams", default=32, type=click.IntRange(min=1),
-        help="Contiguous streams the text is cut into and scored in parallel; every "
-             "character is scored once whatever the number.")
-@option("--python_syntax", default=0, type=click.IntRange(min=0),
-        help="Also generate this many samples and report the fraction of their complete "
-             "top-level blocks that ast.parse accepts (0: off).")
-@option("--real_words", default=0, type=click.IntRange(min=0),
-        help="Also generate this many samples and report the share of their words (runs of "
-             "letters, digits and _) that occur in the training text (0: off).")
-@option("-n", "n", default=None, type=click.IntRange(min=1),
-        help="Tokens (characters at char level) per sample for --python_syntax [default: "
-             "2000] and --real_words [default: 300].")
-@option("--temperature", default=1.0, type=click.FloatRange(0.0, min_open=True),
-        help="Sampling temperature for --python_syntax and --real_words.")
+@option(
+    "--save_dir",
+    default="save",
+    type=click.Path(file_okay=False),
+    help="Run folder written by kerasgen train.",
+)
+@option(
+    "--data_dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Score the validation split of DATA_DIR/input.txt, cut as training cut it "
+    "[default: the run's training data].",
+)
+@option(
+    "--text",
+    "text_file",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Score this whole file instead of a validation split.",
+)
+@option(
+    "--encoding", default=None, help="Encoding of the text [default: the run's training encoding]."
+)
+@option(
+    "--checkpoint",
+    default="best",
+    type=click.Choice(["best", "latest"]),
+    help="Weights to use: lowest validation loss, or the newest.",
+)
+@option(
+    "--streams",
+    default=32,
+    type=click.IntRange(min=1),
+    help="Contiguous streams the text is cut into and scored in parallel; every "
+    "character is scored once whatever the number.",
+)
+@option(
+    "--python_syntax",
+    default=0,
+    type=click.IntRange(min=0),
+    help="Also generate this many samples and report the fraction of their complete "
+    "top-level blocks that ast.parse accepts (0: off).",
+)
+@option(
+    "--real_words",
+    default=0,
+    type=click.IntRange(min=0),
+    help="Also generate this many samples and report the share of their words (runs of "
+    "letters, digits and _) that occur in the training text (0: off).",
+)
+@option(
+    "-n",
+    "n",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Tokens (characters at char level) per sample for --python_syntax [default: "
+    "2000] and --real_words [default: 300].",
+)
+@option(
+    "--temperature",
+    default=1.0,
+    type=click.FloatRange(0.0, min_open=True),
+    help="Sampling temperature for --python_syntax and --real_words.",
+)
 @truncation_options
-@option("--seed", default=0, type=click.IntRange(0, MAX_SEED),
-        help="Random seed for the samples of --python_syntax and --real_words.")
-@option("--prime", default="",
-        help=r"With --python_syntax: start every sample with this text (e.g. 'def '; \n, \t "
-             r"and \\ decoded) and also count the samples whose first block finishes within "
-             "-n characters, and how many of those parse.")
+@option(
+    "--seed",
+    default=0,
+    type=click.IntRange(0, MAX_SEED),
+    help="Random seed for the samples of --python_syntax and --real_words.",
+)
+@option(
+    "--prime",
+    default="",
+    help=r"With --python_syntax: start every sample with this text (e.g. 'def '; \n, \t "
+    r"and \\ decoded) and also count the samples whose first block finishes within "
+    "-n characters, and how many of those parse.",
+)
 @constrain_option("With --python_syntax and --real_words [default: none].")
-@option("--json", "as_json", is_flag=True, default=False,
-        help="Print one JSON object instead of a table.")
+@option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    default=False,
+    help="Print one JSON object instead of a table.",
+)
 @verbose_option
 @library_errors
-def evaluate_command(save_dir, data_dir, text_file, encoding, checkpoint, streams,
-                     python_syntax, real_words, n, temperature, top_k, top_p, seed, prime,
-                     constrain, as_json):
+def evaluate_command(
+    save_dir,
+    data_dir,
+    text_file,
+    encoding,
+    checkpoint,
+    streams,
+    python_syntax,
+    real_words,
+    n,
+    temperature,
+    top_k,
+    top_p,
+    seed,
+    prime,
+    constrain,
+    as_json,
+):
     """Score the model in SAVE_DIR on held-out text (nats and bits per character).
 
     Every next character (token, at word and bpe levels) of the text is scored
@@ -72,8 +143,8 @@ def evaluate_command(save_dir, data_dir, text_file, encoding, checkpoint, stream
     """
     import kerasgen
     from kerasgen.evaluate import REAL_WORDS_TOKENS, count_real_words, evaluate_model
-    from kerasgen.python_code import SYNTAX_SAMPLE_CHARS, check_syntax_prime, sample_syntax
     from kerasgen.model import configure_cpu_threads
+    from kerasgen.python_code import SYNTAX_SAMPLE_CHARS, check_syntax_prime, sample_syntax
     from kerasgen.sampling import SamplingOptions, decode_prime
 
     configure_cpu_threads()
@@ -87,10 +158,12 @@ def evaluate_command(save_dir, data_dir, text_file, encoding, checkpoint, stream
     check_constrain(model, constrain)
     if python_syntax:
         check_syntax_prime(model, prime)  # before the loss, which takes a while
-    loss = evaluate_model(model, data_dir=data_dir, text_file=text_file, encoding=encoding,
-                          streams=streams)
-    options = SamplingOptions(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
-                              constrain=constrain)
+    loss = evaluate_model(
+        model, data_dir=data_dir, text_file=text_file, encoding=encoding, streams=streams
+    )
+    options = SamplingOptions(
+        temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, constrain=constrain
+    )
     syntax = None
     if python_syntax:
         syntax = sample_syntax(model, python_syntax, n or SYNTAX_SAMPLE_CHARS, options, prime)
@@ -119,38 +192,66 @@ def evaluate_command(save_dir, data_dir, text_file, encoding, checkpoint, stream
 def _loss_rows(loss, save_dir: str, checkpoint: str) -> list[tuple[str, str]]:
     """The table's rows for the held-out loss and the start penalty."""
     step = "" if loss.step is None else f", step {loss.step:,}"
-    rows = [("run", f"{save_dir} ({checkpoint} checkpoint{step})"),
-            ("text", loss.source),
-            ("targets", f"{loss.targets:,} characters" if loss.level == "char"
-             else f"{loss.targets:,} tokens ({loss.chars:,} characters)"),
-            ("loss", f"{loss.nats_per_char:.4f} nats/char  {loss.bits_per_char:.4f} bits/char")]
+    rows = [
+        ("run", f"{save_dir} ({checkpoint} checkpoint{step})"),
+        ("text", loss.source),
+        (
+            "targets",
+            f"{loss.targets:,} characters"
+            if loss.level == "char"
+            else f"{loss.targets:,} tokens ({loss.chars:,} characters)",
+        ),
+        ("loss", f"{loss.nats_per_char:.4f} nats/char  {loss.bits_per_char:.4f} bits/char"),
+    ]
     if loss.level == "word":
-        rows.append(("loss per token", f"{loss.nats_per_token:.4f} nats/token ({loss.unknown:,} "
-                                       "<unk> targets; per char adds their spelling)"))
+        rows.append(
+            (
+                "loss per token",
+                f"{loss.nats_per_token:.4f} nats/token ({loss.unknown:,} "
+                "<unk> targets; per char adds their spelling)",
+            )
+        )
     elif loss.level != "char":
         rows.append(("loss per token", f"{loss.nats_per_token:.4f} nats/token"))
     start = loss.start
     if start is not None:
-        rows.append(("start penalty", f"{start.ratio:.3f}: first {start.chars} characters of "
-                                      f"{start.lines} lines, {start.cold_nats_per_char:.4f} "
-                                      f"nats/char from where sample starts, "
-                                      f"{start.warm_nats_per_char:.4f} after the text before"))
+        rows.append(
+            (
+                "start penalty",
+                f"{start.ratio:.3f}: first {start.chars} characters of "
+                f"{start.lines} lines, {start.cold_nats_per_char:.4f} "
+                f"nats/char from where sample starts, "
+                f"{start.warm_nats_per_char:.4f} after the text before",
+            )
+        )
     return rows
 
 
 def _syntax_rows(syntax, prime: str, options) -> list[tuple[str, str]]:
     """The table's rows for --python_syntax (and its --prime)."""
-    rows = [("python syntax", f"{_rate(syntax.ok, syntax.total, syntax.interval)} "
-                              f"top-level blocks parse ({syntax.samples} samples of "
-                              f"{syntax.chars:,} chars, {_settings(options)})"),
-            ("no block", f"{syntax.never_at_column_0:.1%} of samples never returned to "
-                         "column 0 for a second block (nothing counted from them)")]
+    rows = [
+        (
+            "python syntax",
+            f"{_rate(syntax.ok, syntax.total, syntax.interval)} "
+            f"top-level blocks parse ({syntax.samples} samples of "
+            f"{syntax.chars:,} chars, {_settings(options)})",
+        ),
+        (
+            "no block",
+            f"{syntax.never_at_column_0:.1%} of samples never returned to "
+            "column 0 for a second block (nothing counted from them)",
+        ),
+    ]
     if prime:
-        rows.append((f"prime {prime!r}",
-                     f"{syntax.finished}/{syntax.samples} first blocks finished within "
-                     f"{syntax.chars:,} chars; of those, "
-                     f"{_rate(syntax.finished_ok, syntax.finished, syntax.finished_interval)}"
-                     " parse"))
+        rows.append(
+            (
+                f"prime {prime!r}",
+                f"{syntax.finished}/{syntax.samples} first blocks finished within "
+                f"{syntax.chars:,} chars; of those, "
+                f"{_rate(syntax.finished_ok, syntax.finished, syntax.finished_interval)}"
+                " parse",
+            )
+        )
     return rows
 
 
@@ -159,9 +260,14 @@ def _words_rows(words, level: str, options) -> list[tuple[str, str]]:
     rate = "n/a" if words.rate is None else f"{words.rate:.1%}"
     unit = "characters" if level == "char" else "tokens"
     missing = "; not found: " + ", ".join(words.missing) if words.missing else ""
-    return [("real words", f"{rate}: {words.found:,}/{words.total:,} generated words occur "
-                           f"in the training text ({words.samples} samples of "
-                           f"{words.tokens:,} {unit}, {_settings(options)}){missing}")]
+    return [
+        (
+            "real words",
+            f"{rate}: {words.found:,}/{words.total:,} generated words occur "
+            f"in the training text ({words.samples} samples of "
+            f"{words.tokens:,} {unit}, {_settings(options)}){missing}",
+        )
+    ]
 
 
 def _settings(options) -> str:

@@ -9,13 +9,25 @@ from kerasgen_cli.options import option, verbose_option
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@option("--save_dir", default="save", type=click.Path(file_okay=False),
-        help="Run folder written by kerasgen train.")
-@option("--out", required=True, type=click.Path(),
-        help="Folder to write the SavedModel to (must not exist yet).")
-@option("--checkpoint", default="best", type=click.Choice(["best", "latest"]),
-        help="Weights to export: lowest validation loss (the latest when there is none yet), "
-             "or the newest.")
+@option(
+    "--save_dir",
+    default="save",
+    type=click.Path(file_okay=False),
+    help="Run folder written by kerasgen train.",
+)
+@option(
+    "--out",
+    required=True,
+    type=click.Path(),
+    help="Folder to write the SavedModel to (must not exist yet).",
+)
+@option(
+    "--checkpoint",
+    default="best",
+    type=click.Choice(["best", "latest"]),
+    help="Weights to export: lowest validation loss (the latest when there is none yet), "
+    "or the newest.",
+)
 @verbose_option
 @library_errors
 def export_command(save_dir, out, checkpoint):
@@ -32,8 +44,11 @@ def export_command(save_dir, out, checkpoint):
 
     configure_cpu_threads()
     export(save_dir, out, checkpoint)
-    click.echo(f"wrote {out}: serving_default(prime: string [batch], n: int32, temperature: "
-               "float32, seed: int64) -> text: string [batch]", err=True)
+    click.echo(
+        f"wrote {out}: serving_default(prime: string [batch], n: int32, temperature: "
+        "float32, seed: int64) -> text: string [batch]",
+        err=True,
+    )
 
 
 if __name__ == "__main__":

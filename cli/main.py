@@ -30,7 +30,6 @@ main.add_command(export_command, "export")
 main.add_command(serve_command, "serve")
 
 
-
 def run():
     """The console entry point: TensorFlow's log lines filtered (``native_logs``), then Click."""
     run_command(main)

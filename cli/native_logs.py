@@ -18,10 +18,11 @@ import threading
 
 VERBOSE_ENV = "KERASGEN_VERBOSE"
 TF_LOG_LINE = re.compile(
-    rb"^(?:[IWE]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [\w.]+:\d+\]"  # absl: I0000 00:00:17955... port.cc:153]
+    rb"^(?:[IWE]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [\w.]+:\d+\]"  # absl: I0000 00:00:17.9 port.cc:153]
     rb"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWE] "  # TensorFlow's older format
     rb"|WARNING: All log messages before absl::InitializeLog\(\) is called"
-    rb"|To enable the following instructions: .*rebuild TensorFlow)")
+    rb"|To enable the following instructions: .*rebuild TensorFlow)"
+)
 
 
 def verbose_requested(argv=None) -> bool:
@@ -40,8 +41,9 @@ def quiet_native_logs() -> None:
     read_end, write_end = os.pipe()
     os.dup2(write_end, 2)
     os.close(write_end)
-    sys.stderr = open(terminal, "w", buffering=1, encoding="utf-8", errors="backslashreplace",
-                      closefd=False)
+    sys.stderr = open(
+        terminal, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False
+    )
 
     def forward():
         pending = b""

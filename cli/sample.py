@@ -10,54 +10,129 @@ import click
 
 from kerasgen.sampling import MAX_SEED
 from kerasgen_cli.errors import library_errors
-from kerasgen_cli.options import (check_constrain, constrain_option, option, truncation_options,
-                                  verbose_option)
+from kerasgen_cli.options import (
+    check_constrain,
+    constrain_option,
+    option,
+    truncation_options,
+    verbose_option,
+)
 
 SEPARATOR = "\n\n----\n\n"  # between samples
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@option("--save_dir", default="save", type=click.Path(file_okay=False),
-         help="Run folder written by kerasgen train.")
-@option("-n", "n", default=500, type=click.IntRange(min=0),
-         help="Number of characters to generate (tokens, for a word- or bpe-level model).")
-@option("--prime", default="",
-         help=r"Text to start from (\n, \t and \\ are decoded; tokenized as in training). "
-              "It is read after the run's preamble, as the start of a new paragraph.")
-@option("--stop", "stop", multiple=True,
-        help=r"End each sample just before the first time it generates this text (\n, \t "
-             r"and \\ decoded; repeatable), e.g. --stop '\n\n' for one speech.")
-@option("--sample", "sample", default=1, type=click.IntRange(0, 2),
-         help="0: argmax at each step; 1: sample at each step; 2: sample only after a space.")
-@option("--temperature", default=1.0, type=click.FloatRange(0.0, min_open=True),
-         help="Divide the logits by this (< 1: safer, > 1: wilder).")
+@option(
+    "--save_dir",
+    default="save",
+    type=click.Path(file_okay=False),
+    help="Run folder written by kerasgen train.",
+)
+@option(
+    "-n",
+    "n",
+    default=500,
+    type=click.IntRange(min=0),
+    help="Number of characters to generate (tokens, for a word- or bpe-level model).",
+)
+@option(
+    "--prime",
+    default="",
+    help=r"Text to start from (\n, \t and \\ are decoded; tokenized as in training). "
+    "It is read after the run's preamble, as the start of a new paragraph.",
+)
+@option(
+    "--stop",
+    "stop",
+    multiple=True,
+    help=r"End each sample just before the first time it generates this text (\n, \t "
+    r"and \\ decoded; repeatable), e.g. --stop '\n\n' for one speech.",
+)
+@option(
+    "--sample",
+    "sample",
+    default=1,
+    type=click.IntRange(0, 2),
+    help="0: argmax at each step; 1: sample at each step; 2: sample only after a space.",
+)
+@option(
+    "--temperature",
+    default=1.0,
+    type=click.FloatRange(0.0, min_open=True),
+    help="Divide the logits by this (< 1: safer, > 1: wilder).",
+)
 @truncation_options
-@option("--seed", default=None, type=click.IntRange(0, MAX_SEED),
-         help="Random seed: the same seed gives the same text.")
-@option("--num_samples", default=1, type=click.IntRange(min=1),
-         help="Generate this many independent samples together as one batch.")
-@option("--checkpoint", default="best", type=click.Choice(["best", "latest"]),
-         help="Weights to use: lowest validation loss (the latest when there is none yet), "
-              "or the newest.")
-@click.option("--jit_compile/--no_jit_compile", "--jit-compile/--no-jit-compile", "jit_compile",
-              default=True, show_default=True,
-              help="XLA-compile the sampling loop: about 5x faster, but compiling takes about "
-                   "120 MB more peak memory.")
-@option("--output", "-o", "output", default=None, type=click.Path(dir_okay=False),
-         help="Also write the text to this file (UTF-8), as it is generated.")
-@option("--syntax", default=None, type=click.Choice(["python"]),
-        help="python: print only complete top-level blocks that ast.parse accepts, drawing a "
-             "block again when it fails (the prime is part of the first block); blocks are "
-             "added until -n characters follow the prime. The counts go to stderr.")
-@constrain_option("[default: python with --syntax python on a character-level run, else "
-                  "none]")
-@option("--tries", default=20, type=click.IntRange(min=1),
-        help="With --syntax: draws per block; when all fail, a note says so and the sample "
-             "ends.")
+@option(
+    "--seed",
+    default=None,
+    type=click.IntRange(0, MAX_SEED),
+    help="Random seed: the same seed gives the same text.",
+)
+@option(
+    "--num_samples",
+    default=1,
+    type=click.IntRange(min=1),
+    help="Generate this many independent samples together as one batch.",
+)
+@option(
+    "--checkpoint",
+    default="best",
+    type=click.Choice(["best", "latest"]),
+    help="Weights to use: lowest validation loss (the latest when there is none yet), "
+    "or the newest.",
+)
+@click.option(
+    "--jit_compile/--no_jit_compile",
+    "--jit-compile/--no-jit-compile",
+    "jit_compile",
+    default=True,
+    show_default=True,
+    help="XLA-compile the sampling loop: about 5x faster, but compiling takes about "
+    "120 MB more peak memory.",
+)
+@option(
+    "--output",
+    "-o",
+    "output",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Also write the text to this file (UTF-8), as it is generated.",
+)
+@option(
+    "--syntax",
+    default=None,
+    type=click.Choice(["python"]),
+    help="python: print only complete top-level blocks that ast.parse accepts, drawing a "
+    "block again when it fails (the prime is part of the first block); blocks are "
+    "added until -n characters follow the prime. The counts go to stderr.",
+)
+@constrain_option("[default: python with --syntax python on a character-level run, else none]")
+@option(
+    "--tries",
+    default=20,
+    type=click.IntRange(min=1),
+    help="With --syntax: draws per block; when all fail, a note says so and the sample ends.",
+)
 @verbose_option
 @library_errors
-def sample_command(save_dir, n, prime, stop, sample, temperature, top_k, top_p, seed,
-                   num_samples, checkpoint, jit_compile, output, syntax, constrain, tries):
+def sample_command(
+    save_dir,
+    n,
+    prime,
+    stop,
+    sample,
+    temperature,
+    top_k,
+    top_p,
+    seed,
+    num_samples,
+    checkpoint,
+    jit_compile,
+    output,
+    syntax,
+    constrain,
+    tries,
+):
     """Generate text from the model in SAVE_DIR, printing it as it comes.
 
     With --num_samples N the first sample is printed as it is generated and
@@ -78,10 +153,13 @@ def sample_command(save_dir, n, prime, stop, sample, temperature, top_k, top_p, 
     try:
         model.check_prime(prime)
     except ValueError as e:
-        raise click.BadParameter(str(e).removeprefix("--prime has "), param_hint="--prime")
+        raise click.BadParameter(
+            str(e).removeprefix("--prime has "), param_hint="--prime"
+        ) from None
     if model.checkpoint != checkpoint:
-        click.echo(f"{save_dir} has no {checkpoint} checkpoint yet; using {model.checkpoint}",
-                   err=True)
+        click.echo(
+            f"{save_dir} has no {checkpoint} checkpoint yet; using {model.checkpoint}", err=True
+        )
     if seed is None:
         seed = int.from_bytes(os.urandom(4), "little")
     if constrain is None:
@@ -89,16 +167,33 @@ def sample_command(save_dir, n, prime, stop, sample, temperature, top_k, top_p, 
     check_constrain(model, constrain)
     if syntax is not None:
         if stop:
-            raise click.UsageError("--stop and --syntax do not combine: blocks are whole "
-                                   "statements; bound the length with -n")
-        options = SamplingOptions(sample=sample, temperature=temperature, top_k=top_k,
-                                  top_p=top_p, seed=seed, constrain=constrain)
+            raise click.UsageError(
+                "--stop and --syntax do not combine: blocks are whole "
+                "statements; bound the length with -n"
+            )
+        options = SamplingOptions(
+            sample=sample,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            seed=seed,
+            constrain=constrain,
+        )
         with _Output(output) as out:
             _write_blocks(BlockSampler(model, tries), n, prime, options, num_samples, out)
         return
-    pieces = model.stream(n, prime, sample=sample, temperature=temperature, top_k=top_k,
-                          top_p=top_p, seed=seed, num_samples=num_samples, stop=stop,
-                          constrain=constrain)
+    pieces = model.stream(
+        n,
+        prime,
+        sample=sample,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        seed=seed,
+        num_samples=num_samples,
+        stop=stop,
+        constrain=constrain,
+    )
     with _Output(output) as out:
         if num_samples == 1:
             for piece in pieces:
@@ -119,21 +214,31 @@ def _write_blocks(blocks, n: int, prime: str, options, num_samples: int, out) ->
         for block in blocks.stream(n, prime, options, sample=row):
             out.write(block)
         if stats.gave_up > gave_up:
-            click.echo(f"python syntax: no draw of the next block parsed in {blocks.tries} "
-                       "tries; the sample ends here", err=True)
-    unfinished = (f", {stats.unfinished} of them unfinished after {blocks.limit(n):,} "
-                  "characters" if stats.unfinished else "")
+            click.echo(
+                f"python syntax: no draw of the next block parsed in {blocks.tries} "
+                "tries; the sample ends here",
+                err=True,
+            )
+    unfinished = (
+        f", {stats.unfinished} of them unfinished after {blocks.limit(n):,} characters"
+        if stats.unfinished
+        else ""
+    )
     rate = "" if stats.redraw_rate is None else f" ({stats.redraw_rate:.0%} redrawn)"
-    click.echo(f"python syntax: kept {stats.kept} of {stats.drawn} blocks drawn{rate}; "
-               f"{stats.drawn - stats.kept} thrown away{unfinished}", err=True)
+    click.echo(
+        f"python syntax: kept {stats.kept} of {stats.drawn} blocks drawn{rate}; "
+        f"{stats.drawn - stats.kept} thrown away{unfinished}",
+        err=True,
+    )
 
 
 def _write_samples(pieces, num_samples: int, out) -> None:
     """The first sample as it comes; the others, spooled to temporary files meanwhile
     (so memory stays flat), after it."""
     _allow_open_files(num_samples + 64)  # a spool each, and what the runtime holds open
-    spools = [tempfile.TemporaryFile("w+", encoding="utf-8", newline="")
-              for _ in range(num_samples - 1)]
+    spools = [
+        tempfile.TemporaryFile("w+", encoding="utf-8", newline="") for _ in range(num_samples - 1)
+    ]
     try:
         for row in pieces:
             out.write(row[0])
@@ -142,7 +247,7 @@ def _write_samples(pieces, num_samples: int, out) -> None:
         for spool in spools:
             out.write(SEPARATOR)
             spool.seek(0)
-            for block in iter(lambda: spool.read(1 << 16), ""):
+            for block in iter(lambda s=spool: s.read(1 << 16), ""):
                 out.write(block)
     finally:
         for spool in spools:
@@ -158,9 +263,11 @@ def _allow_open_files(needed: int) -> None:
     if soft == resource.RLIM_INFINITY or soft >= needed:
         return
     if hard != resource.RLIM_INFINITY and hard < needed:
-        raise click.BadParameter(f"needs about {needed:,} open files (one per sample) and this "
-                                 f"system allows {hard:,}; ask for fewer samples at once",
-                                 param_hint="--num_samples")
+        raise click.BadParameter(
+            f"needs about {needed:,} open files (one per sample) and this "
+            f"system allows {hard:,}; ask for fewer samples at once",
+            param_hint="--num_samples",
+        )
     resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 

@@ -11,28 +11,58 @@ from kerasgen_cli.options import option, verbose_option
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@option("--save_dir", default="save", type=click.Path(file_okay=False),
-        help="Run folder written by kerasgen train.")
-@option("--host", default="127.0.0.1",
-        help="Address to listen on; anything but loopback lets other machines in.")
+@option(
+    "--save_dir",
+    default="save",
+    type=click.Path(file_okay=False),
+    help="Run folder written by kerasgen train.",
+)
+@option(
+    "--host",
+    default="127.0.0.1",
+    help="Address to listen on; anything but loopback lets other machines in.",
+)
 @option("--port", default=8000, type=click.IntRange(0, 65535), help="Port to listen on.")
-@option("--checkpoint", default="best", type=click.Choice(["best", "latest"]),
-        help="Weights to serve: lowest validation loss (the latest when there is none yet), "
-             "or the newest.")
-@option("--max_batch", default=32, type=click.IntRange(1, 1024),
-        help="Samples generated at once, as rows of one batch; more wait in the queue.")
-@option("--max_queue", default=256, type=click.IntRange(min=0),
-        help="Samples that may wait for a row; beyond it a request gets 503 with Retry-After.")
-@option("--max_tokens", default=4096, type=click.IntRange(min=1),
-        help="The most tokens (characters at char level) one request may ask for.")
-@option("--api_key", default=None, envvar="KERASGEN_API_KEY", show_envvar=True,
-        help="Require 'Authorization: Bearer KEY' on /v1/ and /metrics. [default: none]")
-@option("--model_name", default=None,
-        help="The model's id in the API. [default: the run folder's name]")
+@option(
+    "--checkpoint",
+    default="best",
+    type=click.Choice(["best", "latest"]),
+    help="Weights to serve: lowest validation loss (the latest when there is none yet), "
+    "or the newest.",
+)
+@option(
+    "--max_batch",
+    default=32,
+    type=click.IntRange(1, 1024),
+    help="Samples generated at once, as rows of one batch; more wait in the queue.",
+)
+@option(
+    "--max_queue",
+    default=256,
+    type=click.IntRange(min=0),
+    help="Samples that may wait for a row; beyond it a request gets 503 with Retry-After.",
+)
+@option(
+    "--max_tokens",
+    default=4096,
+    type=click.IntRange(min=1),
+    help="The most tokens (characters at char level) one request may ask for.",
+)
+@option(
+    "--api_key",
+    default=None,
+    envvar="KERASGEN_API_KEY",
+    show_envvar=True,
+    help="Require 'Authorization: Bearer KEY' on /v1/ and /metrics. [default: none]",
+)
+@option(
+    "--model_name", default=None, help="The model's id in the API. [default: the run folder's name]"
+)
 @verbose_option
 @library_errors
-def serve_command(save_dir, host, port, checkpoint, max_batch, max_queue, max_tokens, api_key,
-                  model_name):
+def serve_command(
+    save_dir, host, port, checkpoint, max_batch, max_queue, max_tokens, api_key, model_name
+):
     """Serve the model in SAVE_DIR: POST /v1/completions (as OpenAI's API, streaming with
     server-sent events), GET /v1/models, /health, /metrics, and a page at /.
 
@@ -43,13 +73,22 @@ def serve_command(save_dir, host, port, checkpoint, max_batch, max_queue, max_to
     from kerasgen.model import configure_cpu_threads
 
     configure_cpu_threads()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
-                        datefmt="%H:%M:%S")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     model = kerasgen.load(save_dir, checkpoint)
-    click.echo(f"serving {save_dir} ({model.config.model}, {model.vocab.level} level) on "
-               f"http://{host}:{port}/ ; Ctrl-C to stop", err=True)
-    model.serve(host, port, max_batch=max_batch, max_queue=max_queue, max_tokens=max_tokens,
-                api_key=api_key, model_name=model_name)
+    click.echo(
+        f"serving {save_dir} ({model.config.model}, {model.vocab.level} level) on "
+        f"http://{host}:{port}/ ; Ctrl-C to stop",
+        err=True,
+    )
+    model.serve(
+        host,
+        port,
+        max_batch=max_batch,
+        max_queue=max_queue,
+        max_tokens=max_tokens,
+        api_key=api_key,
+        model_name=model_name,
+    )
 
 
 if __name__ == "__main__":

@@ -42,22 +42,29 @@ async def stream_one(client, url, chars: int, seed: int) -> tuple[float, float, 
 
 async def clients_at_once(client, url, count: int, chars: int) -> float:
     started = time.perf_counter()
-    results = await asyncio.gather(*(stream_one(client, url, chars, seed)
-                                     for seed in range(count)))
+    results = await asyncio.gather(*(stream_one(client, url, chars, seed) for seed in range(count)))
     return sum(r[2] for r in results) / (time.perf_counter() - started)
 
 
 async def hostile(client, url) -> dict:
     """200 bad or rude requests, 100 of them at once; the statuses seen."""
-    bodies = [b"not json", b"[1, 2]", json.dumps({"prompt": "KING", "max_tokens": 10**9}).encode(),
-              json.dumps({"prompt": "KING", "temperature": "hot"}).encode(),
-              json.dumps({"prompt": "KING", "top_p": 7}).encode(),
-              json.dumps({"prompt": 5}).encode(), b"{" * 5000]
+    bodies = [
+        b"not json",
+        b"[1, 2]",
+        json.dumps({"prompt": "KING", "max_tokens": 10**9}).encode(),
+        json.dumps({"prompt": "KING", "temperature": "hot"}).encode(),
+        json.dumps({"prompt": "KING", "top_p": 7}).encode(),
+        json.dumps({"prompt": 5}).encode(),
+        b"{" * 5000,
+    ]
     statuses: dict = {}
 
     async def bad(k):
-        r = await client.post(url + "/v1/completions", content=bodies[k % len(bodies)],
-                              headers={"content-type": "application/json"})
+        r = await client.post(
+            url + "/v1/completions",
+            content=bodies[k % len(bodies)],
+            headers={"content-type": "application/json"},
+        )
         statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
 
     async def leave(k):
@@ -104,17 +111,26 @@ async def main(args) -> None:
         singles = [await stream_one(client, args.url, args.chars, k) for k in range(args.rounds)]
         one = statistics.median(r[2] / r[1] for r in singles)
         first = statistics.median(r[0] for r in singles)
-        many = statistics.median([await clients_at_once(client, args.url, args.clients,
-                                                        args.chars)
-                                  for _ in range(args.rounds)])
-        print(f"one client, {args.chars} chars streamed: {one:,.0f} chars/s; first piece "
-              f"after {first * 1000:.0f} ms")
-        print(f"{args.clients} clients at once: {many:,.0f} chars/s together "
-              f"({many / one:.1f}x one client)")
+        many = statistics.median(
+            [
+                await clients_at_once(client, args.url, args.clients, args.chars)
+                for _ in range(args.rounds)
+            ]
+        )
+        print(
+            f"one client, {args.chars} chars streamed: {one:,.0f} chars/s; first piece "
+            f"after {first * 1000:.0f} ms"
+        )
+        print(
+            f"{args.clients} clients at once: {many:,.0f} chars/s together "
+            f"({many / one:.1f}x one client)"
+        )
         if args.save_dir:
             alone, batched = in_process(args.save_dir, args.chars, args.clients, args.rounds)
-            print(f"in this process: one stream {alone:,.0f} chars/s (server {one / alone:.0%}), "
-                  f"{args.clients} streams {batched:,.0f} chars/s (server {many / batched:.0%})")
+            print(
+                f"in this process: one stream {alone:,.0f} chars/s (server {one / alone:.0%}), "
+                f"{args.clients} streams {batched:,.0f} chars/s (server {many / batched:.0%})"
+            )
         print("hostile round:", await hostile(client, args.url))
 
 

@@ -23,8 +23,8 @@ Data flows one way, each step in its own module:
 __version__ = "0.1.0"
 
 # After __version__, which rundir reads.
-from kerasgen.export import export  # noqa: E402
-from kerasgen.run import TrainedModel, load  # noqa: E402
-from kerasgen.training import train  # noqa: E402
+from kerasgen.export import export
+from kerasgen.run import TrainedModel, load
+from kerasgen.training import train
 
-__all__ = ["TrainedModel", "export", "load", "train", "__version__"]
+__all__ = ["TrainedModel", "__version__", "export", "load", "train"]

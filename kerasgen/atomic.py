@@ -40,8 +40,9 @@ def atomic_path(path: str, suffix: str = "", before_replace=None):
     """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=TMP_MARK + suffix,
-                               dir=folder)
+    fd, tmp = tempfile.mkstemp(
+        prefix="." + os.path.basename(path) + ".", suffix=TMP_MARK + suffix, dir=folder
+    )
     os.close(fd)
     try:
         os.chmod(tmp, os.stat(path).st_mode & 0o777 if os.path.exists(path) else _new_file_mode())
@@ -58,6 +59,5 @@ def atomic_path(path: str, suffix: str = "", before_replace=None):
 
 
 def write_text(path: str, text: str) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as f:
+        f.write(text)

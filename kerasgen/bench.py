@@ -90,10 +90,14 @@ def run_bench(config: BenchConfig) -> dict:
     from kerasgen.vocab import Vocabulary
 
     keras.utils.set_random_seed(config.seed)
-    model_config = ModelConfig(vocab_size=config.vocab_size, model=config.model,
-                               rnn_size=config.rnn_size, num_layers=config.num_layers,
-                               input_keep_prob=config.input_keep_prob,
-                               output_keep_prob=config.output_keep_prob)
+    model_config = ModelConfig(
+        vocab_size=config.vocab_size,
+        model=config.model,
+        rnn_size=config.rnn_size,
+        num_layers=config.num_layers,
+        input_keep_prob=config.input_keep_prob,
+        output_keep_prob=config.output_keep_prob,
+    )
     batch, seq = config.batch_size, config.seq_length
     # Synthetic text: uniform random ids. Throughput does not depend on content.
     rng = np.random.default_rng(config.seed)
@@ -104,8 +108,9 @@ def run_bench(config: BenchConfig) -> dict:
     optimizer = keras.optimizers.Adam(learning_rate=0.002, global_clipnorm=5.0)
     optimizer.build(model.trainable_variables)
     # Streams at a line start begin from a zero state, as in training (id 0 plays the newline).
-    train_step, _ = compile_steps(model, optimizer, fused=config.fused,
-                                  jit_compile=config.jit_compile, line_start_id=0)
+    train_step, _ = compile_steps(
+        model, optimizer, fused=config.fused, jit_compile=config.jit_compile, line_start_id=0
+    )
     batches = iter(batches_of_ids.dataset().repeat())
 
     def one_step() -> int:
@@ -119,8 +124,9 @@ def run_bench(config: BenchConfig) -> dict:
     train_warmup_s = time.perf_counter() - started
     train_rate = _median_rate(one_step, config.seconds)
 
-    vocab = Vocabulary(tuple(chr(0x4E00 + i) for i in range(config.vocab_size)),
-                       (1,) * config.vocab_size)
+    vocab = Vocabulary(
+        tuple(chr(0x4E00 + i) for i in range(config.vocab_size)), (1,) * config.vocab_size
+    )
     options = SamplingOptions(temperature=1.0, seed=config.seed)
 
     def sampler(streams: int):
@@ -133,8 +139,10 @@ def run_bench(config: BenchConfig) -> dict:
         started = time.perf_counter()
         generator.generate_ids(n, "", options)  # compiles
         warmup = time.perf_counter() - started
-        return _median_rate(lambda: generator.batch * generator.generate_ids(n, "", options)
-                            .shape[1], config.seconds), warmup
+        return _median_rate(
+            lambda: generator.batch * generator.generate_ids(n, "", options).shape[1],
+            config.seconds,
+        ), warmup
 
     one = sampler(1)
     sample_1, sample_warmup_s = sample_rate(one)

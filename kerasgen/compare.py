@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from kerasgen import rundir
 from kerasgen.evaluate import STREAMS, LossResult
 
+
 @dataclass(frozen=True)
 class RunSummary:
     save_dir: str
@@ -18,8 +19,9 @@ class RunSummary:
     loss: LossResult
 
 
-def compare_runs(save_dirs, data_dir: str | None = None, checkpoint: str = "best",
-                 streams: int = STREAMS) -> list[RunSummary]:
+def compare_runs(
+    save_dirs, data_dir: str | None = None, checkpoint: str = "best", streams: int = STREAMS
+) -> list[RunSummary]:
     """Summaries of runs scored on one held-out text: the validation split of
     ``data_dir`` (default: the first run's training data), cut by each run's
     own ``val_frac``; the runs must agree on it, so every row scores the same
@@ -36,18 +38,27 @@ def compare_runs(save_dirs, data_dir: str | None = None, checkpoint: str = "best
     data_dir = data_dir or runs[0].train_config.get("data_dir")
     fracs = {run.train_config.get("val_frac") for run in runs}
     if len(fracs) > 1:
-        raise ValueError("the runs held out different fractions (--val_frac "
-                         + ", ".join(str(f) for f in sorted(fracs, key=str))
-                         + "), so their validation splits differ; compare runs with the same one")
+        raise ValueError(
+            "the runs held out different fractions (--val_frac "
+            + ", ".join(str(f) for f in sorted(fracs, key=str))
+            + "), so their validation splits differ; compare runs with the same one"
+        )
     rows = []
     for save_dir, run in zip(save_dirs, runs):
         model = load(save_dir, checkpoint, jit_compile=False)
         loss = evaluate_model(model, data_dir, streams=streams, start=False)
         seconds = model.state.get("train_seconds")
-        rows.append(RunSummary(
-            save_dir, describe_model(run.model_config), run.vocab.level,
-            count_params(model.build(1)),
-            seconds, model.state.get("train_chars", 0) / seconds if seconds else None, loss))
+        rows.append(
+            RunSummary(
+                save_dir,
+                describe_model(run.model_config),
+                run.vocab.level,
+                count_params(model.build(1)),
+                seconds,
+                model.state.get("train_chars", 0) / seconds if seconds else None,
+                loss,
+            )
+        )
     return rows
 
 

@@ -66,13 +66,19 @@ def download_tiny_shakespeare(data_dir: str) -> str:
     try:
         try:
             fetched = keras.utils.get_file(
-                fname=INPUT_NAME, origin=TINY_SHAKESPEARE_URL, cache_dir=tmp_dir,
-                cache_subdir="", file_hash=TINY_SHAKESPEARE_SHA256, hash_algorithm="sha256")
+                fname=INPUT_NAME,
+                origin=TINY_SHAKESPEARE_URL,
+                cache_dir=tmp_dir,
+                cache_subdir="",
+                file_hash=TINY_SHAKESPEARE_SHA256,
+                hash_algorithm="sha256",
+            )
         except Exception as e:  # get_file raises bare Exception for network failures
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise FileNotFoundError(
                 f"{target} is missing and could not be downloaded ({reason}); "
-                f"download {TINY_SHAKESPEARE_URL} and save it as {target}") from None
+                f"download {TINY_SHAKESPEARE_URL} and save it as {target}"
+            ) from None
         os.makedirs(data_dir, exist_ok=True)
         with atomic.atomic_path(target) as tmp:
             shutil.copyfile(fetched, tmp)
@@ -82,6 +88,7 @@ def download_tiny_shakespeare(data_dir: str) -> str:
 
 
 # ---------------------------------------------------------------- which files
+
 
 def corpus_files(data_dir: str) -> list[str]:
     """The files of the corpus in ``data_dir``, in reading order.
@@ -97,22 +104,31 @@ def corpus_files(data_dir: str) -> list[str]:
     if os.path.isfile(path):
         return [path]
     if os.path.isdir(data_dir):
-        names = sorted(name for name in os.listdir(data_dir)
-                       if name.endswith(DOCUMENT_SUFFIX) and not name.startswith(".")
-                       and os.path.isfile(os.path.join(data_dir, name)))
+        names = sorted(
+            name
+            for name in os.listdir(data_dir)
+            if name.endswith(DOCUMENT_SUFFIX)
+            and not name.startswith(".")
+            and os.path.isfile(os.path.join(data_dir, name))
+        )
         if names:
             return [os.path.join(data_dir, name) for name in names]
     if os.path.basename(os.path.normpath(data_dir)) == "tinyshakespeare":
         return [download_tiny_shakespeare(data_dir)]
     if not os.path.isdir(data_dir):
         if os.path.basename(os.path.normpath(data_dir)) == "python":
-            raise FileNotFoundError(f"data directory {data_dir} does not exist; build a Python "
-                                    f"corpus there with: kerasgen corpus python --out {path}")
-        raise FileNotFoundError(f"data directory {data_dir} does not exist; "
-                                f"create it and put your text in {path}")
-    raise FileNotFoundError(f"{path} not found, nor any other *.txt file in {data_dir}; put "
-                            f"your training text there: one file named {INPUT_NAME}, or one "
-                            "*.txt file per document")
+            raise FileNotFoundError(
+                f"data directory {data_dir} does not exist; build a Python "
+                f"corpus there with: kerasgen corpus python --out {path}"
+            )
+        raise FileNotFoundError(
+            f"data directory {data_dir} does not exist; create it and put your text in {path}"
+        )
+    raise FileNotFoundError(
+        f"{path} not found, nor any other *.txt file in {data_dir}; put "
+        f"your training text there: one file named {INPUT_NAME}, or one "
+        "*.txt file per document"
+    )
 
 
 def _is_documents(files: list[str]) -> bool:
@@ -131,6 +147,7 @@ def describe_files(files) -> str:
 
 # ---------------------------------------------------------------- reading text
 
+
 @dataclass
 class ReadStats:
     """What normalising the text changed, counted while reading."""
@@ -144,10 +161,12 @@ class ReadStats:
         notes = []
         if self.boms:
             files = "file" if self.boms == 1 else "files"
-            notes.append(f"dropped the byte-order mark (U+FEFF) at the start of {self.boms:,} "
-                         f"{files}")
-        ends = [f"{n:,} {kind}" for n, kind in ((self.crlf, "CRLF"), (self.lone_cr, "lone CR"))
-                if n]
+            notes.append(
+                f"dropped the byte-order mark (U+FEFF) at the start of {self.boms:,} {files}"
+            )
+        ends = [
+            f"{n:,} {kind}" for n, kind in ((self.crlf, "CRLF"), (self.lone_cr, "lone CR")) if n
+        ]
         if ends:
             notes.append(f"read {' and '.join(ends)} line ends as LF (--keep_cr keeps \\r)")
         return tuple(notes)
@@ -160,8 +179,9 @@ def _decoder(encoding: str):
         info = None
     # bytes-to-bytes codecs (base64, zlib ...) are not text encodings
     if info is None or not getattr(info, "_is_text_encoding", True):
-        raise ValueError(f"unknown encoding {encoding!r}; pass a Python codec name "
-                         "such as utf-8 or latin-1")
+        raise ValueError(
+            f"unknown encoding {encoding!r}; pass a Python codec name such as utf-8 or latin-1"
+        )
     return info.incrementaldecoder(errors="strict")
 
 
@@ -176,12 +196,20 @@ def _decode(decoder, raw: bytes, final: bool, offset: int, path: str, encoding: 
         at = offset - pending + e.start
         raise DataError(
             f"{path}: byte 0x{e.object[e.start]:02x} at offset {at} is not valid {encoding}; "
-            "convert the file to UTF-8 or pass the right --encoding (e.g. latin-1)") from None
+            "convert the file to UTF-8 or pass the right --encoding (e.g. latin-1)"
+        ) from None
 
 
-def read_pieces(files: list[str], encoding: str = "utf-8", keep_cr: bool = False,
-                stats: ReadStats | None = None, chunk_bytes: int = CHUNK_BYTES,
-                hashes=None, progress=None, stage: str = "reading"):
+def read_pieces(
+    files: list[str],
+    encoding: str = "utf-8",
+    keep_cr: bool = False,
+    stats: ReadStats | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
+    hashes=None,
+    progress=None,
+    stage: str = "reading",
+):
     """Yield the corpus text as strings of at most about ``chunk_bytes`` characters.
 
     Strict decoding: a byte that does not decode raises DataError naming the
@@ -213,8 +241,9 @@ def read_pieces(files: list[str], encoding: str = "utf-8", keep_cr: bool = False
 
     joined = False  # a document has been written
     for i, path in enumerate(files):
-        pieces = _decoded(path, encoding, chunk_bytes, stats,
-                          None if hashes is None else hashes[i], read)
+        pieces = _decoded(
+            path, encoding, chunk_bytes, stats, None if hashes is None else hashes[i], read
+        )
         if not keep_cr:
             pieces = _lf_line_ends(pieces, stats)
         if documents:
@@ -239,8 +268,9 @@ def _decoded(path: str, encoding: str, chunk_bytes: int, stats: ReadStats, hashe
             try:
                 raw = f.read(chunk_bytes)
             except OSError as e:
-                raise DataError(f"{path}: reading failed at offset {offset} ({e.strerror})") \
-                    from None
+                raise DataError(
+                    f"{path}: reading failed at offset {offset} ({e.strerror})"
+                ) from None
             if hasher is not None:
                 hasher.update(raw)
             text = _decode(decoder, raw, not raw, offset, path, encoding)
@@ -312,8 +342,9 @@ class CorpusText:
     notes: tuple[str, ...] = ()
 
 
-def read_corpus_text(data_dir: str, encoding: str = "utf-8", keep_cr: bool = False,
-                     progress=None) -> CorpusText:
+def read_corpus_text(
+    data_dir: str, encoding: str = "utf-8", keep_cr: bool = False, progress=None
+) -> CorpusText:
     """The corpus of ``data_dir`` in memory, read as ``load_corpus`` reads it."""
     files = corpus_files(data_dir)
     stats = ReadStats()
@@ -330,6 +361,7 @@ def _empty_message(data_dir: str, files: list[str]) -> str:
 
 
 # ---------------------------------------------------------------- the id cache
+
 
 @dataclass(frozen=True)
 class Corpus:
@@ -352,16 +384,22 @@ def fallback_cache_dir(data_dir: str) -> str | None:
     """Where the cache goes when ``data_dir`` is not writable:
     ``$KERASGEN_CACHE_DIR/<key>`` if set, else ``~/.cache/kerasgen/<key>``, where
     ``<key>`` is a hash of the absolute path of ``data_dir``. None without a home."""
-    root = os.environ.get(CACHE_DIR_ENV) or os.path.join(os.path.expanduser("~"), ".cache",
-                                                         "kerasgen")
+    root = os.environ.get(CACHE_DIR_ENV) or os.path.join(
+        os.path.expanduser("~"), ".cache", "kerasgen"
+    )
     if root.startswith("~"):
         return None  # no home folder: never fall back to the current directory
     key = hashlib.sha256(os.fsencode(os.path.realpath(data_dir))).hexdigest()[:16]
     return os.path.join(os.path.abspath(root), key)
 
 
-def load_corpus(data_dir: str, encoding: str = "utf-8", keep_cr: bool = False,
-                progress=None, chunk_bytes: int = CHUNK_BYTES) -> Corpus:
+def load_corpus(
+    data_dir: str,
+    encoding: str = "utf-8",
+    keep_cr: bool = False,
+    progress=None,
+    chunk_bytes: int = CHUNK_BYTES,
+) -> Corpus:
     """Vocabulary and ids of the corpus in ``data_dir`` (``corpus_files``), cached.
 
     The cache (``kerasgen_cache.json`` + ``kerasgen_cache.npy``) records the
@@ -389,10 +427,13 @@ def load_corpus(data_dir: str, encoding: str = "utf-8", keep_cr: bool = False,
     sized = [[os.path.basename(p), size] for p, (size, _) in zip(files, stamps)]
 
     # Hash only when a cache could match: same settings, names and sizes.
-    candidates = [(folder, meta) for folder in folders
-                  if (meta := _read_meta(folder)) is not None
-                  and all(meta.get(k) == v for k, v in head.items())
-                  and [f[:2] for f in meta["files"]] == sized]
+    candidates = [
+        (folder, meta)
+        for folder in folders
+        if (meta := _read_meta(folder)) is not None
+        and all(meta.get(k) == v for k, v in head.items())
+        and [f[:2] for f in meta["files"]] == sized
+    ]
     hashes = [hashlib.sha256() for _ in files]
     if candidates:
         _hash_files(files, hashes, chunk_bytes, progress)
@@ -406,23 +447,36 @@ def load_corpus(data_dir: str, encoding: str = "utf-8", keep_cr: bool = False,
     # Pass 1: count the characters, hashing the bytes if that was not done above.
     stats = ReadStats()
     counts = np.zeros(256, np.int64)  # by code point
-    for piece in read_pieces(files, encoding, keep_cr, stats, chunk_bytes,
-                             None if candidates else hashes, progress, "counting"):
+    for piece in read_pieces(
+        files,
+        encoding,
+        keep_cr,
+        stats,
+        chunk_bytes,
+        None if candidates else hashes,
+        progress,
+        "counting",
+    ):
         counts = _count(piece, counts)
     codes = np.flatnonzero(counts)
     if codes.size == 0:
         raise DataError(_empty_message(data_dir, files))
     vocab = Vocabulary.from_counts({chr(c): int(counts[c]) for c in codes})
     length = int(counts.sum())
-    meta = {**head, "files": [[*ns, h.hexdigest()] for ns, h in zip(sized, hashes)],
-            "length": length, "normalised": dataclasses.asdict(stats),
-            "vocab": json.loads(vocab.to_json())}
+    meta = {
+        **head,
+        "files": [[*ns, h.hexdigest()] for ns, h in zip(sized, hashes)],
+        "length": length,
+        "normalised": dataclasses.asdict(stats),
+        "vocab": json.loads(vocab.to_json()),
+    }
 
     def encoded():
         """Pass 2: the ids of each piece; DataError if a file changed since pass 1."""
         encode, done = _encoder(vocab), 0
-        for piece in read_pieces(files, encoding, keep_cr, None, chunk_bytes, None, progress,
-                                 "encoding"):
+        for piece in read_pieces(
+            files, encoding, keep_cr, None, chunk_bytes, None, progress, "encoding"
+        ):
             ids = encode(piece)
             done += len(ids)
             if done > length:
@@ -439,18 +493,27 @@ def load_corpus(data_dir: str, encoding: str = "utf-8", keep_cr: bool = False,
             continue
         notes = stats.notes()
         if folder != data_dir:
-            notes += (f"{data_dir} is not writable ({failures[0][1]}), so the data cache is "
-                      f"in {folder}",)
+            notes += (
+                f"{data_dir} is not writable ({failures[0][1]}), so the data cache is in {folder}",
+            )
         return Corpus(vocab, ids, tuple(files), folder, notes)
 
     ids, at = np.empty(length, vocab.id_dtype), 0
     for piece_ids in encoded():
-        ids[at:at + len(piece_ids)] = np.frombuffer(piece_ids, vocab.id_dtype)
+        ids[at : at + len(piece_ids)] = np.frombuffer(piece_ids, vocab.id_dtype)
         at += len(piece_ids)
     why = "; ".join(f"{folder}: {reason}" for folder, reason in failures)
-    return Corpus(vocab, ids, tuple(files), None, stats.notes() + (
-        f"no data cache could be written ({why}); the ids are kept in memory and rebuilt "
-        f"next time (set {CACHE_DIR_ENV} to a writable folder to keep one)",))
+    return Corpus(
+        vocab,
+        ids,
+        tuple(files),
+        None,
+        stats.notes()
+        + (
+            f"no data cache could be written ({why}); the ids are kept in memory and rebuilt "
+            f"next time (set {CACHE_DIR_ENV} to a writable folder to keep one)",
+        ),
+    )
 
 
 def _stamp(path: str) -> tuple[int, int]:
@@ -461,8 +524,9 @@ def _stamp(path: str) -> tuple[int, int]:
 def _check_unchanged(files: list[str], stamps: list, mismatch: bool = False) -> None:
     for path, stamp in zip(files, stamps):
         if mismatch or _stamp(path) != stamp:
-            raise DataError(f"{path} changed while it was being read; run again once it "
-                            "stays the same")
+            raise DataError(
+                f"{path} changed while it was being read; run again once it stays the same"
+            )
 
 
 def _hash_files(files: list[str], hashes: list, chunk_bytes: int, progress) -> None:
@@ -477,8 +541,9 @@ def _hash_files(files: list[str], hashes: list, chunk_bytes: int, progress) -> N
                     if progress is not None:
                         progress(done, total, "hashing")
         except OSError as e:
-            raise DataError(f"{path}: cannot be read ({e.strerror}); check its permissions") \
-                from None
+            raise DataError(
+                f"{path}: cannot be read ({e.strerror}); check its permissions"
+            ) from None
 
 
 def _code_points(piece: str) -> np.ndarray:
@@ -493,10 +558,10 @@ def _count(piece: str, counts: np.ndarray) -> np.ndarray:
     """``counts`` (by code point) plus the characters of ``piece``; grows as needed."""
     codes = _code_points(piece)
     for start in range(0, len(codes), _BLOCK):
-        block = np.bincount(codes[start:start + _BLOCK])
+        block = np.bincount(codes[start : start + _BLOCK])
         if len(block) > len(counts):
             counts = np.concatenate([counts, np.zeros(len(block) - len(counts), np.int64)])
-        counts[:len(block)] += block
+        counts[: len(block)] += block
     return counts
 
 
@@ -510,7 +575,7 @@ def _encoder(vocab: Vocabulary):
     table = None
     if vocab.id_dtype == np.uint8:
         table = np.zeros(256, np.uint8)
-        table[:min(len(lut), 256)] = lut[:256]
+        table[: min(len(lut), 256)] = lut[:256]
         table = table.tobytes()
 
     def encode(piece: str):
@@ -523,11 +588,12 @@ def _encoder(vocab: Vocabulary):
                 return latin.translate(table)
             codes = np.frombuffer(latin, np.uint8)
         if codes.max(initial=0) >= len(lut):
-            raise DataError("a corpus file changed while it was being read; run again once "
-                            "it stays the same")
+            raise DataError(
+                "a corpus file changed while it was being read; run again once it stays the same"
+            )
         ids = np.empty(len(codes), vocab.id_dtype)
         for start in range(0, len(codes), _BLOCK):
-            ids[start:start + _BLOCK] = lut[codes[start:start + _BLOCK]]
+            ids[start : start + _BLOCK] = lut[codes[start : start + _BLOCK]]
         return ids
 
     return encode
@@ -538,8 +604,11 @@ def _read_meta(folder: str) -> dict | None:
     try:
         with open(os.path.join(folder, CACHE_JSON), encoding="utf-8") as f:
             meta = json.load(f)
-        if isinstance(meta, dict) and isinstance(meta.get("files"), list) and all(
-                isinstance(f, list) and len(f) == 3 for f in meta["files"]):
+        if (
+            isinstance(meta, dict)
+            and isinstance(meta.get("files"), list)
+            and all(isinstance(f, list) and len(f) == 3 for f in meta["files"])
+        ):
             return meta
     except (OSError, ValueError):
         pass
@@ -565,7 +634,7 @@ def _crc32(ids: np.ndarray) -> int:
     """CRC-32 of the ids' bytes, in blocks (a memory map is read, never copied whole)."""
     crc, flat = 0, ids.reshape(-1).view(np.uint8)
     for start in range(0, flat.size, CHUNK_BYTES):
-        crc = zlib.crc32(flat[start:start + CHUNK_BYTES], crc)
+        crc = zlib.crc32(flat[start : start + CHUNK_BYTES], crc)
     return crc
 
 
@@ -584,9 +653,14 @@ def _write_cache(folder: str, meta: dict, dtype: np.dtype, pieces) -> np.ndarray
         with contextlib.suppress(FileNotFoundError):
             os.remove(cache_json)
         with open(tmp, "wb") as f:
-            np.lib.format.write_array_header_1_0(f, {
-                "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
-                "fortran_order": False, "shape": (meta["length"],)})
+            np.lib.format.write_array_header_1_0(
+                f,
+                {
+                    "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                    "fortran_order": False,
+                    "shape": (meta["length"],),
+                },
+            )
             crc = 0
             for piece in pieces:  # raises DataError if the text changed meanwhile
                 f.write(piece)
@@ -597,6 +671,7 @@ def _write_cache(folder: str, meta: dict, dtype: np.dtype, pieces) -> np.ndarray
 
 # ---------------------------------------------------------------- splits
 
+
 def split(ids: np.ndarray, val_frac: float) -> tuple[np.ndarray, np.ndarray]:
     """Train on the first ``1 - val_frac`` of the text, validate on the LAST part
     (nanoGPT's split, so held-out numbers are comparable across tools). With a
@@ -604,16 +679,16 @@ def split(ids: np.ndarray, val_frac: float) -> tuple[np.ndarray, np.ndarray]:
     one where the cut falls. Views, not copies: a memory-mapped ``ids`` stays so."""
     if not 0.0 <= val_frac < 1.0:
         raise ValueError(f"--val_frac must be in [0, 1), got {val_frac}")
-    n_val = int(round(len(ids) * val_frac))
-    return ids[: len(ids) - n_val], ids[len(ids) - n_val:]
+    n_val = round(len(ids) * val_frac)
+    return ids[: len(ids) - n_val], ids[len(ids) - n_val :]
 
 
 def split_text(text: str, val_frac: float) -> tuple[str, str]:
     """The same cut as ``split``, on the text itself: the last ``val_frac`` of its characters."""
     if not 0.0 <= val_frac < 1.0:
         raise ValueError(f"--val_frac must be in [0, 1), got {val_frac}")
-    n_val = int(round(len(text) * val_frac))
-    return text[: len(text) - n_val], text[len(text) - n_val:]
+    n_val = round(len(text) * val_frac)
+    return text[: len(text) - n_val], text[len(text) - n_val :]
 
 
 class TokenSplits(NamedTuple):
@@ -626,9 +701,17 @@ class TokenSplits(NamedTuple):
     notes: tuple[str, ...] = ()
 
 
-def load_token_splits(data_dir: str, encoding: str, val_frac: float, level: str,
-                      max_vocab: int | None = None, vocab_size: int | None = None, vocab=None,
-                      keep_cr: bool = False, progress=None) -> TokenSplits:
+def load_token_splits(
+    data_dir: str,
+    encoding: str,
+    val_frac: float,
+    level: str,
+    max_vocab: int | None = None,
+    vocab_size: int | None = None,
+    vocab=None,
+    keep_cr: bool = False,
+    progress=None,
+) -> TokenSplits:
     """``(vocab, train_ids, val_ids, train_chars, notes)`` of the corpus at a level whose
     tokens span characters (``word``, ``bpe``).
 
@@ -646,11 +729,13 @@ def load_token_splits(data_dir: str, encoding: str, val_frac: float, level: str,
     train_text, val_text = split_text(corpus.text, val_frac)
     if vocab is None:
         vocab = build_vocabulary(train_text, level, max_vocab, vocab_size)
-    return TokenSplits(vocab, vocab.encode(train_text), vocab.encode(val_text), len(train_text),
-                       corpus.notes)
+    return TokenSplits(
+        vocab, vocab.encode(train_text), vocab.encode(val_text), len(train_text), corpus.notes
+    )
 
 
 # ---------------------------------------------------------------- batches
+
 
 def num_batches(num_ids: int, batch_size: int, seq_length: int) -> int:
     """How many [batch_size, seq_length] batches ``num_ids`` ids make (targets need one more)."""
@@ -664,7 +749,8 @@ def _check_one_batch(num_ids: int, batch_size: int, seq_length: int, what: str) 
         raise ValueError(
             f"the {what} has {num_ids} characters, too short for one batch of "
             f"--batch_size {batch_size} x --seq_length {seq_length} (needs {need}); "
-            "use a smaller --batch_size or --seq_length, or more text")
+            "use a smaller --batch_size or --seq_length, or more text"
+        )
     return n
 
 
@@ -679,8 +765,9 @@ class StreamBatches:
     ``ids`` may be memory-mapped: each batch reads only its own ids.
     """
 
-    def __init__(self, ids: np.ndarray, batch_size: int, seq_length: int,
-                 what: str = "training text"):
+    def __init__(
+        self, ids: np.ndarray, batch_size: int, seq_length: int, what: str = "training text"
+    ):
         self.num_batches = _check_one_batch(len(ids), batch_size, seq_length, what)
         self.ids = ids
         self.batch_size, self.seq_length = batch_size, seq_length
@@ -699,7 +786,7 @@ class StreamBatches:
         if order is None:
             rows, steps = np.arange(b), k
         else:
-            windows = np.asarray(order[k * b:(k + 1) * b])
+            windows = np.asarray(order[k * b : (k + 1) * b])
             rows, steps = windows % b, windows // b
         starts = rows * self.stream_length + steps * t  # (B,)
         window = np.asarray(self.ids[starts[:, None] + self._columns], np.int32)  # (B, T + 1)
@@ -712,13 +799,16 @@ class StreamBatches:
         if order is not None:
             order = np.asarray(order)
             if order.shape != (self.windows,):
-                raise ValueError(f"order must be a permutation of the {self.windows} windows, "
-                                 f"got shape {order.shape}")
+                raise ValueError(
+                    f"order must be a permutation of the {self.windows} windows, "
+                    f"got shape {order.shape}"
+                )
         shape = (self.batch_size, self.seq_length)
 
         def load(k):
-            x, y = tf.numpy_function(lambda k: self.batch(int(k), order), [k],
-                                     (tf.int32, tf.int32), stateful=False)
+            x, y = tf.numpy_function(
+                lambda k: self.batch(int(k), order), [k], (tf.int32, tf.int32), stateful=False
+            )
             return tf.ensure_shape(x, shape), tf.ensure_shape(y, shape)
 
         ds = tf.data.Dataset.range(start, self.num_batches)
@@ -739,8 +829,9 @@ def _no_autotune(tf):
     return options
 
 
-def stream_batches(ids: np.ndarray, batch_size: int, seq_length: int,
-                   what: str = "training text") -> tuple[np.ndarray, np.ndarray]:
+def stream_batches(
+    ids: np.ndarray, batch_size: int, seq_length: int, what: str = "training text"
+) -> tuple[np.ndarray, np.ndarray]:
     """Inputs and targets as arrays of shape (num_batches, batch_size, seq_length).
 
     The whole layout of ``StreamBatches`` at once, copied twice: for small
@@ -749,7 +840,7 @@ def stream_batches(ids: np.ndarray, batch_size: int, seq_length: int,
     n = _check_one_batch(len(ids), batch_size, seq_length, what)
     used = n * batch_size * seq_length
     x = ids[:used].reshape(batch_size, n, seq_length).transpose(1, 0, 2)
-    y = ids[1:used + 1].reshape(batch_size, n, seq_length).transpose(1, 0, 2)
+    y = ids[1 : used + 1].reshape(batch_size, n, seq_length).transpose(1, 0, 2)
     return np.ascontiguousarray(x), np.ascontiguousarray(y)
 
 
@@ -761,6 +852,9 @@ def make_dataset(x: np.ndarray, y: np.ndarray, start: int = 0):
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((x[start:], y[start:]))
-    ds = ds.map(lambda a, b: (tf.cast(a, tf.int32), tf.cast(b, tf.int32)),
-                num_parallel_calls=LOADERS, deterministic=True)
+    ds = ds.map(
+        lambda a, b: (tf.cast(a, tf.int32), tf.cast(b, tf.int32)),
+        num_parallel_calls=LOADERS,
+        deterministic=True,
+    )
     return ds.prefetch(PREFETCH).with_options(_no_autotune(tf))

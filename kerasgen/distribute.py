@@ -39,12 +39,15 @@ def make_strategy(name: str):
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
-        devices = ([d.name for d in tf.config.list_logical_devices("GPU")]
-                   or [d.name for d in tf.config.list_logical_devices("CPU")])
+        devices = [d.name for d in tf.config.list_logical_devices("GPU")] or [
+            d.name for d in tf.config.list_logical_devices("CPU")
+        ]
         return tf.distribute.MirroredStrategy(devices=devices)
     if not os.environ.get("TF_CONFIG"):
-        raise ValueError("--strategy multiworker needs the TF_CONFIG environment variable "
-                         "(the cluster and this machine's task); see docs/distributed.md")
+        raise ValueError(
+            "--strategy multiworker needs the TF_CONFIG environment variable "
+            "(the cluster and this machine's task); see docs/distributed.md"
+        )
     try:
         json.loads(os.environ["TF_CONFIG"])
     except ValueError:
@@ -61,14 +64,19 @@ def is_chief(strategy) -> bool:
         return True
     if resolver.task_type == "chief":
         return True
-    return (resolver.task_type == "worker" and resolver.task_id == 0
-            and "chief" not in resolver.cluster_spec().as_dict())
+    return (
+        resolver.task_type == "worker"
+        and resolver.task_id == 0
+        and "chief" not in resolver.cluster_spec().as_dict()
+    )
 
 
 def replica_batch(batch_size: int, strategy) -> int:
     """Rows per replica; the global batch must split evenly."""
     replicas = strategy.num_replicas_in_sync
     if batch_size % replicas:
-        raise ValueError(f"--batch_size {batch_size} does not split over {replicas} replicas; "
-                         f"use a multiple of {replicas}")
+        raise ValueError(
+            f"--batch_size {batch_size} does not split over {replicas} replicas; "
+            f"use a multiple of {replicas}"
+        )
     return batch_size // replicas

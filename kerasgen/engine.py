@@ -80,7 +80,7 @@ class Engine:
 
     # -- the outside: any thread --
 
-    def start(self) -> "Engine":
+    def start(self) -> Engine:
         self._thread.start()
         return self
 
@@ -99,9 +99,12 @@ class Engine:
         with self._cond:
             room = self.max_queue + len(self.rows.free)  # streams wait here until a chunk ends
             if self._stopping or len(self._waiting) + len(streams) > room:
-                raise Busy("the server is stopping" if self._stopping else
-                           f"all {self.max_batch} rows are in use and {self.max_queue} "
-                           "streams wait; try again shortly")
+                raise Busy(
+                    "the server is stopping"
+                    if self._stopping
+                    else f"all {self.max_batch} rows are in use and {self.max_queue} "
+                    "streams wait; try again shortly"
+                )
             for stream in streams:
                 if stream.n <= 0:
                     stream.deliver("", FINISH_LENGTH)
@@ -138,7 +141,7 @@ class Engine:
                 continue
             try:
                 taken = self.rows.run()
-            except Exception as e:  # noqa: BLE001 - any failure ends these streams, not the server
+            except Exception as e:
                 LOG.error("generation failed: %s: %s", type(e).__name__, str(e).splitlines()[0])
                 for row in list(self._by_row):
                     self._finish(row, "", FINISH_ERROR)
@@ -166,7 +169,7 @@ class Engine:
 
     def _hand_out(self, taken) -> None:
         for row, stream in list(self._by_row.items()):
-            new = taken.ids[row, taken.start[row]:][:stream.n - stream.made]
+            new = taken.ids[row, taken.start[row] :][: stream.n - stream.made]
             stream.made += len(new)
             self.generated += len(new)
             decoder, cut = self._texts[stream]
@@ -175,8 +178,11 @@ class Engine:
                 self._finish(row, text, FINISH_STOP)
             elif stream.made >= stream.n:
                 tail = cut.feed([decoder.flush()])[0]
-                self._finish(row, text + tail + ("" if cut.all_stopped else cut.flush()[0]),
-                             FINISH_STOP if cut.all_stopped else FINISH_LENGTH)
+                self._finish(
+                    row,
+                    text + tail + ("" if cut.all_stopped else cut.flush()[0]),
+                    FINISH_STOP if cut.all_stopped else FINISH_LENGTH,
+                )
             elif stream.cancelled.is_set():
                 self._finish(row, text, FINISH_CANCELLED)
             elif text:

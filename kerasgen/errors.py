@@ -23,7 +23,10 @@ class DivergedError(RuntimeError):
 
 
 class StorageError(RuntimeError):
-    """A file of the run folder could not be written (a full disk, say); earlier files are intact."""
+    """A file of the run folder could not be written (a full disk, say).
+
+    The files written before it are intact.
+    """
 
 
 class RunLockedError(RuntimeError):

@@ -43,8 +43,8 @@ CHUNK_LENGTH = 256  # time steps per compiled call
 MAX_SHOWN = 20  # unknown characters named in an error
 
 
-
 # ---------------------------------------------------------------- held-out loss
+
 
 def stream_layout(ids: np.ndarray, streams: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Inputs, targets and mask of shape (S, L) covering every target of ``ids`` once.
@@ -56,8 +56,9 @@ def stream_layout(ids: np.ndarray, streams: int) -> tuple[np.ndarray, np.ndarray
         raise ValueError(f"--streams must be at least 1, got {streams}")
     n = len(ids) - 1  # next-character targets
     if n < 1:
-        raise ValueError(f"the text has {len(ids)} characters; it needs at least 2 to score "
-                         "one next character")
+        raise ValueError(
+            f"the text has {len(ids)} characters; it needs at least 2 to score one next character"
+        )
     length = math.ceil(n / streams)
     x = np.zeros(streams * length, np.int32)
     y = np.zeros(streams * length, np.int32)
@@ -66,8 +67,9 @@ def stream_layout(ids: np.ndarray, streams: int) -> tuple[np.ndarray, np.ndarray
     return x.reshape(streams, length), y.reshape(streams, length), mask.reshape(streams, length)
 
 
-def evaluate_loss(model, ids: np.ndarray, chunk_length: int = CHUNK_LENGTH,
-                  jit_compile: bool = False) -> float:
+def evaluate_loss(
+    model, ids: np.ndarray, chunk_length: int = CHUNK_LENGTH, jit_compile: bool = False
+) -> float:
     """Mean cross-entropy (nats per token) of every next token of ``ids``.
 
     ``model`` maps ids (S, T) to logits (S, T, vocab) with a static batch size
@@ -110,8 +112,11 @@ def evaluate_loss(model, ids: np.ndarray, chunk_length: int = CHUNK_LENGTH,
         scored = mask[:, cut]
         if context is not None and k > 0:  # the first half was scored by the last window
             scored = scored * (np.arange(steps) >= steps - hop)
-        total += float(chunk_loss(tf.constant(x[:, cut]), tf.constant(y[:, cut]),
-                                  tf.constant(scored, tf.float32)))
+        total += float(
+            chunk_loss(
+                tf.constant(x[:, cut]), tf.constant(y[:, cut]), tf.constant(scored, tf.float32)
+            )
+        )
     return total / (len(ids) - 1)
 
 
@@ -136,14 +141,24 @@ class LossResult:
     def to_dict(self, save_dir: str) -> dict:
         """What ``kerasgen evaluate --json`` prints (see the README for each key)."""
         start = self.start
-        return {"save_dir": save_dir, "checkpoint": self.checkpoint, "step": self.step,
-                "text": self.source, "targets": self.targets, "streams": self.streams,
-                "level": self.level, "chars": self.chars, "nats_per_token": self.nats_per_token,
-                "unknown_targets": self.unknown, "nats_per_char": self.nats_per_char,
-                "bits_per_char": self.bits_per_char,
-                "cold_nats_per_char": start and start.cold_nats_per_char,
-                "warm_nats_per_char": start and start.warm_nats_per_char,
-                "start_penalty": start and start.ratio, "start_lines": start and start.lines}
+        return {
+            "save_dir": save_dir,
+            "checkpoint": self.checkpoint,
+            "step": self.step,
+            "text": self.source,
+            "targets": self.targets,
+            "streams": self.streams,
+            "level": self.level,
+            "chars": self.chars,
+            "nats_per_token": self.nats_per_token,
+            "unknown_targets": self.unknown,
+            "nats_per_char": self.nats_per_char,
+            "bits_per_char": self.bits_per_char,
+            "cold_nats_per_char": start and start.cold_nats_per_char,
+            "warm_nats_per_char": start and start.warm_nats_per_char,
+            "start_penalty": start and start.ratio,
+            "start_lines": start and start.lines,
+        }
 
 
 def _to_run_ids(ids: np.ndarray, vocab: Vocabulary, run_vocab: Vocabulary, what: str):
@@ -155,8 +170,10 @@ def _to_run_ids(ids: np.ndarray, vocab: Vocabulary, run_vocab: Vocabulary, what:
         missing = [vocab.chars[i] for i in np.unique(ids[mapped < 0])]
         shown = ", ".join(repr(c) for c in missing[:MAX_SHOWN])
         more = f" and {len(missing) - MAX_SHOWN} more" if len(missing) > MAX_SHOWN else ""
-        raise ValueError(f"{what} has characters the model never saw in training: {shown}"
-                         f"{more}; evaluate on text of the kind it was trained on")
+        raise ValueError(
+            f"{what} has characters the model never saw in training: {shown}"
+            f"{more}; evaluate on text of the kind it was trained on"
+        )
     return mapped
 
 
@@ -181,12 +198,23 @@ def _held_out(run: rundir.Run, ids: np.ndarray | None, source: str, text: str | 
     unknown = []  # the texts of the targets that are the unknown token
     if vocab.level == "word":
         unknown = [p for i, p in zip(ids[1:], pieces[1:]) if i == vocab.unknown_id]
-    return HeldOut(ids, source, len(text) - len(pieces[0]) if pieces else 0, text,
-                   len(unknown), sum(vocab.spelling_nats(p) for p in unknown))
+    return HeldOut(
+        ids,
+        source,
+        len(text) - len(pieces[0]) if pieces else 0,
+        text,
+        len(unknown),
+        sum(vocab.spelling_nats(p) for p in unknown),
+    )
 
 
-def held_out_ids(run: rundir.Run, data_dir: str | None = None, text_file: str | None = None,
-                 encoding: str | None = None, text: str | None = None) -> HeldOut:
+def held_out_ids(
+    run: rundir.Run,
+    data_dir: str | None = None,
+    text_file: str | None = None,
+    encoding: str | None = None,
+    text: str | None = None,
+) -> HeldOut:
     """The text to score in the run's ids, what it is in words, how many characters
     the scored tokens stand for and (word level) what its unknown tokens hide.
 
@@ -216,12 +244,15 @@ def held_out_ids(run: rundir.Run, data_dir: str | None = None, text_file: str | 
     if data_dir is None:
         data_dir = train.get("data_dir")
         if data_dir is None:
-            raise ValueError(f"{run.save_dir} does not record its training data; "
-                             "pass --data_dir or --text")
+            raise ValueError(
+                f"{run.save_dir} does not record its training data; pass --data_dir or --text"
+            )
     val_frac = train.get("val_frac", 0.0)
     if not val_frac:
-        raise ValueError(f"{run.save_dir} was trained with --val_frac 0, so it has no held-out "
-                         "split; pass --text FILE to evaluate on a file")
+        raise ValueError(
+            f"{run.save_dir} was trained with --val_frac 0, so it has no held-out "
+            "split; pass --text FILE to evaluate on a file"
+        )
     keep_cr = train.get("keep_cr", False)  # read the text as training read it
     try:
         if tokens:
@@ -235,14 +266,19 @@ def held_out_ids(run: rundir.Run, data_dir: str | None = None, text_file: str | 
         _, val_text = data.split_text(corpus.text, val_frac)
         return _held_out(run, None, what, val_text)
     _, val_ids = data.split(corpus.ids, val_frac)
-    return _held_out(run, _to_run_ids(val_ids, corpus.vocab, run.vocab, f"the {what}"), what,
-                     None)
+    return _held_out(run, _to_run_ids(val_ids, corpus.vocab, run.vocab, f"the {what}"), what, None)
 
 
-def evaluate_model(model, data_dir: str | None = None, text_file: str | None = None,
-                   encoding: str | None = None, streams: int = STREAMS,
-                   chunk_length: int = CHUNK_LENGTH, start: bool = True,
-                   text: str | None = None) -> LossResult:
+def evaluate_model(
+    model,
+    data_dir: str | None = None,
+    text_file: str | None = None,
+    encoding: str | None = None,
+    streams: int = STREAMS,
+    chunk_length: int = CHUNK_LENGTH,
+    start: bool = True,
+    text: str | None = None,
+) -> LossResult:
     """Held-out loss of a loaded model (``kerasgen.load``; see ``held_out_ids`` for which
     text) and, with ``start``, its start penalty (``start_penalty``)."""
     run = model.run
@@ -250,9 +286,19 @@ def evaluate_model(model, data_dir: str | None = None, text_file: str | None = N
     per_token = evaluate_loss(model.build(streams), held.ids, chunk_length)
     targets = len(held.ids) - 1
     penalty = start_penalty(model, held.text) if start else None
-    return LossResult((per_token * targets + held.spelling_nats) / held.chars, targets,
-                      held.source, model.checkpoint, model.state.get("step"), streams,
-                      run.vocab.level, per_token, held.chars, held.unknown, penalty)
+    return LossResult(
+        (per_token * targets + held.spelling_nats) / held.chars,
+        targets,
+        held.source,
+        model.checkpoint,
+        model.state.get("step"),
+        streams,
+        run.vocab.level,
+        per_token,
+        held.chars,
+        held.unknown,
+        penalty,
+    )
 
 
 # ---------------------------------------------------------------- start penalty
@@ -278,8 +324,9 @@ class StartPenalty:
         return self.cold_nats_per_char / self.warm_nats_per_char
 
 
-def line_starts(text: str, count: int = START_LINES, chars: int = START_CHARS,
-                before: int = WARM_CHARS) -> list[int]:
+def line_starts(
+    text: str, count: int = START_LINES, chars: int = START_CHARS, before: int = WARM_CHARS
+) -> list[int]:
     """Up to ``count`` evenly spread starts of non-empty lines of ``text`` with at least
     ``before`` characters before them and ``chars`` after."""
     found = [m.end() for m in re.finditer("\n", text)]
@@ -290,8 +337,9 @@ def line_starts(text: str, count: int = START_LINES, chars: int = START_CHARS,
     return [found[int(i)] for i in picks]
 
 
-def start_penalty(model, text: str, count: int = START_LINES, chars: int = START_CHARS,
-                  before: int = WARM_CHARS) -> StartPenalty | None:
+def start_penalty(
+    model, text: str, count: int = START_LINES, chars: int = START_CHARS, before: int = WARM_CHARS
+) -> StartPenalty | None:
     """Mean nats/char over the first ``chars`` characters (whole tokens) of ``count``
     line starts of ``text``: cold, read after ``sampling.prefix_ids(vocab, preamble,
     "")`` from a zero state, exactly as ``kerasgen sample`` starts with an empty
@@ -307,19 +355,23 @@ def start_penalty(model, text: str, count: int = START_LINES, chars: int = START
         return None
     targets, covered, warm = [], 0, []
     for p in starts:
-        ids, pieces = vocab.encode_pieces(text[p:p + chars + 200])
+        ids, pieces = vocab.encode_pieces(text[p : p + chars + 200])
         taken, length = 0, 0
         while length < chars and taken < len(ids):  # whole tokens
             length += len(pieces[taken])
             taken += 1
         targets.append(ids[:taken].astype(np.int32))
         covered += length
-        warm.append(vocab.encode(text[p - before:p]).astype(np.int32))
+        warm.append(vocab.encode(text[p - before : p]).astype(np.int32))
     common = min(len(w) for w in warm)  # the same context length for every line
-    warm = [w[len(w) - common:] for w in warm]
+    warm = [w[len(w) - common :] for w in warm]
     cold = [prefix_ids(vocab, model.run.preamble, "")] * len(starts)
-    return StartPenalty(_nats_after(model, cold, targets) / covered,
-                        _nats_after(model, warm, targets) / covered, len(starts), covered // len(starts))
+    return StartPenalty(
+        _nats_after(model, cold, targets) / covered,
+        _nats_after(model, warm, targets) / covered,
+        len(starts),
+        covered // len(starts),
+    )
 
 
 def _nats_after(model, contexts: list[np.ndarray], targets: list[np.ndarray]) -> float:
@@ -329,7 +381,8 @@ def _nats_after(model, contexts: list[np.ndarray], targets: list[np.ndarray]) ->
 
     logits, labels, mask = logits_after(model, contexts, targets)
     nats = tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels, tf.cast(logits, tf.float32)).numpy()
+        labels, tf.cast(logits, tf.float32)
+    ).numpy()
     return float((nats * mask).sum())
 
 
@@ -344,32 +397,32 @@ def logits_after(model, contexts: list[np.ndarray], targets: list[np.ndarray]):
     seqs = np.zeros((rows, start + span), np.int32)
     mask = np.zeros((rows, span), np.float32)
     for r, (context, target) in enumerate(zip(contexts, targets)):
-        seqs[r, :start], seqs[r, start:start + len(target)] = context, target
-        mask[r, :len(target)] = 1.0
+        seqs[r, :start], seqs[r, start : start + len(target)] = context, target
+        mask[r, : len(target)] = 1.0
     labels = seqs[:, start:]  # (K, J)
     window = model.config.context if model.config.model == "transformer" else 0
     if not window:
         # Targets sit at the same positions in every row: one call from a zero state.
         net = model.build(rows)
         reset_states(net)
-        logits = net(seqs[:, :-1], training=False)[:, start - 1:]  # (K, J, V)
+        logits = net(seqs[:, :-1], training=False)[:, start - 1 :]  # (K, J, V)
     else:
         # A transformer: each target from its own window of the last ``window`` tokens,
         # left-aligned as the sampler's (K * J windows, scored in batches).
         ends = (start + np.arange(span))[None, :].repeat(rows, 0).reshape(-1)  # tokens before
         windows = np.zeros((len(ends), window), np.int32)
         for i, (row, end) in enumerate(zip(np.repeat(np.arange(rows), span), ends)):
-            kept = seqs[row, max(0, end - window):end]
-            windows[i, :len(kept)] = kept
+            kept = seqs[row, max(0, end - window) : end]
+            windows[i, : len(kept)] = kept
         filled = np.minimum(ends, window)
         net = model.build(WINDOW_BATCH)
         picked = []
         for b in range(0, len(windows), WINDOW_BATCH):
-            part = windows[b:b + WINDOW_BATCH]
+            part = windows[b : b + WINDOW_BATCH]
             padded = np.zeros((WINDOW_BATCH, window), np.int32)
-            padded[:len(part)] = part
-            out = net(padded, training=False).numpy()[:len(part)]
-            picked.append(out[np.arange(len(part)), filled[b:b + WINDOW_BATCH] - 1])
+            padded[: len(part)] = part
+            out = net(padded, training=False).numpy()[: len(part)]
+            picked.append(out[np.arange(len(part)), filled[b : b + WINDOW_BATCH] - 1])
         logits = np.concatenate(picked).reshape(rows, span, -1)
     return np.asarray(logits), labels, mask
 
@@ -396,13 +449,24 @@ class RealWords:
 
     def to_dict(self, options) -> dict:
         """The ``real_words`` object of ``kerasgen evaluate --json``."""
-        return {"found": self.found, "total": self.total, "rate": self.rate,
-                "samples": self.samples, "tokens": self.tokens,
-                "missing": list(self.missing), **options.settings()}
+        return {
+            "found": self.found,
+            "total": self.total,
+            "rate": self.rate,
+            "samples": self.samples,
+            "tokens": self.tokens,
+            "missing": list(self.missing),
+            **options.settings(),
+        }
 
 
-def count_real_words(model, num_samples: int, length: int = REAL_WORDS_TOKENS, options=None,
-               training_text: str | None = None) -> RealWords:
+def count_real_words(
+    model,
+    num_samples: int,
+    length: int = REAL_WORDS_TOKENS,
+    options=None,
+    training_text: str | None = None,
+) -> RealWords:
     """Generate ``num_samples`` samples of ``length`` tokens (one batch, from where
     ``kerasgen sample`` starts) and count their words that occur in the training text.
 
@@ -422,16 +486,23 @@ def count_real_words(model, num_samples: int, length: int = REAL_WORDS_TOKENS, o
     texts = model.sampler(num_samples).generate(length, "", options or SamplingOptions())
     words = [w for text in texts for w in WORD.findall(text)]
     missing = Counter(w for w in words if w not in known)
-    return RealWords(len(words) - sum(missing.values()), len(words), num_samples, length,
-                     tuple(w for w, _ in missing.most_common(10)))
+    return RealWords(
+        len(words) - sum(missing.values()),
+        len(words),
+        num_samples,
+        length,
+        tuple(w for w, _ in missing.most_common(10)),
+    )
 
 
 def _training_text(run: rundir.Run) -> str:
     """The training split of the run's recorded data, read as training read it."""
     train = run.train_config
     if train.get("data_dir") is None:
-        raise ValueError(f"{run.save_dir} does not record its training data, which "
-                         "--real_words compares against")
-    corpus = data.read_corpus_text(train["data_dir"], train.get("encoding", "utf-8"),
-                                   train.get("keep_cr", False))
+        raise ValueError(
+            f"{run.save_dir} does not record its training data, which --real_words compares against"
+        )
+    corpus = data.read_corpus_text(
+        train["data_dir"], train.get("encoding", "utf-8"), train.get("keep_cr", False)
+    )
     return data.split_text(corpus.text, train.get("val_frac", 0.0))[0]

@@ -49,8 +49,10 @@ def export(save_dir: str, out: str, checkpoint: str = "best") -> str:
     model = load(save_dir, checkpoint, jit_compile=False)
     vocab = model.vocab
     if vocab.level != "char":
-        raise ValueError(f"{save_dir} is a {vocab.level}-level run; kerasgen export supports "
-                         "character-level runs (a word-level tokenizer does not fit in the graph)")
+        raise ValueError(
+            f"{save_dir} is a {vocab.level}-level run; kerasgen export supports "
+            "character-level runs (a word-level tokenizer does not fit in the graph)"
+        )
     recurrent = model.config.model in ("lstm", "gru", "rnn")
     # Recurrent models run the fused math on the weights, at any batch; the
     # others are Keras models built for any batch.
@@ -58,8 +60,9 @@ def export(save_dir: str, out: str, checkpoint: str = "best") -> str:
     sampler = Sampler(net, vocab, model.run.preamble, jit_compile=False, fused=True)
     codes = np.array([ord(c) for c in vocab.chars], np.int32)
     order = np.argsort(codes)
-    preamble = prefix_ids(vocab, model.run.preamble, "") if model.run.preamble else \
-        np.zeros(0, np.int32)
+    preamble = (
+        prefix_ids(vocab, model.run.preamble, "") if model.run.preamble else np.zeros(0, np.int32)
+    )
 
     class Generator(tf.Module):
         def __init__(self):
@@ -70,11 +73,14 @@ def export(save_dir: str, out: str, checkpoint: str = "best") -> str:
             self.codes = tf.constant(codes)  # id -> code point
             self.preamble = tf.constant(preamble.astype(np.int32))
 
-        @tf.function(input_signature=[
-            tf.TensorSpec([None], tf.string, name="prime"),
-            tf.TensorSpec([], tf.int32, name="n"),
-            tf.TensorSpec([], tf.float32, name="temperature"),
-            tf.TensorSpec([], tf.int64, name="seed")])
+        @tf.function(
+            input_signature=[
+                tf.TensorSpec([None], tf.string, name="prime"),
+                tf.TensorSpec([], tf.int32, name="n"),
+                tf.TensorSpec([], tf.float32, name="temperature"),
+                tf.TensorSpec([], tf.int64, name="seed"),
+            ]
+        )
         def generate(self, prime, n, temperature, seed):
             tf.debugging.assert_greater(temperature, 0.0, message="temperature must be > 0")
             tf.debugging.assert_non_negative(n, message="n must be >= 0")
@@ -83,13 +89,22 @@ def export(save_dir: str, out: str, checkpoint: str = "best") -> str:
             at = tf.minimum(tf.searchsorted(self.sorted_codes, flat), len(codes) - 1)
             known = tf.gather(self.sorted_codes, at) == flat
             tf.debugging.assert_equal(
-                tf.reduce_all(known), True,
-                message="the prime has characters that are not in the model's vocabulary")
+                tf.reduce_all(known),
+                True,
+                message="the prime has characters that are not in the model's vocabulary",
+            )
             ids = points.with_flat_values(tf.gather(self.ids_of_sorted, at))
             # The prefix: preamble then prime; an empty one reads the most
             # frequent character (id 0, the padding), as prefix_ids does.
-            prefix = tf.concat([tf.RaggedTensor.from_tensor(
-                tf.tile(self.preamble[None], [tf.shape(prime)[0], 1])), ids], axis=1)
+            prefix = tf.concat(
+                [
+                    tf.RaggedTensor.from_tensor(
+                        tf.tile(self.preamble[None], [tf.shape(prime)[0], 1])
+                    ),
+                    ids,
+                ],
+                axis=1,
+            )
             lengths = tf.maximum(tf.cast(prefix.row_lengths(), tf.int32), 1)
             prefix = tf.pad(prefix.to_tensor(), [[0, 0], [0, 1]])  # (N, longest + 1)
             generated = sampler.graph_generate(prefix, lengths, n, seed, temperature)
@@ -100,8 +115,9 @@ def export(save_dir: str, out: str, checkpoint: str = "best") -> str:
     tmp = out.rstrip("/") + ".partial"
     try:
         shutil.rmtree(tmp, ignore_errors=True)
-        tf.saved_model.save(module, tmp, signatures={
-            "serving_default": module.generate.get_concrete_function()})
+        tf.saved_model.save(
+            module, tmp, signatures={"serving_default": module.generate.get_concrete_function()}
+        )
         if os.path.isdir(out):
             os.rmdir(out)  # empty, checked above
         os.replace(tmp, out)
@@ -116,5 +132,6 @@ def _unwritable(out: str, error) -> StorageError:
         reason = f"{error.filename} is a file, not a folder"
     else:
         reason = error.strerror if isinstance(error, OSError) else error.message.splitlines()[0]
-    return StorageError(f"could not write {out} ({reason}); pass an --out in a folder you "
-                        "can write")
+    return StorageError(
+        f"could not write {out} ({reason}); pass an --out in a folder you can write"
+    )

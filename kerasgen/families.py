@@ -38,8 +38,10 @@ class RecurrentSteps:
     def zeros(self, batch):
         import tensorflow as tf
 
-        return [[tf.zeros(tf.stack([batch, v.shape[1]]), v.dtype) for v in layer.states]
-                for layer in self.layers]
+        return [
+            [tf.zeros(tf.stack([batch, v.shape[1]]), v.dtype) for v in layer.states]
+            for layer in self.layers
+        ]
 
     def start(self, prefix: np.ndarray):
         # The whole prefix is read in the loop, from a zero state.
@@ -91,18 +93,23 @@ class WindowSteps:
     def zeros(self, batch):
         import tensorflow as tf
 
-        return (tf.zeros(tf.stack([batch, self.context]), tf.int32),
-                tf.zeros(tf.stack([batch]), tf.int32))
+        return (
+            tf.zeros(tf.stack([batch, self.context]), tf.int32),
+            tf.zeros(tf.stack([batch]), tf.int32),
+        )
 
     def start(self, prefix: np.ndarray):
         import tensorflow as tf
 
         # Only the last ``context`` tokens can matter: they go straight into the window.
-        before = prefix[:-1][-self.context:] if len(prefix) > 1 else prefix[:0]
+        before = prefix[:-1][-self.context :] if len(prefix) > 1 else prefix[:0]
         window = np.zeros((1, self.context), np.int32)
-        window[0, :len(before)] = before
-        return int(prefix[-1]), prefix[:0], (tf.constant(window),
-                                             tf.constant([len(before)], tf.int32))
+        window[0, : len(before)] = before
+        return (
+            int(prefix[-1]),
+            prefix[:0],
+            (tf.constant(window), tf.constant([len(before)], tf.int32)),
+        )
 
     def prepare(self):
         return ()
@@ -117,8 +124,9 @@ class WindowSteps:
         placed = tf.where(positions == filled[:, None], ids[:, None], window)
         window = tf.where((filled >= self.context)[:, None], slid, placed)
         filled = tf.minimum(filled + 1, self.context)
-        logits = tf.gather(self.model(window, training=False), filled - 1, axis=1,
-                           batch_dims=1)  # (N, V): the newest token's
+        logits = tf.gather(
+            self.model(window, training=False), filled - 1, axis=1, batch_dims=1
+        )  # (N, V): the newest token's
         return logits, (window, filled)
 
 

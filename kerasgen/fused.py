@@ -69,8 +69,13 @@ class FusedModel:
             kernel, recurrent, bias = cell.kernel, cell.recurrent_kernel, cell.bias
             input_bias, recurrent_bias = (bias[0], bias[1]) if family == "gru" else (bias, None)
             if i == 0 and fuse_embedding:
-                weights.append((tf.matmul(self.embedding, kernel) + input_bias,  # (V, G*H)
-                                recurrent, recurrent_bias))
+                weights.append(
+                    (
+                        tf.matmul(self.embedding, kernel) + input_bias,  # (V, G*H)
+                        recurrent,
+                        recurrent_bias,
+                    )
+                )
             elif i > 0 and family != "gru":
                 weights.append((tf.concat([kernel, recurrent], axis=0), input_bias, None))
             else:
@@ -112,10 +117,14 @@ class FusedModel:
         # last layer's outputs are dropped after the loop, all together.
         batch, dtype = tf.shape(states[0][0])[0], states[0][0].dtype
         last = len(self.layers) - 1
-        masks_in = [_keep_masks(input_drop, steps, batch, layer.cell.units, dtype)
-                    for layer in self.layers[:last]]
-        masks_out = [_keep_masks(output_drop, steps, batch, layer.cell.units, dtype)
-                     for layer in self.layers[:last]]
+        masks_in = [
+            _keep_masks(input_drop, steps, batch, layer.cell.units, dtype)
+            for layer in self.layers[:last]
+        ]
+        masks_out = [
+            _keep_masks(output_drop, steps, batch, layer.cell.units, dtype)
+            for layer in self.layers[:last]
+        ]
 
         states = [list(s) for s in states]
         outputs = []
@@ -128,8 +137,7 @@ class FusedModel:
                 if i == 0:
                     pre, recurrent_term = first_inputs[t], None
                     if family == "gru":
-                        recurrent_term = tf.matmul(h_prev, w0[1]) + (
-                            w0[2] if fuse else w0[2][1])
+                        recurrent_term = tf.matmul(h_prev, w0[1]) + (w0[2] if fuse else w0[2][1])
                     else:
                         pre = pre + tf.matmul(h_prev, w0[1])
                 elif family == "gru":

@@ -41,8 +41,9 @@ class ModelConfig:
 
     def __post_init__(self):
         if self.model not in MODEL_FAMILIES:
-            raise ValueError(f"unknown --model {self.model!r}; choose one of "
-                             + ", ".join(MODEL_FAMILIES))
+            raise ValueError(
+                f"unknown --model {self.model!r}; choose one of " + ", ".join(MODEL_FAMILIES)
+            )
         for name in ("vocab_size", "rnn_size", "num_layers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
@@ -55,28 +56,35 @@ class ModelConfig:
             raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.model == "transformer":
             if self.n_head < 1 or self.rnn_size % self.n_head:
-                raise ValueError(f"--n_head {self.n_head} must divide --n_embd (--rnn_size) "
-                                 f"{self.rnn_size}; pick e.g. --n_head 4 with --n_embd 128")
+                raise ValueError(
+                    f"--n_head {self.n_head} must divide --n_embd (--rnn_size) "
+                    f"{self.rnn_size}; pick e.g. --n_head 4 with --n_embd 128"
+                )
             if self.context < 1:
-                raise ValueError("a transformer needs its context length (--seq_length), "
-                                 f"got {self.context}")
+                raise ValueError(
+                    f"a transformer needs its context length (--seq_length), got {self.context}"
+                )
         elif self.dropout:
-            raise ValueError("--dropout applies to --model transformer; recurrent models use "
-                             "--input_keep_prob / --output_keep_prob")
+            raise ValueError(
+                "--dropout applies to --model transformer; recurrent models use "
+                "--input_keep_prob / --output_keep_prob"
+            )
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
+    def from_dict(cls, d: dict) -> ModelConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
-    def differences(self, other: "ModelConfig") -> list[str]:
+    def differences(self, other: ModelConfig) -> list[str]:
         """``name: mine != other`` for every field that differs."""
-        return [f"{f.name}: {getattr(self, f.name)!r} != {getattr(other, f.name)!r}"
-                for f in dataclasses.fields(self)
-                if getattr(self, f.name) != getattr(other, f.name)]
+        return [
+            f"{f.name}: {getattr(self, f.name)!r} != {getattr(other, f.name)!r}"
+            for f in dataclasses.fields(self)
+            if getattr(self, f.name) != getattr(other, f.name)
+        ]
 
 
 def rnn_layer_names(config: ModelConfig) -> list[str]:
@@ -98,24 +106,31 @@ def build_model(config: ModelConfig, batch_size: int, stateful: bool = True):
         return _build_bigram(config, batch_size)
     if config.model == "transformer":
         return _build_transformer(config, batch_size)
-    rnn_class = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU,
-                 "rnn": keras.layers.SimpleRNN}[config.model]
+    rnn_class = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU, "rnn": keras.layers.SimpleRNN}[
+        config.model
+    ]
     ids = keras.Input(batch_shape=(batch_size, None), dtype="int32", name="ids")  # (B, T)
     # Unit-variance embeddings, as PyTorch's nn.Embedding and torch-rnn: Keras's
     # default uniform(-0.05, 0.05) makes the first layer's input ~30x weaker,
     # and the model then learns much more slowly at first (docs/results.md).
     x = keras.layers.Embedding(
-        config.vocab_size, config.rnn_size, name="embedding",
-        embeddings_initializer=keras.initializers.RandomNormal(stddev=1.0))(ids)
+        config.vocab_size,
+        config.rnn_size,
+        name="embedding",
+        embeddings_initializer=keras.initializers.RandomNormal(stddev=1.0),
+    )(ids)
     for i, name in enumerate(rnn_layer_names(config)):
         if config.input_keep_prob < 1.0:
             x = keras.layers.Dropout(1.0 - config.input_keep_prob, name=f"input_dropout_{i + 1}")(x)
         x = rnn_class(config.rnn_size, return_sequences=True, stateful=stateful, name=name)(x)
         if config.output_keep_prob < 1.0:
-            x = keras.layers.Dropout(1.0 - config.output_keep_prob,
-                                     name=f"output_dropout_{i + 1}")(x)
+            x = keras.layers.Dropout(1.0 - config.output_keep_prob, name=f"output_dropout_{i + 1}")(
+                x
+            )
     # float32 logits even under a mixed-precision policy: softmax and loss need the range.
-    logits = keras.layers.Dense(config.vocab_size, name="logits", dtype="float32")(x)  # (B, T, vocab)
+    logits = keras.layers.Dense(config.vocab_size, name="logits", dtype="float32")(
+        x
+    )  # (B, T, vocab)
     return keras.Model(ids, logits, name=f"char_{config.model}")
 
 
@@ -128,8 +143,13 @@ def _build_bigram(config: ModelConfig, batch_size: int):
     import keras
 
     ids = keras.Input(batch_shape=(batch_size, None), dtype="int32", name="ids")  # (B, T)
-    logits = keras.layers.Embedding(config.vocab_size, config.vocab_size, name="logits",
-                                    embeddings_initializer="zeros", dtype="float32")(ids)
+    logits = keras.layers.Embedding(
+        config.vocab_size,
+        config.vocab_size,
+        name="logits",
+        embeddings_initializer="zeros",
+        dtype="float32",
+    )(ids)
     return keras.Model(ids, logits, name="char_bigram")  # (B, T, vocab)
 
 
@@ -146,8 +166,10 @@ def _position_embedding_class():
 
         def build(self, input_shape):
             self.table = self.add_weight(
-                shape=(self.context, self.width), name="embeddings",
-                initializer=keras.initializers.RandomNormal(stddev=0.02))
+                shape=(self.context, self.width),
+                name="embeddings",
+                initializer=keras.initializers.RandomNormal(stddev=0.02),
+            )
 
         def call(self, x):
             length = keras.ops.shape(x)[1]
@@ -171,29 +193,36 @@ def _build_transformer(config: ModelConfig, batch_size: int):
     width, heads = config.rnn_size, config.n_head
     init = keras.initializers.RandomNormal(stddev=0.02)  # GPT-2's init
     ids = keras.Input(batch_shape=(batch_size, None), dtype="int32", name="ids")  # (B, T)
-    x = keras.layers.Embedding(config.vocab_size, width, name="embedding",
-                               embeddings_initializer=init)(ids)  # (B, T, C)
+    x = keras.layers.Embedding(
+        config.vocab_size, width, name="embedding", embeddings_initializer=init
+    )(ids)  # (B, T, C)
     x = _position_embedding_class()(config.context, width, name="position")(x)
     if config.dropout:
         x = keras.layers.Dropout(config.dropout, name="embedding_dropout")(x)
     for i in range(1, config.num_layers + 1):
         h = keras.layers.LayerNormalization(epsilon=1e-5, name=f"block_{i}_ln_1")(x)
         h = keras.layers.MultiHeadAttention(
-            heads, width // heads, dropout=config.dropout, kernel_initializer=init,
-            name=f"block_{i}_attention")(h, h, use_causal_mask=True)  # (B, T, C)
+            heads,
+            width // heads,
+            dropout=config.dropout,
+            kernel_initializer=init,
+            name=f"block_{i}_attention",
+        )(h, h, use_causal_mask=True)  # (B, T, C)
         if config.dropout:
             h = keras.layers.Dropout(config.dropout, name=f"block_{i}_attention_dropout")(h)
         x = keras.layers.Add(name=f"block_{i}_attention_residual")([x, h])
         h = keras.layers.LayerNormalization(epsilon=1e-5, name=f"block_{i}_ln_2")(x)
-        h = keras.layers.Dense(4 * width, activation="gelu", kernel_initializer=init,
-                               name=f"block_{i}_mlp_in")(h)  # (B, T, 4C)
+        h = keras.layers.Dense(
+            4 * width, activation="gelu", kernel_initializer=init, name=f"block_{i}_mlp_in"
+        )(h)  # (B, T, 4C)
         h = keras.layers.Dense(width, kernel_initializer=init, name=f"block_{i}_mlp_out")(h)
         if config.dropout:
             h = keras.layers.Dropout(config.dropout, name=f"block_{i}_mlp_dropout")(h)
         x = keras.layers.Add(name=f"block_{i}_mlp_residual")([x, h])
     x = keras.layers.LayerNormalization(epsilon=1e-5, name="ln_f")(x)
-    logits = keras.layers.Dense(config.vocab_size, name="logits", dtype="float32",
-                                kernel_initializer=init)(x)  # (B, T, vocab)
+    logits = keras.layers.Dense(
+        config.vocab_size, name="logits", dtype="float32", kernel_initializer=init
+    )(x)  # (B, T, vocab)
     return keras.Model(ids, logits, name="char_transformer")
 
 

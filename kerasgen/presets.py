@@ -25,8 +25,11 @@ def _folder():
 
 def preset_names() -> list[str]:
     """The shipped presets, sorted."""
-    return sorted(entry.name[:-len(SUFFIX)] for entry in _folder().iterdir()
-                  if entry.name.endswith(SUFFIX) and entry.is_file())
+    return sorted(
+        entry.name[: -len(SUFFIX)]
+        for entry in _folder().iterdir()
+        if entry.name.endswith(SUFFIX) and entry.is_file()
+    )
 
 
 def load_preset(name: str) -> dict:
@@ -38,8 +41,9 @@ def load_preset(name: str) -> dict:
     options = json.loads(text)
     # Shipped files, checked by the tests; a damaged install still gets a clear message.
     if not isinstance(options, dict) or "preset" in options:
-        raise ValueError(f"preset {name} is not a JSON object of kerasgen train options; "
-                         "reinstall kerasgen")
+        raise ValueError(
+            f"preset {name} is not a JSON object of kerasgen train options; reinstall kerasgen"
+        )
     return options
 
 

@@ -50,8 +50,10 @@ def training_progress(live: bool | None = None, write=None, notes=None):
             for note in logs.get("notes", ()):
                 notes(f"note: {note}")
             self.total, self.num_epochs = int(logs["total_steps"]), int(logs["num_epochs"])
-            notes(f"model: {int(logs['params']):,} parameters; {int(logs['steps_per_epoch'])} "
-                  f"steps per epoch; TensorBoard logs in {logs['log_dir']}")
+            notes(
+                f"model: {int(logs['params']):,} parameters; {int(logs['steps_per_epoch'])} "
+                f"steps per epoch; TensorBoard logs in {logs['log_dir']}"
+            )
             self.bar, self.bar_epoch, self.bar_full = None, None, False
 
         def on_train_batch_end(self, step, logs=None):
@@ -76,26 +78,35 @@ def training_progress(live: bool | None = None, write=None, notes=None):
             best = " (best)" if logs["best"] else ""
             partial = int(logs["partial_steps"])  # steps of an epoch cut short by the budget
             shown = f"{epoch} + {partial} steps" if partial else f"{epoch}"
-            line = (f"epoch {shown}/{self.num_epochs}  step {int(logs['step'])}/{self.total}  "
-                    f"train_loss {logs['loss']:.4f}{val}{best}  "
-                    f"chars/s {logs['chars_per_s']:,.0f}  {logs['seconds']:.1f}s "
-                    f"+ {logs['boundary_seconds']:.1f}s between epochs "
-                    f"({logs['val_seconds']:.1f}s validation)")
+            line = (
+                f"epoch {shown}/{self.num_epochs}  step {int(logs['step'])}/{self.total}  "
+                f"train_loss {logs['loss']:.4f}{val}{best}  "
+                f"chars/s {logs['chars_per_s']:,.0f}  {logs['seconds']:.1f}s "
+                f"+ {logs['boundary_seconds']:.1f}s between epochs "
+                f"({logs['val_seconds']:.1f}s validation)"
+            )
             write(("\n" if self._bar_open() else "") + line)
 
         def on_test_end(self, logs=None):  # a validation within an epoch (--eval_every)
             if logs.get("val_loss") is None:
                 return
             best = " (best)" if logs["best"] else ""
-            write(("\n" if self._bar_open() else "") +
-                  f"step {int(logs['step'])}/{self.total}  val_loss {logs['val_loss']:.4f}{best}  "
-                  f"({logs['val_seconds']:.1f}s validation)")
+            write(
+                ("\n" if self._bar_open() else "")
+                + f"step {int(logs['step'])}/{self.total}  val_loss {logs['val_loss']:.4f}{best}  "
+                f"({logs['val_seconds']:.1f}s validation)"
+            )
 
         def on_train_end(self, logs=None):
-            best = ("" if logs["best_val_loss"] is None
-                    else f", best val loss {logs['best_val_loss']:.4f}")
+            best = (
+                ""
+                if logs["best_val_loss"] is None
+                else f", best val loss {logs['best_val_loss']:.4f}"
+            )
             budget = " (time budget spent)" if logs["stopped_by_budget"] else ""
-            notes(f"done{budget}: {int(logs['steps'])} steps in {logs['seconds']:.0f}s, "
-                  f"{logs['chars_per_s']:,.0f} chars/s{best}; model saved in {logs['save_dir']}")
+            notes(
+                f"done{budget}: {int(logs['steps'])} steps in {logs['seconds']:.0f}s, "
+                f"{logs['chars_per_s']:,.0f} chars/s{best}; model saved in {logs['save_dir']}"
+            )
 
     return TrainingProgress()

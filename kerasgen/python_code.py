@@ -1,7 +1,7 @@
 """Python source: the corpus to train on, and how much of what a model writes parses.
 
-**The corpus** (``kerasgen corpus python``) is every ``*.py`` file under the given folders (default: the
-running interpreter's standard library, so it works offline), in sorted
+**The corpus** (``kerasgen corpus python``) is every ``*.py`` file under the given
+folders (default: the running interpreter's standard library, so it works offline), in sorted
 order, each preceded by a header comment and followed by two blank lines::
 
     # ==== json/decoder.py ====
@@ -116,8 +116,9 @@ DEFAULT_MAX_CHARS = 10_000_000  # the whole standard library, as the defaults ke
 PRUNED_FOLDERS = frozenset({"__pycache__", "site-packages", "dist-packages"})
 TEST_FOLDER = re.compile(r"(.*_)?tests?")
 TEST_FILE = re.compile(r"test_.*\.py|.*_test\.py|conftest\.py")
-GENERATED_MARK = re.compile(r"automatically generated|auto-?generated|generated from|do not edit",
-                            re.IGNORECASE)
+GENERATED_MARK = re.compile(
+    r"automatically generated|auto-?generated|generated from|do not edit", re.IGNORECASE
+)
 GENERATED_WINDOW = 1000  # characters at the top of a file searched for GENERATED_MARK
 SYNTAX_SAMPLE_CHARS = 2000  # characters per sample of the syntax measure
 CONTINUATION = re.compile(r"(?:else|elif|except|finally)\b|[)\]}]")
@@ -133,8 +134,16 @@ SKIP_GENERATED = "generated"
 SKIP_EMPTY = "empty"
 SKIP_DUPLICATE = "duplicate"
 SKIP_OVER_MAX_CHARS = "over_max_chars"
-SKIP_REASONS = (SKIP_TESTS, SKIP_TOO_LARGE, SKIP_UNREADABLE, SKIP_NOT_UTF8, SKIP_GENERATED,
-                SKIP_EMPTY, SKIP_DUPLICATE, SKIP_OVER_MAX_CHARS)
+SKIP_REASONS = (
+    SKIP_TESTS,
+    SKIP_TOO_LARGE,
+    SKIP_UNREADABLE,
+    SKIP_NOT_UTF8,
+    SKIP_GENERATED,
+    SKIP_EMPTY,
+    SKIP_DUPLICATE,
+    SKIP_OVER_MAX_CHARS,
+)
 
 
 @dataclass(frozen=True)
@@ -169,12 +178,14 @@ def _python_files(root: str):
     """(absolute path, path parts relative to ``root``) of every kept ``*.py``, sorted."""
     found = []
     for folder, subfolders, names in os.walk(root):
-        subfolders[:] = [d for d in subfolders
-                         if d not in PRUNED_FOLDERS and not d.startswith(".")]
+        subfolders[:] = [d for d in subfolders if d not in PRUNED_FOLDERS and not d.startswith(".")]
         rel = os.path.relpath(folder, root)
         prefix = () if rel == os.curdir else tuple(rel.split(os.sep))
-        found.extend((os.path.join(folder, name), prefix + (name,)) for name in names
-                     if name.endswith(".py") and not name.startswith("."))
+        found.extend(
+            (os.path.join(folder, name), prefix + (name,))
+            for name in names
+            if name.endswith(".py") and not name.startswith(".")
+        )
     return sorted(found, key=lambda item: item[1])
 
 
@@ -218,21 +229,28 @@ def strip_python(source: str, docstrings: bool = True, comments: bool = True) ->
     if not docstrings:
         for node in ast.walk(tree):
             body = getattr(node, "body", None)
-            if not (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef,
-                                      ast.AsyncFunctionDef)) and len(body) > 1
-                    and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
-                    and isinstance(body[0].value.value, str)):
+            if not (
+                isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                and len(body) > 1
+                and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)
+            ):
                 continue
             doc = body[0]
             first, last = lines[doc.lineno - 1], lines[doc.end_lineno - 1]
             # ast's columns count UTF-8 bytes.
-            before = first.encode("utf-8")[:doc.col_offset].decode("utf-8", "replace")
-            after = last.encode("utf-8")[doc.end_col_offset:].decode("utf-8", "replace")
-            if not before.strip() and (not after.strip() or
-                                       (not comments and after.lstrip().startswith("#"))):
+            before = first.encode("utf-8")[: doc.col_offset].decode("utf-8", "replace")
+            after = last.encode("utf-8")[doc.end_col_offset :].decode("utf-8", "replace")
+            if not before.strip() and (
+                not after.strip() or (not comments and after.lstrip().startswith("#"))
+            ):
                 drop.update(range(doc.lineno - 1, doc.end_lineno))
-    kept = [line[:cut[row]].rstrip() if row in cut else line
-            for row, line in enumerate(lines) if row not in drop]
+    kept = [
+        line[: cut[row]].rstrip() if row in cut else line
+        for row, line in enumerate(lines)
+        if row not in drop
+    ]
     stripped = "\n".join(kept)
     return stripped if _parses(stripped) else source
 
@@ -255,10 +273,16 @@ def reformat_python(source: str) -> str:
     return text
 
 
-def collect_python(paths=None, include_tests: bool = False, include_generated: bool = False,
-                   max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
-                   max_chars: int = DEFAULT_MAX_CHARS, docstrings: bool = False,
-                   comments: bool = False, reformat: bool | None = None) -> Corpus:
+def collect_python(
+    paths=None,
+    include_tests: bool = False,
+    include_generated: bool = False,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    max_chars: int = DEFAULT_MAX_CHARS,
+    docstrings: bool = False,
+    comments: bool = False,
+    reformat: bool | None = None,
+) -> Corpus:
     """Join the Python files under ``paths`` (folders or files) into one text.
 
     ``paths`` defaults to the standard library. ``max_file_bytes`` and
@@ -270,8 +294,10 @@ def collect_python(paths=None, include_tests: bool = False, include_generated: b
     if reformat is None:
         reformat = not comments
     if reformat and comments:
-        raise ValueError("--reformat cannot keep comments (ast.unparse drops them); "
-                         "pass --no_comments, or --no_reformat to keep the files as written")
+        raise ValueError(
+            "--reformat cannot keep comments (ast.unparse drops them); "
+            "pass --no_comments, or --no_reformat to keep the files as written"
+        )
     if max_file_bytes < 0:
         raise ValueError(f"--max_file_bytes must be >= 0 (0: no limit), got {max_file_bytes}")
     if max_chars < 0:
@@ -282,11 +308,14 @@ def collect_python(paths=None, include_tests: bool = False, include_generated: b
         if os.path.isfile(root):
             candidates.append((root, os.path.basename(root), False))
         elif os.path.isdir(root):
-            candidates.extend((path, "/".join(parts), is_test_path(parts))
-                              for path, parts in _python_files(root))
+            candidates.extend(
+                (path, "/".join(parts), is_test_path(parts)) for path, parts in _python_files(root)
+            )
         else:
-            raise FileNotFoundError(f"{root} does not exist; pass a folder or a .py file "
-                                    "(or nothing, for the standard library)")
+            raise FileNotFoundError(
+                f"{root} does not exist; pass a folder or a .py file "
+                "(or nothing, for the standard library)"
+            )
 
     skipped = dict.fromkeys(SKIP_REASONS, 0)
     parts, files, seen = [], [], set()
@@ -341,29 +370,45 @@ def collect_python(paths=None, include_tests: bool = False, include_generated: b
     return Corpus(text, tuple(files), skipped)
 
 
-def build_python_corpus(out: str, paths=None, include_tests: bool = False,
-                        include_generated: bool = False,
-                        max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
-                        max_chars: int = DEFAULT_MAX_CHARS, docstrings: bool = False,
-                        comments: bool = False, reformat: bool | None = None) -> Corpus:
+def build_python_corpus(
+    out: str,
+    paths=None,
+    include_tests: bool = False,
+    include_generated: bool = False,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    max_chars: int = DEFAULT_MAX_CHARS,
+    docstrings: bool = False,
+    comments: bool = False,
+    reformat: bool | None = None,
+) -> Corpus:
     """``collect_python`` and write the text to ``out`` atomically (UTF-8, ``\\n`` newlines).
 
     Raises ValueError, writing nothing, when no file was kept.
     """
-    corpus = collect_python(paths, include_tests, include_generated, max_file_bytes, max_chars,
-                            docstrings, comments, reformat)
+    corpus = collect_python(
+        paths,
+        include_tests,
+        include_generated,
+        max_file_bytes,
+        max_chars,
+        docstrings,
+        comments,
+        reformat,
+    )
     if not corpus.files:
         reasons = ", ".join(f"{n} {r.replace('_', ' ')}" for r, n in corpus.skipped.items() if n)
         raise ValueError(
-            "no Python file was kept" + (f" (skipped: {reasons})" if reasons else
-                                         " (no *.py files found)")
+            "no Python file was kept"
+            + (f" (skipped: {reasons})" if reasons else " (no *.py files found)")
             + "; pass folders holding .py files, --include_tests, --include_generated, "
-              "or a larger --max_file_bytes / --max_chars")
+            "or a larger --max_file_bytes / --max_chars"
+        )
     atomic.write_text(out, corpus.text)
     return corpus
 
 
 # ---------------------------------------------------------------- Python syntax
+
 
 def _is_code_start(line: str) -> bool:
     """A line starting at column 0 with something other than whitespace or a comment."""
@@ -407,8 +452,11 @@ def block_starts(text: str) -> list[int]:
     starts, offset, decorating = [], 0, False
     for line in lines:
         if _is_code_start(line):
-            if (not CONTINUATION.match(line) and not decorating
-                    and (not starts or not _incomplete(text[starts[-1]:offset]))):
+            if (
+                not CONTINUATION.match(line)
+                and not decorating
+                and (not starts or not _incomplete(text[starts[-1] : offset]))
+            ):
                 starts.append(offset)
             decorating = line.startswith("@") or (decorating and bool(CLOSING.match(line)))
         offset += len(line) + 1
@@ -496,14 +544,24 @@ class SyntaxResult:
 
     def to_dict(self, options) -> dict:
         """The ``python_syntax`` object of ``kerasgen evaluate --json``."""
-        result = {"ok": self.ok, "total": self.total, "rate": self.rate,
-                  "interval": _listed(self.interval), "samples": self.samples,
-                  "chars": self.chars, "never_at_column_0": self.never_at_column_0,
-                  **options.settings()}
+        result = {
+            "ok": self.ok,
+            "total": self.total,
+            "rate": self.rate,
+            "interval": _listed(self.interval),
+            "samples": self.samples,
+            "chars": self.chars,
+            "never_at_column_0": self.never_at_column_0,
+            **options.settings(),
+        }
         if self.prime:
-            result["prime"] = {"text": self.prime, "finished": self.finished,
-                               "ok": self.finished_ok, "rate": self.finished_rate,
-                               "interval": _listed(self.finished_interval)}
+            result["prime"] = {
+                "text": self.prime,
+                "finished": self.finished,
+                "ok": self.finished_ok,
+                "rate": self.finished_rate,
+                "interval": _listed(self.finished_interval),
+            }
         return result
 
 
@@ -511,8 +569,9 @@ def _listed(interval):
     return None if interval is None else list(interval)
 
 
-def sample_syntax(model, num_samples: int = 20, length: int = SYNTAX_SAMPLE_CHARS,
-                  options=None, prime: str = "") -> SyntaxResult:
+def sample_syntax(
+    model, num_samples: int = 20, length: int = SYNTAX_SAMPLE_CHARS, options=None, prime: str = ""
+) -> SyntaxResult:
     """Generate ``num_samples`` texts as one batch and measure their ``syntax_rate``.
 
     ``model``: a loaded model (``kerasgen.load``). Generation starts at a line
@@ -531,7 +590,8 @@ def sample_syntax(model, num_samples: int = 20, length: int = SYNTAX_SAMPLE_CHAR
         raise ValueError(f"-n must be at least 1, got {length}")
     check_syntax_prime(model, prime)
     ids = model.sampler(num_samples).generate_ids(
-        length, _line_start(model) + prime, options or SamplingOptions())  # (N, length)
+        length, _line_start(model) + prime, options or SamplingOptions()
+    )  # (N, length)
     return measure_syntax([prime + model.vocab.decode(row) for row in ids], length, prime)
 
 
@@ -542,11 +602,17 @@ def measure_syntax(texts, chars: int, prime: str = "") -> SyntaxResult:
     blocks = [python_blocks(text) for text in texts]
     firsts = [first_block(text, len(prime)) for text in texts] if prime else []
     finished = [b for b in firsts if b is not None]
-    return SyntaxResult(ok=sum(_parses(b) for sample in blocks for b in sample),
-                        total=sum(len(sample) for sample in blocks), samples=len(texts),
-                        chars=chars, texts=texts, blockless=sum(not sample for sample in blocks),
-                        prime=prime, finished=len(finished),
-                        finished_ok=sum(_parses(b) for b in finished))
+    return SyntaxResult(
+        ok=sum(_parses(b) for sample in blocks for b in sample),
+        total=sum(len(sample) for sample in blocks),
+        samples=len(texts),
+        chars=chars,
+        texts=texts,
+        blockless=sum(not sample for sample in blocks),
+        prime=prime,
+        finished=len(finished),
+        finished_ok=sum(_parses(b) for b in finished),
+    )
 
 
 def _line_start(model) -> str:
@@ -560,8 +626,10 @@ def check_syntax_prime(model, prime: str) -> None:
     """Raise ValueError for a prime that cannot begin a sample of the syntax measure or of
     ``BlockSampler``: characters the model never saw, or an indented first line."""
     if prime[:1] in (" ", "\t"):
-        raise ValueError("--prime must start at column 0 to begin a top-level block (drop the "
-                         "leading whitespace)")
+        raise ValueError(
+            "--prime must start at column 0 to begin a top-level block (drop the "
+            "leading whitespace)"
+        )
     model.check_prime(prime)
 
 
@@ -642,9 +710,13 @@ class BlockSampler:
                 head = prime if not kept else (carry if attempt == 0 else "")
                 seed = np.random.SeedSequence([options.seed, sample, draw]).generate_state(1)[0]
                 draw += 1
-                block, rest = self._draw(line_start + kept[context_start:], head,
-                                         len(prime) if not kept else 0, limit,
-                                         dataclasses.replace(options, seed=int(seed)))
+                block, rest = self._draw(
+                    line_start + kept[context_start:],
+                    head,
+                    len(prime) if not kept else 0,
+                    limit,
+                    dataclasses.replace(options, seed=int(seed)),
+                )
                 self.stats.drawn += 1
                 if block is None:
                     self.stats.unfinished += 1
@@ -687,10 +759,10 @@ class BlockSampler:
                 pieces.close()
         if block is None:
             return None, ""
-        rest = text[len(block):]
+        rest = text[len(block) :]
         if not head_length:
             # What came before the block's first line (an indented line that continues
             # the block kept before it, a comment) is not part of it: dropped, as a
             # failed draw would be, instead of failing the block it precedes.
-            block = block[block_starts(block)[0]:]
+            block = block[block_starts(block)[0] :]
         return block, rest

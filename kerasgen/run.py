@@ -20,8 +20,9 @@ def resolve_checkpoint(run: rundir.Run, checkpoint: str = DEFAULT_CHECKPOINT) ->
     """``checkpoint``, or "latest" when "best" is asked for and the run has none yet
     (trained with --val_frac 0, or stopped before its first validation)."""
     if checkpoint not in rundir.CHECKPOINTS:
-        raise ValueError(f"checkpoint must be one of {', '.join(rundir.CHECKPOINTS)}, "
-                         f"got {checkpoint!r}")
+        raise ValueError(
+            f"checkpoint must be one of {', '.join(rundir.CHECKPOINTS)}, got {checkpoint!r}"
+        )
     if checkpoint == "best" and not run.has_checkpoint("best"):
         return "latest"
     return checkpoint
@@ -35,8 +36,9 @@ class TrainedModel:
     weights, read once.
     """
 
-    def __init__(self, save_dir: str = "save", checkpoint: str = DEFAULT_CHECKPOINT,
-                 jit_compile: bool = True):
+    def __init__(
+        self, save_dir: str = "save", checkpoint: str = DEFAULT_CHECKPOINT, jit_compile: bool = True
+    ):
         from kerasgen.model import build_model
 
         self.run = rundir.read_run(save_dir)
@@ -82,9 +84,11 @@ class TrainedModel:
         """Raise ValueError naming the characters of ``prime`` the model never saw."""
         unknown = self.run.vocab.unknown(prime)
         if unknown:
-            raise ValueError("--prime has characters not in the model's vocabulary: "
-                             + ", ".join(repr(c) for c in unknown)
-                             + "; use only characters seen in training")
+            raise ValueError(
+                "--prime has characters not in the model's vocabulary: "
+                + ", ".join(repr(c) for c in unknown)
+                + "; use only characters seen in training"
+            )
 
     def check_constrain(self, constrain: str | None) -> None:
         """Raise ValueError unless this run can be sampled with ``constrain`` ("python"
@@ -101,9 +105,21 @@ class TrainedModel:
         character-level run, else "none"."""
         return "python" if syntax == "python" and self.run.vocab.level == "char" else "none"
 
-    def stream(self, n: int = 500, prime: str = "", *, temperature: float = 1.0, top_k: int = 0,
-               top_p: float = 1.0, seed: int | None = None, num_samples: int = 1, stop=None,
-               sample: int = 1, syntax: str | None = None, constrain: str | None = None):
+    def stream(
+        self,
+        n: int = 500,
+        prime: str = "",
+        *,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        num_samples: int = 1,
+        stop=None,
+        sample: int = 1,
+        syntax: str | None = None,
+        constrain: str | None = None,
+    ):
         """Yield the text as it is generated, in pieces whose join is ``generate``'s text.
 
         One sample: each piece is a string (the first is the prime). With
@@ -114,8 +130,14 @@ class TrainedModel:
         if constrain is None:
             constrain = self.default_constrain(syntax)
         self.check_constrain(constrain)
-        options = SamplingOptions(sample=sample, temperature=temperature, top_k=top_k,
-                                  top_p=top_p, seed=_seed(seed), constrain=constrain)
+        options = SamplingOptions(
+            sample=sample,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            seed=_seed(seed),
+            constrain=constrain,
+        )
         stop = [stop] if isinstance(stop, str) else list(stop or ())
         if syntax is not None:
             yield from self._stream_blocks(n, prime, options, num_samples, stop, syntax)
@@ -134,8 +156,10 @@ class TrainedModel:
         if syntax != "python":
             raise ValueError(f"syntax must be 'python' or None, got {syntax!r}")
         if stop:
-            raise ValueError("stop and syntax='python' do not combine: blocks are whole "
-                             "statements; use -n to bound the length")
+            raise ValueError(
+                "stop and syntax='python' do not combine: blocks are whole "
+                "statements; use -n to bound the length"
+            )
         blocks = BlockSampler(self)
         for row in range(num_samples):
             for block in blocks.stream(n, prime, options, sample=row):
@@ -167,10 +191,21 @@ class TrainedModel:
 
         return create_app(self, **options)
 
-    def generate(self, n: int = 500, prime: str = "", *, temperature: float = 1.0,
-                 top_k: int = 0, top_p: float = 1.0, seed: int | None = None,
-                 num_samples: int = 1, stop=None, sample: int = 1, syntax: str | None = None,
-                 constrain: str | None = None):
+    def generate(
+        self,
+        n: int = 500,
+        prime: str = "",
+        *,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        num_samples: int = 1,
+        stop=None,
+        sample: int = 1,
+        syntax: str | None = None,
+        constrain: str | None = None,
+    ):
         """The prime followed by ``n`` generated tokens (characters at char level).
 
         ``temperature`` divides the logits; ``top_k`` (0: off) and ``top_p``
@@ -189,9 +224,19 @@ class TrainedModel:
         turns off.
         Returns a string, or a list of ``num_samples`` strings.
         """
-        pieces = self.stream(n, prime, temperature=temperature, top_k=top_k, top_p=top_p,
-                             seed=seed, num_samples=num_samples, stop=stop, sample=sample,
-                             syntax=syntax, constrain=constrain)
+        pieces = self.stream(
+            n,
+            prime,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            seed=seed,
+            num_samples=num_samples,
+            stop=stop,
+            sample=sample,
+            syntax=syntax,
+            constrain=constrain,
+        )
         if num_samples == 1:
             return "".join(pieces)
         texts = [[] for _ in range(num_samples)]
@@ -209,8 +254,9 @@ def _seed(seed: int | None) -> int:
     return int(np.random.default_rng().integers(0, MAX_SEED + 1)) if seed is None else int(seed)
 
 
-def load(save_dir: str = "save", checkpoint: str = DEFAULT_CHECKPOINT,
-         jit_compile: bool = True) -> TrainedModel:
+def load(
+    save_dir: str = "save", checkpoint: str = DEFAULT_CHECKPOINT, jit_compile: bool = True
+) -> TrainedModel:
     """The trained model in ``save_dir``: ``checkpoint`` "best" (lowest validation
     loss; "latest" when the run has no best yet) or "latest"."""
     return TrainedModel(save_dir, checkpoint, jit_compile)

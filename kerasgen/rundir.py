@@ -91,7 +91,7 @@ class Replacement:
         self.done = False
 
     @classmethod
-    def begin(cls, save_dir: str) -> "Replacement":
+    def begin(cls, save_dir: str) -> Replacement:
         self = cls(save_dir)
         try:
             os.makedirs(self.aside, exist_ok=True)
@@ -101,8 +101,10 @@ class Replacement:
             atomic.write_text(os.path.join(self.aside, COMPLETE_MARK), "")
         except OSError as e:
             self.restore()
-            raise StorageError(f"could not set the trained run in {save_dir} aside to replace "
-                               f"it ({_reason(e)}); it is as it was") from None
+            raise StorageError(
+                f"could not set the trained run in {save_dir} aside to replace "
+                f"it ({_reason(e)}); it is as it was"
+            ) from None
         return self
 
     def discard(self) -> None:
@@ -146,8 +148,10 @@ class Replacement:
             self.discard()
             return None
         self.restore()
-        return (f"{save_dir}: a replacement (--overwrite) stopped before the new run saved a "
-                "checkpoint; the previous run was put back")
+        return (
+            f"{save_dir}: a replacement (--overwrite) stopped before the new run saved a "
+            "checkpoint; the previous run was put back"
+        )
 
 
 def _remove_path(path: str) -> None:
@@ -186,19 +190,27 @@ class RunLock:
         if not os.path.isdir(self.save_dir):
             os.makedirs(self.save_dir)
             self.created_dir = True
-        me = {"pid": os.getpid(), "host": socket.gethostname(),
-              "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        me = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 holder = self._holder()
                 if holder is None or not self._gone(holder):
-                    who = ("another process" if holder is None else
-                           f"process {holder['pid']} on {holder['host']} (since {holder['since']})")
+                    who = (
+                        "another process"
+                        if holder is None
+                        else f"process {holder['pid']} on {holder['host']} "
+                        f"(since {holder['since']})"
+                    )
                     raise RunLockedError(
                         f"{self.save_dir} is being trained by {who}; wait for it to finish, "
-                        f"or remove {self.path} if that process is gone") from None
+                        f"or remove {self.path} if that process is gone"
+                    ) from None
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(self.path)  # its process is gone: take the lock over
                 continue
@@ -250,14 +262,28 @@ class Run:
         return os.path.isfile(checkpoint_path(self.save_dir, which))
 
 
-def write_run(save_dir: str, model_config: ModelConfig, train_config: dict,
-              vocab: Vocabulary | WordVocabulary | BpeVocabulary, preamble: str = "") -> None:
+def write_run(
+    save_dir: str,
+    model_config: ModelConfig,
+    train_config: dict,
+    vocab: Vocabulary | WordVocabulary | BpeVocabulary,
+    preamble: str = "",
+) -> None:
     try:
         os.makedirs(save_dir, exist_ok=True)
-        atomic.write_text(os.path.join(save_dir, CONFIG_NAME), json.dumps(
-            {"kerasgen_version": __version__, "model": model_config.to_dict(),
-             "train": train_config, "sampling": {"preamble": preamble}},
-            indent=2, ensure_ascii=False))
+        atomic.write_text(
+            os.path.join(save_dir, CONFIG_NAME),
+            json.dumps(
+                {
+                    "kerasgen_version": __version__,
+                    "model": model_config.to_dict(),
+                    "train": train_config,
+                    "sampling": {"preamble": preamble},
+                },
+                indent=2,
+                ensure_ascii=False,
+            ),
+        )
         atomic.write_text(os.path.join(save_dir, VOCAB_NAME), vocab.to_json())
     except OSError as e:
         raise StorageError(f"could not write the run folder {save_dir} ({_reason(e)})") from None
@@ -266,21 +292,27 @@ def write_run(save_dir: str, model_config: ModelConfig, train_config: dict,
 def read_run(save_dir: str) -> Run:
     """Config and vocabulary of a run folder; raises if it holds no trained model."""
     if not os.path.isdir(save_dir):
-        raise FileNotFoundError(f"run folder {save_dir} does not exist; train a model first "
-                                "(kerasgen train --save_dir ...) or pass the right --save_dir")
+        raise FileNotFoundError(
+            f"run folder {save_dir} does not exist; train a model first "
+            "(kerasgen train --save_dir ...) or pass the right --save_dir"
+        )
     if not os.path.exists(os.path.join(save_dir, LOCK_NAME)):  # no trainer is at work here
         with contextlib.suppress(OSError):  # a folder this process may not write
             Replacement.recover(save_dir)
     config_path = os.path.join(save_dir, CONFIG_NAME)
     vocab_path = os.path.join(save_dir, VOCAB_NAME)
     if not os.path.isfile(config_path) or not any(
-            os.path.isfile(checkpoint_path(save_dir, w)) for w in CHECKPOINTS):
+        os.path.isfile(checkpoint_path(save_dir, w)) for w in CHECKPOINTS
+    ):
         if os.path.isdir(os.path.join(save_dir, REPLACED_DIR)):
             raise FileNotFoundError(
                 f"{save_dir} is being replaced by a new run (train --overwrite) that has not "
-                f"saved a checkpoint yet; the previous run stays in {REPLACED_DIR} until then")
-        raise FileNotFoundError(f"{save_dir} holds no checkpoint; train a model first "
-                                "(kerasgen train --save_dir ...) or pass the right --save_dir")
+                f"saved a checkpoint yet; the previous run stays in {REPLACED_DIR} until then"
+            )
+        raise FileNotFoundError(
+            f"{save_dir} holds no checkpoint; train a model first "
+            "(kerasgen train --save_dir ...) or pass the right --save_dir"
+        )
     try:
         with open(config_path, encoding="utf-8") as f:
             config = json.load(f)
@@ -291,11 +323,15 @@ def read_run(save_dir: str) -> Run:
         if not isinstance(preamble, str):
             raise ValueError("the preamble is not a string")
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        raise CheckpointError(f"{save_dir} has an unreadable {CONFIG_NAME} or {VOCAB_NAME} "
-                              f"({e}); retrain into a fresh --save_dir") from None
+        raise CheckpointError(
+            f"{save_dir} has an unreadable {CONFIG_NAME} or {VOCAB_NAME} "
+            f"({e}); retrain into a fresh --save_dir"
+        ) from None
     if model_config.vocab_size != len(vocab):
-        raise CheckpointError(f"{save_dir}: config says {model_config.vocab_size} tokens "
-                              f"but {VOCAB_NAME} has {len(vocab)}; the folder is inconsistent")
+        raise CheckpointError(
+            f"{save_dir}: config says {model_config.vocab_size} tokens "
+            f"but {VOCAB_NAME} has {len(vocab)}; the folder is inconsistent"
+        )
     return Run(save_dir, model_config, config.get("train", {}), vocab, preamble)
 
 
@@ -314,14 +350,17 @@ def _read_checksums(save_dir: str) -> dict[str, list[str]]:
         with open(path, encoding="utf-8") as f:
             sums = json.load(f)
         if not isinstance(sums, dict) or not all(
-                isinstance(v, list) and all(isinstance(h, str) for h in v) for v in sums.values()):
+            isinstance(v, list) and all(isinstance(h, str) for h in v) for v in sums.values()
+        ):
             raise ValueError("not an object of lists of sha256 digests")
         return sums
     except FileNotFoundError:
         return {}
     except (OSError, ValueError) as e:
-        raise CheckpointError(f"{path} is unreadable ({str(e).splitlines()[0][:200]}); "
-                              "delete it to load the checkpoints unchecked") from None
+        raise CheckpointError(
+            f"{path} is unreadable ({str(e).splitlines()[0][:200]}); "
+            "delete it to load the checkpoints unchecked"
+        ) from None
 
 
 def _record_checksum(save_dir: str, which: str, accepted: list[str]) -> None:
@@ -336,9 +375,11 @@ def verify_checkpoint(save_dir: str, which: str) -> None:
     accepted = _read_checksums(save_dir).get(f"{which}.ckpt.h5")
     path = checkpoint_path(save_dir, which)
     if accepted and _sha256(path) not in accepted:
-        other = [w for w in CHECKPOINTS if w != which][0]
-        raise CheckpointError(f"{path} is damaged (its sha256 does not match {CHECKSUMS_NAME}); "
-                              f"use --checkpoint {other} or retrain")
+        other = next(w for w in CHECKPOINTS if w != which)
+        raise CheckpointError(
+            f"{path} is damaged (its sha256 does not match {CHECKSUMS_NAME}); "
+            f"use --checkpoint {other} or retrain"
+        )
 
 
 def copy_checkpoint(from_dir: str, to_dir: str, which: str) -> None:
@@ -347,9 +388,12 @@ def copy_checkpoint(from_dir: str, to_dir: str, which: str) -> None:
     target = checkpoint_path(to_dir, which)
     digest = _sha256(checkpoint_path(from_dir, which))
     _record_checksum(to_dir, which, _accepted_with(to_dir, which, digest))
-    with atomic.atomic_path(target, suffix=".h5") as tmp:
-        with open(checkpoint_path(from_dir, which), "rb") as src, open(tmp, "wb") as dst:
-            dst.write(src.read())
+    with (
+        atomic.atomic_path(target, suffix=".h5") as tmp,
+        open(checkpoint_path(from_dir, which), "rb") as src,
+        open(tmp, "wb") as dst,
+    ):
+        dst.write(src.read())
     _record_checksum(to_dir, which, [digest])
 
 
@@ -394,21 +438,30 @@ def save_checkpoint(save_dir: str, which: str, model, optimizer=None, state: dic
                 opt.create_dataset(str(i), data=np.asarray(v.numpy()))
             opt.attrs["paths"] = json.dumps([v.path for v in optimizer.variables])
     try:
-        with atomic.atomic_path(path, suffix=".h5", before_replace=record) as tmp:
-            with open(tmp, "wb") as f:
-                f.write(buffer.getbuffer())
+        with (
+            atomic.atomic_path(path, suffix=".h5", before_replace=record) as tmp,
+            open(tmp, "wb") as f,
+        ):
+            f.write(buffer.getbuffer())
         _record_checksum(save_dir, which, digest)
     except OSError as e:
-        raise StorageError(f"could not write {path} ({_reason(e)}); free some disk space and "
-                           "continue with --init_from; the earlier checkpoints are intact") from None
+        raise StorageError(
+            f"could not write {path} ({_reason(e)}); free some disk space and "
+            "continue with --init_from; the earlier checkpoints are intact"
+        ) from None
     return path
 
 
 def _reason(error: OSError) -> str:
     """The operating system's words for a failed write, without h5py's wrapping."""
     text = str(error)
-    for known in ("No space left on device", "File too large", "Disk quota exceeded",
-                  "Read-only file system", "Permission denied"):
+    for known in (
+        "No space left on device",
+        "File too large",
+        "Disk quota exceeded",
+        "Read-only file system",
+        "Permission denied",
+    ):
         if known in text:
             return known
     return error.strerror or text.splitlines()[0][:200]
@@ -424,8 +477,10 @@ def load_checkpoint(save_dir: str, which: str, model, optimizer=None) -> dict:
 
     path = checkpoint_path(save_dir, which)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} does not exist; use the other checkpoint "
-                                f"({', '.join(CHECKPOINTS)}) or train first")
+        raise FileNotFoundError(
+            f"{path} does not exist; use the other checkpoint "
+            f"({', '.join(CHECKPOINTS)}) or train first"
+        )
     verify_checkpoint(save_dir, which)
     try:
         with h5py.File(path, "r") as f:
@@ -437,7 +492,8 @@ def load_checkpoint(save_dir: str, which: str, model, optimizer=None) -> dict:
                     raise CheckpointError(
                         f"{path} does not fit this model: weight {v.path} is "
                         f"{'missing' if data is None else f'shaped {tuple(data.shape)}'} "
-                        f"(model wants {tuple(v.shape)})")
+                        f"(model wants {tuple(v.shape)})"
+                    )
                 values.append(data[()])
             opt_values = None
             if optimizer is not None and "optimizer" in f:
@@ -446,10 +502,16 @@ def load_checkpoint(save_dir: str, which: str, model, optimizer=None) -> dict:
     except CheckpointError:
         raise
     except (OSError, KeyError, ValueError, TypeError) as e:
-        raise CheckpointError(f"{path} is corrupt or truncated ({str(e).splitlines()[0]}); "
-                              "use the other --checkpoint or retrain") from None
-    if opt_values is not None and (len(opt_values) != len(optimizer.variables) or any(
-            tuple(np.shape(a)) != tuple(v.shape) for a, v in zip(opt_values, optimizer.variables))):
+        raise CheckpointError(
+            f"{path} is corrupt or truncated ({str(e).splitlines()[0]}); "
+            "use the other --checkpoint or retrain"
+        ) from None
+    if opt_values is not None and (
+        len(opt_values) != len(optimizer.variables)
+        or any(
+            tuple(np.shape(a)) != tuple(v.shape) for a, v in zip(opt_values, optimizer.variables)
+        )
+    ):
         raise CheckpointError(f"{path}: optimizer state does not fit this model")
     for v, value in zip(model.weights, values):
         v.assign(value)
@@ -475,5 +537,7 @@ def read_checkpoint_state(save_dir: str, which: str) -> dict:
         with h5py.File(path, "r") as f:
             return _state(f)
     except (OSError, KeyError, ValueError, TypeError) as e:
-        raise CheckpointError(f"{path} is corrupt or truncated ({str(e).splitlines()[0]}); "
-                              "use the other --checkpoint or retrain") from None
+        raise CheckpointError(
+            f"{path} is corrupt or truncated ({str(e).splitlines()[0]}); "
+            "use the other --checkpoint or retrain"
+        ) from None

@@ -81,8 +81,13 @@ class SamplingOptions:
 
     def settings(self) -> dict:
         """What a measure reports it sampled with: temperature, top_k, top_p, seed, constrain."""
-        return {"temperature": self.temperature, "top_k": self.top_k, "top_p": self.top_p,
-                "seed": self.seed, "constrain": self.constrain}
+        return {
+            "temperature": self.temperature,
+            "top_k": self.top_k,
+            "top_p": self.top_p,
+            "seed": self.seed,
+            "constrain": self.constrain,
+        }
 
     @property
     def features(self) -> tuple:
@@ -90,8 +95,14 @@ class SamplingOptions:
         constraint, takes the most likely token at some steps, every row shares one seed,
         temperature and step: ``Rows`` sets the last). Seed, temperature and the values of
         k and p are inputs of the loop, so changing them never recompiles."""
-        return (self.sample != ARGMAX, self.top_k > 0, self.top_p < 1.0,
-                self.constrain is not None, self.sample != SAMPLE, False)
+        return (
+            self.sample != ARGMAX,
+            self.top_k > 0,
+            self.top_p < 1.0,
+            self.constrain is not None,
+            self.sample != SAMPLE,
+            False,
+        )
 
     @staticmethod
     def union(features, shared: bool = False) -> tuple:
@@ -104,8 +115,11 @@ class SamplingOptions:
 
 def check_seed(seed: int | None) -> None:
     """Raise ValueError unless ``seed`` is None or a whole number in 0..MAX_SEED."""
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
-                             or not 0 <= seed <= MAX_SEED):
+    if seed is not None and (
+        isinstance(seed, bool)
+        or not isinstance(seed, (int, np.integer))
+        or not 0 <= seed <= MAX_SEED
+    ):
         raise ValueError(f"--seed must be a whole number from 0 to {MAX_SEED}, got {seed!r}")
 
 
@@ -172,25 +186,38 @@ def _space_id(vocab) -> int:
     return -1 if space is None else space
 
 
-def select_next(logits, prev_ids, steps, seed, temperature, options: SamplingOptions,
-                space_id: int, glue=None, allowed=None):
+def select_next(
+    logits,
+    prev_ids,
+    steps,
+    seed,
+    temperature,
+    options: SamplingOptions,
+    space_id: int,
+    glue=None,
+    allowed=None,
+):
     """Next ids (N,) from logits (N, V) when every row samples with the same ``options``:
     row r draws as row r of ``select_rows`` (``steps``: a scalar or one per row;
     ``temperature`` may be a tensor, the exported model's input)."""
     import tensorflow as tf
 
     batch = tf.shape(logits)[0]
-    rows = {"seed": tf.fill([batch], tf.cast(seed, tf.int64)),
-            "row": tf.range(batch, dtype=tf.int32),
-            "temperature": tf.fill([batch], tf.cast(temperature, tf.float32)),
-            "mode": tf.fill([batch], options.sample), "top_k": tf.fill([batch], options.top_k),
-            "top_p": tf.fill([batch], tf.constant(options.top_p, tf.float32))}
+    rows = {
+        "seed": tf.fill([batch], tf.cast(seed, tf.int64)),
+        "row": tf.range(batch, dtype=tf.int32),
+        "temperature": tf.fill([batch], tf.cast(temperature, tf.float32)),
+        "mode": tf.fill([batch], options.sample),
+        "top_k": tf.fill([batch], options.top_k),
+        "top_p": tf.fill([batch], tf.constant(options.top_p, tf.float32)),
+    }
     steps = tf.broadcast_to(tf.cast(steps, tf.int32), [batch])
     return select_rows(logits, prev_ids, steps, rows, options.features, space_id, glue, allowed)
 
 
-def select_rows(logits, prev_ids, steps, rows: dict, features: tuple, space_id: int,
-                glue=None, allowed=None):
+def select_rows(
+    logits, prev_ids, steps, rows: dict, features: tuple, space_id: int, glue=None, allowed=None
+):
     """Next ids (N,) from logits (N, V): the one selection rule every generator shares.
 
     Each row has its own settings, ``rows``: "seed" (int64), "row" (its index among
@@ -209,8 +236,9 @@ def select_rows(logits, prev_ids, steps, rows: dict, features: tuple, space_id: 
         logits = tf.where(allowed, logits, tf.constant(-np.inf, logits.dtype))
     if glue is not None:
         ends, starts = glue
-        forbid = tf.logical_and(tf.gather(tf.constant(ends), prev_ids)[:, None],
-                                tf.constant(starts)[None, :])
+        forbid = tf.logical_and(
+            tf.gather(tf.constant(ends), prev_ids)[:, None], tf.constant(starts)[None, :]
+        )
         logits = tf.where(forbid, tf.constant(-np.inf, logits.dtype), logits)
     greedy = tf.argmax(logits, axis=-1, output_type=tf.int32)
     if not draws:
@@ -224,8 +252,9 @@ def select_rows(logits, prev_ids, steps, rows: dict, features: tuple, space_id: 
         # Each row's k-th largest logit (k <= 0: off).
         vocab = tf.shape(logits)[-1]
         k = tf.clip_by_value(rows["top_k"], 1, vocab)
-        kth = tf.gather(tf.sort(logits, axis=-1, direction="DESCENDING"), k - 1, axis=1,
-                        batch_dims=1)[:, None]  # (N, 1)
+        kth = tf.gather(
+            tf.sort(logits, axis=-1, direction="DESCENDING"), k - 1, axis=1, batch_dims=1
+        )[:, None]  # (N, 1)
         cut = (rows["top_k"] > 0)[:, None] & (logits < kth)
         logits = tf.where(cut, -np.inf, logits)
     if top_p:
@@ -234,11 +263,19 @@ def select_rows(logits, prev_ids, steps, rows: dict, features: tuple, space_id: 
         sorted_logits = tf.gather(logits, order, batch_dims=1)
         cum = tf.cumsum(tf.nn.softmax(sorted_logits), axis=-1)
         drop_sorted = ((cum - tf.nn.softmax(sorted_logits)) >= rows["top_p"][:, None]) & (
-            rows["top_p"] < 1.0)[:, None]
+            rows["top_p"] < 1.0
+        )[:, None]
         drop = tf.scatter_nd(
-            tf.stack([tf.repeat(tf.range(tf.shape(order)[0]), tf.shape(order)[1]),
-                      tf.reshape(order, [-1])], axis=1),
-            tf.reshape(drop_sorted, [-1]), tf.shape(order))
+            tf.stack(
+                [
+                    tf.repeat(tf.range(tf.shape(order)[0]), tf.shape(order)[1]),
+                    tf.reshape(order, [-1]),
+                ],
+                axis=1,
+            ),
+            tf.reshape(drop_sorted, [-1]),
+            tf.shape(order),
+        )
         logits = tf.where(drop, -np.inf, logits)
     # Inverse-CDF draw with one uniform per row from a counter-based hash:
     # integer arithmetic gives the same bits compiled (XLA) or not, which TF's
@@ -324,11 +361,11 @@ class StopTexts:
             found = [i for i in (text.find(s) for s in self.stops) if i >= 0]
             if found:
                 self.stopped[row], self.held[row] = True, ""
-                shown.append(text[:min(found)])
+                shown.append(text[: min(found)])
                 continue
             keep = self._partial_stop(text)
-            self.held[row] = text[len(text) - keep:]
-            shown.append(text[:len(text) - keep])
+            self.held[row] = text[len(text) - keep :]
+            shown.append(text[: len(text) - keep])
         return shown
 
     def flush(self) -> list[str]:
@@ -357,8 +394,9 @@ class Sampler:
     prime (the run's; see the module docstring).
     """
 
-    def __init__(self, model, vocab, preamble: str = "", jit_compile: bool = True,
-                 fused: bool = True):
+    def __init__(
+        self, model, vocab, preamble: str = "", jit_compile: bool = True, fused: bool = True
+    ):
         import tensorflow as tf
 
         from kerasgen.families import step_provider
@@ -403,28 +441,42 @@ class Sampler:
             def chunk(ids, state, lex, forced, counters, ints, floats, seeds):
                 # Few inputs, each binding costs a call: the per-row numbers come packed.
                 n_forced, gen_start, lex_start = tf.unstack(counters, axis=1)
-                rows = {"mode": ints[:, 0], "top_k": ints[:, 1], "row": ints[:, 2],
-                        "constrained": ints[:, 3] > 0, "temperature": floats[:, 0],
-                        "top_p": floats[:, 1], "seed": seeds}
+                rows = {
+                    "mode": ints[:, 0],
+                    "top_k": ints[:, 1],
+                    "row": ints[:, 2],
+                    "constrained": ints[:, 3] > 0,
+                    "temperature": floats[:, 0],
+                    "top_p": floats[:, 1],
+                    "seed": seeds,
+                }
                 prepared = steps.prepare()  # e.g. the fused weights, once per call
                 # Once per call, not at every step (scalars when the rows share them).
                 first = gen_start[0] if features[5] else gen_start
-                rows = {**rows, "key": seed_keys(rows["seed"][0] if features[5]
-                                                 else rows["seed"])}
+                rows = {**rows, "key": seed_keys(rows["seed"][0] if features[5] else rows["seed"])}
                 fresh = lexer.initial(self.batch) if lexer is not None else ()
                 out = tf.TensorArray(tf.int32, size=CHUNK)
                 for i in tf.range(CHUNK):
                     if lexer is not None:
                         restart = gen_start + i == lex_start
-                        lex = tf.nest.map_structure(lambda a, b: _where_rows(restart, a, b),
-                                                    fresh, lex)
+                        lex = tf.nest.map_structure(
+                            lambda a, b, r=restart: _where_rows(r, a, b), fresh, lex
+                        )
                     if draw:
                         allowed = None
                         if lexer is not None:
                             allowed = lexer.allowed(lex) | ~rows["constrained"][:, None]
                         logits, state = steps.step(ids, state, prepared)
-                        drawn = select_rows(logits, ids, first + i, rows, features,
-                                            self.space_id, self.glue, allowed)
+                        drawn = select_rows(
+                            logits,
+                            ids,
+                            first + i,
+                            rows,
+                            features,
+                            self.space_id,
+                            self.glue,
+                            allowed,
+                        )
                         ids = tf.where(i < n_forced, forced[:, i], drawn)
                     else:
                         _, state = steps.step(ids, state, prepared)
@@ -439,16 +491,24 @@ class Sampler:
             # much as a good part of a small model's chunk.
             def spec(structure):
                 return tf.nest.map_structure(
-                    lambda t: tf.TensorSpec(np.shape(t), tf.as_dtype(t.dtype)), structure)
+                    lambda t: tf.TensorSpec(np.shape(t), tf.as_dtype(t.dtype)), structure
+                )
 
             n = self.batch
             lex_spec = spec(lexer.initial(n)) if lexer is not None else ()
-            signature = [tf.TensorSpec([n], tf.int32), spec(state), lex_spec,
-                         tf.TensorSpec([n, CHUNK], tf.int32), tf.TensorSpec([n, 3], tf.int32),
-                         tf.TensorSpec([n, 4], tf.int32), tf.TensorSpec([n, 2], tf.float32),
-                         tf.TensorSpec([n], tf.int64)]
-            self._compiled[key] = tf.function(chunk, jit_compile=self._jit
-                                              ).get_concrete_function(*signature)
+            signature = [
+                tf.TensorSpec([n], tf.int32),
+                spec(state),
+                lex_spec,
+                tf.TensorSpec([n, CHUNK], tf.int32),
+                tf.TensorSpec([n, 3], tf.int32),
+                tf.TensorSpec([n, 4], tf.int32),
+                tf.TensorSpec([n, 2], tf.float32),
+                tf.TensorSpec([n], tf.int64),
+            ]
+            self._compiled[key] = tf.function(chunk, jit_compile=self._jit).get_concrete_function(
+                *signature
+            )
         return self._compiled[key]
 
     def _lexer(self):
@@ -459,8 +519,9 @@ class Sampler:
             self._lex_rules = PythonLexer(self.vocab)
         return self._lex_rules
 
-    def graph_generate(self, prefix, lengths, n, seed, temperature,
-                       options: SamplingOptions = SamplingOptions()):
+    def graph_generate(
+        self, prefix, lengths, n, seed, temperature, options: SamplingOptions = SamplingOptions()
+    ):
         """The whole of ``stream_ids`` in TensorFlow ops, one prefix per row (for an
         exported model): ids (N, n) of ``n`` tokens after each row's prefix.
 
@@ -497,8 +558,9 @@ class Sampler:
         width = tf.shape(prefix)[1]
         for k in tf.range(total):
             logits, state = steps.step(ids, state, prepared)
-            drawn = select_next(logits, ids, k + 1 - read, seed, temperature, options,
-                                self.space_id, self.glue)
+            drawn = select_next(
+                logits, ids, k + 1 - read, seed, temperature, options, self.space_id, self.glue
+            )
             forced = tf.gather(prefix, tf.minimum(k + 1, width - 1)[None], axis=1)[:, 0]
             ids = tf.where(k + 1 < read, forced, drawn)
             out = out.write(k, ids)
@@ -506,7 +568,7 @@ class Sampler:
         columns = (read - 1)[:, None] + tf.range(n)[None, :]  # (N, n)
         return tf.gather(taken, columns, batch_dims=1)
 
-    def rows(self) -> "Rows":
+    def rows(self) -> Rows:
         """The N rows, free, for streams that come and go (``Rows``)."""
         return Rows(self.batch, lambda size: self)
 
@@ -527,19 +589,21 @@ class Sampler:
         made = 0
         while made < n:
             taken = rows.run()  # every row has the same prefix: the same start
-            new = taken.ids[:, taken.start[0]:][:, :n - made]
+            new = taken.ids[:, taken.start[0] :][:, : n - made]
             if new.shape[1]:
                 made += new.shape[1]
                 yield new
 
-    def generate_ids(self, n: int, prime: str = "", options: SamplingOptions = SamplingOptions()
-                     ) -> np.ndarray:
+    def generate_ids(
+        self, n: int, prime: str = "", options: SamplingOptions = SamplingOptions()
+    ) -> np.ndarray:
         """Ids of ``n`` new tokens after ``prime`` for each of the N streams: (N, n)."""
         pieces = list(self.stream_ids(n, prime, options))
         return np.concatenate(pieces, axis=1) if pieces else np.zeros((self.batch, 0), np.int32)
 
-    def stream(self, n: int, prime: str = "", options: SamplingOptions = SamplingOptions(),
-               stop=()):
+    def stream(
+        self, n: int, prime: str = "", options: SamplingOptions = SamplingOptions(), stop=()
+    ):
         """Yield the text of the N samples in pieces, a list of N strings each time.
 
         The first pieces are the prime. Each sample ends at ``n`` tokens or
@@ -557,8 +621,9 @@ class Sampler:
         # whatever the stop texts still hold back.
         yield [a + b for a, b in zip(cut.feed([d.flush() for d in decoders]), cut.flush())]
 
-    def generate(self, n: int, prime: str = "", options: SamplingOptions = SamplingOptions(),
-                 stop=()) -> list[str]:
+    def generate(
+        self, n: int, prime: str = "", options: SamplingOptions = SamplingOptions(), stop=()
+    ) -> list[str]:
         """The prime followed by the generated text, one string per stream."""
         texts = [[] for _ in range(self.batch)]
         for pieces in self.stream(n, prime, options, stop):
@@ -625,8 +690,9 @@ class Rows:
 
         prefix = prefix_ids(self.vocab, self.preamble, prime)
         first, forced, state = self.steps.start(prefix)
-        self.state = tf.nest.map_structure(lambda all_, one: _set_row(all_, row, one),
-                                           self.state, state)
+        self.state = tf.nest.map_structure(
+            lambda all_, one: _set_row(all_, row, one), self.state, state
+        )
         self.ids = _set_row(self.ids, row, tf.constant([first], tf.int32))
         self.pending[row] = forced
         self.gen[row] = -len(forced)
@@ -639,12 +705,11 @@ class Rows:
             # A constraint implies a character-level run: one id per character. The lexer
             # reads the prime's ids that the loop will not take (a recurrent model's
             # first id; all of them for the other models).
-            unread = prefix[len(prefix) - len(prime):len(prefix) - len(forced)]
+            unread = prefix[len(prefix) - len(prime) : len(prefix) - len(forced)]
             one = lexer.initial(1)
             if len(unread):
                 one = lexer.read(one, unread[None, :])
-            self.lex = tf.nest.map_structure(lambda all_, o: _set_row(all_, row, o),
-                                             self.lex, one)
+            self.lex = tf.nest.map_structure(lambda all_, o: _set_row(all_, row, o), self.lex, one)
         for name, values in row_settings(options, 1, index).items():
             self.settings[name][row] = values[0]
         self.options[row] = options
@@ -660,7 +725,7 @@ class Rows:
         import tensorflow as tf
 
         def copy(t):
-            return _set_row(t, dst, t[src:src + 1])
+            return _set_row(t, dst, t[src : src + 1])
 
         self.state, self.ids = tf.nest.map_structure(copy, (self.state, self.ids))
         if self.lex is not None:
@@ -680,11 +745,18 @@ class Rows:
             size = next(s for s in self.sizes if s > (active[-1] if active else 0))
             # One request on every row (kerasgen sample): one seed, temperature and step.
             # (A lone row always shares its own: one loop at size 1, whoever it is.)
-            shared = size == 1 or self.one_request and size == len(active) and len(
-                {self.gen[r] for r in active}) == 1 and all(
-                len(set(v[:size])) == 1 for k, v in self.settings.items() if k != "row")
-            self._plan = (size, active, SamplingOptions.union(
-                [self.options[r].features for r in active], shared), self.packed(size))
+            shared = size == 1 or (
+                self.one_request
+                and size == len(active)
+                and len({self.gen[r] for r in active}) == 1
+                and all(len(set(v[:size])) == 1 for k, v in self.settings.items() if k != "row")
+            )
+            self._plan = (
+                size,
+                active,
+                SamplingOptions.union([self.options[r].features for r in active], shared),
+                self.packed(size),
+            )
         size, active, features, settings = self._plan
         forced, n_forced = self._forced(size)
         # A chunk of prefixes only (long primes) draws nothing: a cheaper loop.
@@ -707,10 +779,15 @@ class Rows:
         import tensorflow as tf
 
         s = {k: v[:size] for k, v in self.settings.items()}
-        return (tf.constant(np.stack([s["mode"], s["top_k"], s["row"],
-                                      s["constrained"].astype(np.int32)], axis=1)),
-                tf.constant(np.stack([s["temperature"], s["top_p"]], axis=1)),
-                tf.constant(s["seed"]))
+        return (
+            tf.constant(
+                np.stack(
+                    [s["mode"], s["top_k"], s["row"], s["constrained"].astype(np.int32)], axis=1
+                )
+            ),
+            tf.constant(np.stack([s["temperature"], s["top_p"]], axis=1)),
+            tf.constant(s["seed"]),
+        )
 
     def _forced(self, size: int):
         """The next CHUNK of each row's prefix still to read: (forced ids (size, CHUNK), a
@@ -727,7 +804,7 @@ class Rows:
             pending = self.pending[r]
             if len(pending):
                 n_forced[r] = min(len(pending), CHUNK)
-                forced[r, :n_forced[r]] = pending[:CHUNK]
+                forced[r, : n_forced[r]] = pending[:CHUNK]
                 self.pending[r] = pending[CHUNK:]
         self._reading = any(len(p) for p in self.pending)
         return tf.constant(forced), n_forced
@@ -745,14 +822,17 @@ def _head(batched, size: int):
 def row_settings(options: SamplingOptions, batch: int, index=None) -> dict:
     """``select_rows``'s row settings, each (batch,), every row with ``options``; "row" is
     each one's sample index (0..batch-1, or ``index`` for all)."""
-    return {"seed": np.full(batch, options.seed, np.int64),
-            "row": np.arange(batch, dtype=np.int32) if index is None
-            else np.full(batch, index, np.int32),
-            "temperature": np.full(batch, options.temperature, np.float32),
-            "mode": np.full(batch, options.sample, np.int32),
-            "top_k": np.full(batch, options.top_k, np.int32),
-            "top_p": np.full(batch, options.top_p, np.float32),
-            "constrained": np.full(batch, options.constrain is not None)}
+    return {
+        "seed": np.full(batch, options.seed, np.int64),
+        "row": np.arange(batch, dtype=np.int32)
+        if index is None
+        else np.full(batch, index, np.int32),
+        "temperature": np.full(batch, options.temperature, np.float32),
+        "mode": np.full(batch, options.sample, np.int32),
+        "top_k": np.full(batch, options.top_k, np.int32),
+        "top_p": np.full(batch, options.top_p, np.float32),
+        "constrained": np.full(batch, options.constrain is not None),
+    }
 
 
 def _put_head(full, head):
@@ -761,8 +841,7 @@ def _put_head(full, head):
 
     if tf.nest.flatten(head)[0].shape[0] == tf.nest.flatten(full)[0].shape[0]:
         return head
-    return tf.nest.map_structure(lambda f, h: tf.concat([h, f[h.shape[0]:]], axis=0),
-                                 full, head)
+    return tf.nest.map_structure(lambda f, h: tf.concat([h, f[h.shape[0] :]], axis=0), full, head)
 
 
 def _set_row(batched, row: int, one):
@@ -781,9 +860,14 @@ def _where_rows(mask, a, b):
     return tf.where(tf.reshape(mask, [-1] + [1] * (len(a.shape) - 1)), a, b)
 
 
-def generate_reference(model, vocab, n: int, prime: str = "",
-                       options: SamplingOptions = SamplingOptions(),
-                       preamble: str = "") -> np.ndarray:
+def generate_reference(
+    model,
+    vocab,
+    n: int,
+    prime: str = "",
+    options: SamplingOptions = SamplingOptions(),
+    preamble: str = "",
+) -> np.ndarray:
     """The plain step-by-step sampler: one eager model call per token, (N, n) ids.
 
     Reads the prefix in one call from a zero state; a transformer reads the
@@ -806,8 +890,9 @@ def generate_reference(model, vocab, n: int, prime: str = "",
             logits = model(ids[:, None], training=False)[:, -1, :]
         else:
             logits = model(seen[:, -context:], training=False)[:, -1, :]
-        ids = select_next(logits, ids, step, options.seed, options.temperature, options,
-                          space_id, glue).numpy()
+        ids = select_next(
+            logits, ids, step, options.seed, options.temperature, options, space_id, glue
+        ).numpy()
         out[:, step] = ids
         seen = np.concatenate([seen, ids[:, None]], axis=1)
     return out

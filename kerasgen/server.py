@@ -54,15 +54,32 @@ GRACEFUL_SHUTDOWN_S = 30
 class ApiError(Exception):
     """An error answered as OpenAI's API answers it: ``{"error": {...}}``."""
 
-    def __init__(self, status: int, message: str, param: str | None = None,
-                 kind: str = "invalid_request_error", code: str | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        kind: str = "invalid_request_error",
+        code: str | None = None,
+    ):
         super().__init__(message)
-        self.status, self.message, self.param, self.kind, self.code = (status, message, param,
-                                                                       kind, code)
+        self.status, self.message, self.param, self.kind, self.code = (
+            status,
+            message,
+            param,
+            kind,
+            code,
+        )
 
     def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.kind, "param": self.param,
-                          "code": self.code}}
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.kind,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
 
 
 @dataclass(frozen=True)
@@ -88,14 +105,18 @@ def parse_completion(body, model, name: str, max_tokens: int, max_batch: int) ->
         value = body.get(key, default)
         if value is None:
             return default
-        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+        if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
             raise ApiError(400, f"{key} must be {what}, got {json.dumps(value)[:80]}", key)
         return value
 
     asked = get("model", (str,), name, "a string")
     if asked != name:
-        raise ApiError(400, f"model {asked!r} is not served here; this server has {name!r} "
-                       "(GET /v1/models)", "model", code="model_not_found")
+        raise ApiError(
+            400,
+            f"model {asked!r} is not served here; this server has {name!r} (GET /v1/models)",
+            "model",
+            code="model_not_found",
+        )
     prompt = body.get("prompt", "")
     if isinstance(prompt, list) and len(prompt) == 1:
         prompt = prompt[0]
@@ -103,16 +124,26 @@ def parse_completion(body, model, name: str, max_tokens: int, max_batch: int) ->
         raise ApiError(400, "prompt must be a string (or a list of one string)", "prompt")
     unknown = model.vocab.unknown(prompt)
     if unknown:
-        raise ApiError(400, "prompt has characters not in the model's vocabulary: "
-                       + ", ".join(repr(c) for c in unknown[:20]), "prompt")
+        raise ApiError(
+            400,
+            "prompt has characters not in the model's vocabulary: "
+            + ", ".join(repr(c) for c in unknown[:20]),
+            "prompt",
+        )
     tokens = get("max_tokens", (int,), DEFAULT_MAX_TOKENS, "a whole number")
     if not 0 <= tokens <= max_tokens:
-        raise ApiError(400, f"max_tokens must be from 0 to {max_tokens} (this server's "
-                       f"--max_tokens), got {tokens}", "max_tokens")
+        raise ApiError(
+            400,
+            f"max_tokens must be from 0 to {max_tokens} (this server's --max_tokens), got {tokens}",
+            "max_tokens",
+        )
     temperature = float(get("temperature", (int, float), 1.0, "a number"))
     if not (math.isfinite(temperature) and temperature >= 0):
-        raise ApiError(400, f"temperature must be >= 0 (0: the most likely token), got "
-                       f"{temperature}", "temperature")
+        raise ApiError(
+            400,
+            f"temperature must be >= 0 (0: the most likely token), got {temperature}",
+            "temperature",
+        )
     top_p = float(get("top_p", (int, float), 1.0, "a number"))
     if not 0 < top_p <= 1:
         raise ApiError(400, f"top_p must be in (0, 1], got {top_p}", "top_p")
@@ -126,10 +157,14 @@ def parse_completion(body, model, name: str, max_tokens: int, max_batch: int) ->
         seed = int.from_bytes(os.urandom(4), "little")
     stop = body.get("stop")
     stop = [] if stop is None else [stop] if isinstance(stop, str) else stop
-    if not (isinstance(stop, list) and len(stop) <= MAX_STOPS
-            and all(isinstance(s, str) and s for s in stop)):
-        raise ApiError(400, f"stop must be a non-empty string or a list of at most {MAX_STOPS}",
-                       "stop")
+    if not (
+        isinstance(stop, list)
+        and len(stop) <= MAX_STOPS
+        and all(isinstance(s, str) and s for s in stop)
+    ):
+        raise ApiError(
+            400, f"stop must be a non-empty string or a list of at most {MAX_STOPS}", "stop"
+        )
     n = get("n", (int,), 1, "a whole number")
     if not 1 <= n <= min(MAX_CHOICES, max_batch):
         raise ApiError(400, f"n must be from 1 to {min(MAX_CHOICES, max_batch)}, got {n}", "n")
@@ -138,8 +173,7 @@ def parse_completion(body, model, name: str, max_tokens: int, max_batch: int) ->
     if syntax not in (None, "python"):
         raise ApiError(400, f'syntax must be "python", got {syntax!r}', "syntax")
     if syntax is not None and stop:
-        raise ApiError(400, "stop and syntax do not combine: blocks are whole statements",
-                       "stop")
+        raise ApiError(400, "stop and syntax do not combine: blocks are whole statements", "stop")
     for key, allowed in (("logprobs", (None, 0)), ("best_of", (None, 1)), ("suffix", (None,))):
         if body.get(key) not in allowed:
             raise ApiError(400, f"{key} is not supported by this server", key)
@@ -147,13 +181,26 @@ def parse_completion(body, model, name: str, max_tokens: int, max_batch: int) ->
         if constrain is None:
             constrain = model.default_constrain(syntax)
         model.check_constrain(constrain)
-        options = SamplingOptions(sample=ARGMAX if temperature == 0 else SAMPLE,
-                                  temperature=temperature or 1.0, top_k=top_k, top_p=top_p,
-                                  seed=seed, constrain=constrain)
+        options = SamplingOptions(
+            sample=ARGMAX if temperature == 0 else SAMPLE,
+            temperature=temperature or 1.0,
+            top_k=top_k,
+            top_p=top_p,
+            seed=seed,
+            constrain=constrain,
+        )
     except ValueError as e:
         raise ApiError(400, str(e).replace("--", ""), "constrain") from None
-    return Completion(prompt, tokens, options, tuple(stop), n, get("echo", (bool,), False,
-                      "true or false"), get("stream", (bool,), False, "true or false"), syntax)
+    return Completion(
+        prompt,
+        tokens,
+        options,
+        tuple(stop),
+        n,
+        get("echo", (bool,), False, "true or false"),
+        get("stream", (bool,), False, "true or false"),
+        syntax,
+    )
 
 
 class Metrics:
@@ -172,15 +219,27 @@ class Metrics:
         with self.lock:
             for (path, status), count in sorted(self.requests.items()):
                 lines.append(f'kerasgen_requests_total{{path="{path}",status="{status}"}} {count}')
-        lines += ["# TYPE kerasgen_generated_tokens_total counter",
-                  f"kerasgen_generated_tokens_total {engine.generated}",
-                  "# TYPE kerasgen_active_rows gauge", f"kerasgen_active_rows {engine.active}",
-                  "# TYPE kerasgen_queue_length gauge", f"kerasgen_queue_length {engine.queued}"]
+        lines += [
+            "# TYPE kerasgen_generated_tokens_total counter",
+            f"kerasgen_generated_tokens_total {engine.generated}",
+            "# TYPE kerasgen_active_rows gauge",
+            f"kerasgen_active_rows {engine.active}",
+            "# TYPE kerasgen_queue_length gauge",
+            f"kerasgen_queue_length {engine.queued}",
+        ]
         return "\n".join(lines) + "\n"
 
 
-def create_app(model, *, max_batch: int = 32, max_tokens: int = 4096, max_queue: int = 256,
-               api_key: str | None = None, model_name: str | None = None, warm_up: bool = True):
+def create_app(
+    model,
+    *,
+    max_batch: int = 32,
+    max_tokens: int = 4096,
+    max_queue: int = 256,
+    api_key: str | None = None,
+    model_name: str | None = None,
+    warm_up: bool = True,
+):
     """The ASGI app serving ``model`` (a ``TrainedModel``); see the module docstring.
 
     ``max_batch`` rows are generated at once and ``max_queue`` more samples may
@@ -212,8 +271,12 @@ def create_app(model, *, max_batch: int = 32, max_tokens: int = 4096, max_queue:
             return
         given = request.headers.get("authorization", "")
         if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
-            raise ApiError(401, "a valid API key is needed: Authorization: Bearer KEY",
-                           kind="authentication_error", code="invalid_api_key")
+            raise ApiError(
+                401,
+                "a valid API key is needed: Authorization: Bearer KEY",
+                kind="authentication_error",
+                code="invalid_api_key",
+            )
 
     async def read_json(request):
         size = request.headers.get("content-length")
@@ -236,17 +299,37 @@ def create_app(model, *, max_batch: int = 32, max_tokens: int = 4096, max_queue:
         return Response(html, media_type="text/html; charset=utf-8")
 
     async def health(request):
-        return JSONResponse({"status": "ok", "model": name, "api_key_required":
-                             api_key is not None, "active_rows": engine.active,
-                             "queued": engine.queued})
+        return JSONResponse(
+            {
+                "status": "ok",
+                "model": name,
+                "api_key_required": api_key is not None,
+                "active_rows": engine.active,
+                "queued": engine.queued,
+            }
+        )
 
     async def models(request):
         check_key(request)
-        return JSONResponse({"object": "list", "data": [{
-            "id": name, "object": "model", "created": int(os.path.getmtime(model.save_dir)),
-            "owned_by": "kerasgen", "level": model.vocab.level, "family": model.config.model,
-            "vocab_size": len(model.vocab), "checkpoint": model.checkpoint,
-            "max_tokens": max_tokens, "max_batch": max_batch}]})
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": [
+                    {
+                        "id": name,
+                        "object": "model",
+                        "created": int(os.path.getmtime(model.save_dir)),
+                        "owned_by": "kerasgen",
+                        "level": model.vocab.level,
+                        "family": model.config.model,
+                        "vocab_size": len(model.vocab),
+                        "checkpoint": model.checkpoint,
+                        "max_tokens": max_tokens,
+                        "max_batch": max_batch,
+                    }
+                ],
+            }
+        )
 
     async def metrics_route(request):
         check_key(request)
@@ -261,10 +344,13 @@ def create_app(model, *, max_batch: int = 32, max_tokens: int = 4096, max_queue:
         def deliver_for(index):
             def deliver(text, finish):
                 loop.call_soon_threadsafe(queue.put_nowait, (index, text, finish))
+
             return deliver
 
-        streams = [Stream(job.prompt, job.max_tokens, job.options, deliver_for(i), index=i,
-                          stop=job.stop) for i in range(job.n)]
+        streams = [
+            Stream(job.prompt, job.max_tokens, job.options, deliver_for(i), index=i, stop=job.stop)
+            for i in range(job.n)
+        ]
         if job.syntax is not None:
             start_blocks(job, streams)
         else:
@@ -272,13 +358,19 @@ def create_app(model, *, max_batch: int = 32, max_tokens: int = 4096, max_queue:
                 engine.submit(streams)
             except Busy as e:
                 raise ApiError(503, str(e), kind="server_busy") from None
-        head = {"id": f"cmpl-{uuid.uuid4().hex[:24]}", "object": "text_completion",
-                "created": int(time.time()), "model": name}
+        head = {
+            "id": f"cmpl-{uuid.uuid4().hex[:24]}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": name,
+        }
         prompt_tokens = len(model.vocab.encode(job.prompt))
         if job.stream:
-            return StreamingResponse(sse(job, streams, queue, head, request),
-                                     media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache"})
+            return StreamingResponse(
+                sse(job, streams, queue, head, request),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache"},
+            )
         texts, finishes = [job.prompt if job.echo else "" for _ in streams], [None] * job.n
         checked = time.monotonic()
         try:
@@ -302,17 +394,41 @@ def create_app(model, *, max_batch: int = 32, max_tokens: int = 4096, max_queue:
             raise ApiError(500, "generation failed on the server", kind="server_error")
         request.state.chars = sum(len(t) for t in texts)
         completion = sum(s.made for s in streams)
-        return JSONResponse({**head, "choices": [
-            {"text": t, "index": i, "logprobs": None, "finish_reason": f}
-            for i, (t, f) in enumerate(zip(texts, finishes))],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
-                      "total_tokens": prompt_tokens + completion}})
+        return JSONResponse(
+            {
+                **head,
+                "choices": [
+                    {"text": t, "index": i, "logprobs": None, "finish_reason": f}
+                    for i, (t, f) in enumerate(zip(texts, finishes))
+                ],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion,
+                    "total_tokens": prompt_tokens + completion,
+                },
+            }
+        )
 
     async def sse(job, streams, queue, head, request):
         def event(index, text, finish):
-            return "data: " + json.dumps({**head, "choices": [
-                {"text": text, "index": index, "logprobs": None, "finish_reason": finish}]},
-                ensure_ascii=False) + "\n\n"
+            return (
+                "data: "
+                + json.dumps(
+                    {
+                        **head,
+                        "choices": [
+                            {
+                                "text": text,
+                                "index": index,
+                                "logprobs": None,
+                                "finish_reason": finish,
+                            }
+                        ],
+                    },
+                    ensure_ascii=False,
+                )
+                + "\n\n"
+            )
 
         left, chars = len(streams), 0
         try:
@@ -326,9 +442,15 @@ def create_app(model, *, max_batch: int = 32, max_tokens: int = 4096, max_queue:
                 if finish is not None:
                     left -= 1
                     if finish == FINISH_ERROR:
-                        yield "data: " + json.dumps(ApiError(
-                            500, "generation failed on the server", kind="server_error"
-                        ).body()) + "\n\n"
+                        yield (
+                            "data: "
+                            + json.dumps(
+                                ApiError(
+                                    500, "generation failed on the server", kind="server_error"
+                                ).body()
+                            )
+                            + "\n\n"
+                        )
                         continue
                 if text or finish is not None:
                     yield event(index, text, finish)
@@ -347,18 +469,19 @@ def create_app(model, *, max_batch: int = 32, max_tokens: int = 4096, max_queue:
                 for stream in streams:
                     made, finish = 0, "length"
                     try:
-                        pieces = BlockSampler(model).stream(stream.n, stream.prime,
-                                                            stream.options, sample=stream.index)
+                        pieces = BlockSampler(model).stream(
+                            stream.n, stream.prime, stream.options, sample=stream.index
+                        )
                         for k, block in enumerate(pieces):
                             if stream.cancelled.is_set():
                                 finish = "cancelled"
                                 break
-                            block = block[len(stream.prime):] if k == 0 else block
+                            block = block[len(stream.prime) :] if k == 0 else block
                             made += len(block)
                             stream.made = made
                             if block:
                                 stream.deliver(block, None)
-                    except Exception as e:  # noqa: BLE001 - reported to the client, logged
+                    except Exception as e:
                         LOG.error("syntax python failed: %s", str(e).splitlines()[0])
                         finish = FINISH_ERROR
                     stream.deliver("", finish)
@@ -367,16 +490,24 @@ def create_app(model, *, max_batch: int = 32, max_tokens: int = 4096, max_queue:
 
     def handler(fn):
         """A route whose failures are one log line and a JSON error, never a traceback."""
+
         async def route(request):
             try:
                 return await fn(request)
             except ApiError:
                 raise  # on_api_error answers it
-            except Exception as e:  # noqa: BLE001
-                LOG.error("%s %s failed: %s: %s", request.method, request.url.path,
-                          type(e).__name__, str(e).splitlines()[0] if str(e) else "")
-                return error(ApiError(500, "the server failed on this request",
-                                      kind="server_error"))
+            except Exception as e:
+                LOG.error(
+                    "%s %s failed: %s: %s",
+                    request.method,
+                    request.url.path,
+                    type(e).__name__,
+                    str(e).splitlines()[0] if str(e) else "",
+                )
+                return error(
+                    ApiError(500, "the server failed on this request", kind="server_error")
+                )
+
         return route
 
     async def on_api_error(request, e: ApiError):
@@ -384,8 +515,13 @@ def create_app(model, *, max_batch: int = 32, max_tokens: int = 4096, max_queue:
         return error(e)
 
     async def on_http_error(request, e: HTTPException):
-        return error(ApiError(e.status_code, f"{request.method} {request.url.path}: "
-                              f"{e.detail}", kind="invalid_request_error"))
+        return error(
+            ApiError(
+                e.status_code,
+                f"{request.method} {request.url.path}: {e.detail}",
+                kind="invalid_request_error",
+            )
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -395,13 +531,17 @@ def create_app(model, *, max_batch: int = 32, max_tokens: int = 4096, max_queue:
         yield
         await asyncio.get_running_loop().run_in_executor(None, engine.stop)
 
-    app = Starlette(routes=[
-        Route("/", handler(page)), Route("/health", handler(health)),
-        Route("/v1/models", handler(models)),
-        Route("/v1/completions", handler(completions), methods=["POST"]),
-        Route("/metrics", handler(metrics_route))],
+    app = Starlette(
+        routes=[
+            Route("/", handler(page)),
+            Route("/health", handler(health)),
+            Route("/v1/models", handler(models)),
+            Route("/v1/completions", handler(completions), methods=["POST"]),
+            Route("/metrics", handler(metrics_route)),
+        ],
         exception_handlers={ApiError: on_api_error, HTTPException: on_http_error},
-        lifespan=lifespan)
+        lifespan=lifespan,
+    )
     app.state.engine = engine
     return _AccessLog(app, metrics)
 
@@ -428,11 +568,22 @@ class _AccessLog:
         finally:
             state = scope.get("state", {})
             path = scope["path"]
-            self.metrics.count(path if path in ("/", "/health", "/v1/models", "/v1/completions",
-                                                "/metrics") else "other", status[0])
+            self.metrics.count(
+                path
+                if path in ("/", "/health", "/v1/models", "/v1/completions", "/metrics")
+                else "other",
+                status[0],
+            )
             why = f" ({state['error']})" if "error" in state else ""
-            LOG.info("%s %s %d %d chars %.3fs%s", scope["method"], path, status[0],
-                     state.get("chars", 0), time.perf_counter() - started, why)
+            LOG.info(
+                "%s %s %d %d chars %.3fs%s",
+                scope["method"],
+                path,
+                status[0],
+                state.get("chars", 0),
+                time.perf_counter() - started,
+                why,
+            )
 
 
 def is_loopback(host: str) -> bool:
@@ -448,12 +599,21 @@ def serve(model, host: str = "127.0.0.1", port: int = 8000, **options) -> None:
     import uvicorn
 
     if not is_loopback(host):
-        LOG.warning("listening on %s: other machines can reach this server%s", host,
-                    "" if options.get("api_key") or os.environ.get(API_KEY_ENV)
-                    else " (no --api_key set)")
+        LOG.warning(
+            "listening on %s: other machines can reach this server%s",
+            host,
+            "" if options.get("api_key") or os.environ.get(API_KEY_ENV) else " (no --api_key set)",
+        )
     app = create_app(model, **options)
-    config = uvicorn.Config(app, host=host, port=port, access_log=False, log_level="warning",
-                            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, lifespan="on")
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+        lifespan="on",
+    )
     # uvicorn shuts down gracefully on SIGTERM and Ctrl-C, then raises the signal again
     # for the handler that was there before it: these ones let the process end with 0.
     stops = (signal.SIGINT, signal.SIGTERM)

@@ -47,11 +47,13 @@ def start_rows(states: list, x, line_start_id: int | None) -> list:
 class SingleDeviceSteps:
     """The one-device steps behind the same interface as ``DistributedSteps``."""
 
-    def __init__(self, model, optimizer, fused: bool, jit_compile: bool,
-                 line_start_id: int | None = None):
+    def __init__(
+        self, model, optimizer, fused: bool, jit_compile: bool, line_start_id: int | None = None
+    ):
         self.model = model
-        self.train_step, self.eval_step = compile_steps(model, optimizer, fused, jit_compile,
-                                                        line_start_id)
+        self.train_step, self.eval_step = compile_steps(
+            model, optimizer, fused, jit_compile, line_start_id
+        )
 
     def reset(self) -> None:
         reset_states(self.model)
@@ -72,8 +74,13 @@ class SingleDeviceSteps:
         return loss
 
 
-def compile_steps(model, optimizer, fused: bool = True, jit_compile: bool = False,
-                  line_start_id: int | None = None):
+def compile_steps(
+    model,
+    optimizer,
+    fused: bool = True,
+    jit_compile: bool = False,
+    line_start_id: int | None = None,
+):
     """The compiled ``train_step(x, y) -> loss`` and ``eval_step(x, y) -> loss``.
 
     x, y: (B, T) int32 batches; the loss is the mean nats/char. Both carry the
@@ -99,11 +106,17 @@ def compile_steps(model, optimizer, fused: bool = True, jit_compile: bool = Fals
             logits, states = net.forward(tf.transpose(x), states, training)
             return logits, tf.transpose(y), states
     else:
+
         def logits_and_targets(x, y, training):
             if training and line_start_id is not None:
-                for layer, values in zip(layers, start_rows(
+                for layer, values in zip(
+                    layers,
+                    start_rows(
                         [[tf.convert_to_tensor(v) for v in layer.states] for layer in layers],
-                        x, line_start_id)):
+                        x,
+                        line_start_id,
+                    ),
+                ):
                     for variable, value in zip(layer.states, values):
                         variable.assign(value)
             return model(x, training=training), y, None
@@ -141,8 +154,15 @@ class DistributedSteps:
     return the mean nats/char over the whole global batch.
     """
 
-    def __init__(self, strategy, model, optimizer, batch_size: int, jit_compile: bool = False,
-                 line_start_id: int | None = None):
+    def __init__(
+        self,
+        strategy,
+        model,
+        optimizer,
+        batch_size: int,
+        jit_compile: bool = False,
+        line_start_id: int | None = None,
+    ):
         import tensorflow as tf
 
         from kerasgen.fused import FusedModel
@@ -197,10 +217,12 @@ class DistributedSteps:
         """A zero state for every layer, on every replica."""
         import tensorflow as tf
 
-        shapes = [[(self.rows,) + tuple(v.shape[1:]) for v in layer.states]
-                  for layer in self.net.layers]
+        shapes = [
+            [(self.rows,) + tuple(v.shape[1:]) for v in layer.states] for layer in self.net.layers
+        ]
         return self.strategy.experimental_distribute_values_from_function(
-            lambda ctx: [[tf.zeros(s) for s in layer] for layer in shapes])
+            lambda ctx: [[tf.zeros(s) for s in layer] for layer in shapes]
+        )
 
     def _split(self, batch):
         """Replica r's rows r*b .. (r+1)*b - 1 of a global (B, T) batch."""
@@ -208,8 +230,12 @@ class DistributedSteps:
 
         rows = self.rows
         return self.strategy.experimental_distribute_values_from_function(
-            lambda ctx: tf.constant(batch[ctx.replica_id_in_sync_group * rows:
-                                          (ctx.replica_id_in_sync_group + 1) * rows]))
+            lambda ctx: tf.constant(
+                batch[
+                    ctx.replica_id_in_sync_group * rows : (ctx.replica_id_in_sync_group + 1) * rows
+                ]
+            )
+        )
 
     def reset(self) -> None:
         self.states = self.zero_states()

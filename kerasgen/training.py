@@ -43,8 +43,8 @@ TENSORBOARD_SAMPLE_CHARS = 300  # length of the text sample logged at each epoch
 LINE_START = "\n"  # the token sampling starts with: a zero state reads it first
 LR_SCHEDULES = ("epoch", "cosine")
 # Validation during training scores this many characters at the start of the held-out
-# split (tiny Shakespeare's split is smaller: all of it): a fixed subset, so a big corpus can be validated
-# often; kerasgen evaluate scores the whole split.
+# split (tiny Shakespeare's split is smaller: all of it): a fixed subset, so a big corpus
+# can be validated often; kerasgen evaluate scores the whole split.
 DEFAULT_EVAL_CHARS = 250_000
 COSINE_FLOOR = 0.1  # the cosine schedule ends at this fraction of --learning_rate
 DURATION_UNITS = {"s": 1, "m": 60, "h": 3600}
@@ -89,8 +89,9 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
         if self.save_every < 0:
-            raise ValueError(f"--save_every must be >= 0 (0: only at epoch ends), "
-                             f"got {self.save_every}")
+            raise ValueError(
+                f"--save_every must be >= 0 (0: only at epoch ends), got {self.save_every}"
+            )
         if not self.learning_rate > 0:
             raise ValueError(f"--learning_rate must be > 0, got {self.learning_rate}")
         if not 0 < self.decay_rate <= 1:
@@ -103,13 +104,16 @@ class TrainConfig:
             raise ValueError(f"--time_budget must be positive, got {self.time_budget}")
         check_seed(self.seed)
         if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"unknown --lr_schedule {self.lr_schedule!r}; choose one of "
-                             + ", ".join(LR_SCHEDULES))
+            raise ValueError(
+                f"unknown --lr_schedule {self.lr_schedule!r}; choose one of "
+                + ", ".join(LR_SCHEDULES)
+            )
         if self.eval_every < 0:
             raise ValueError(f"--eval_every must be >= 0 (0: at epoch ends), got {self.eval_every}")
         if self.eval_chars < 0:
-            raise ValueError(f"--eval_chars must be >= 0 (0: the whole split), got "
-                             f"{self.eval_chars}")
+            raise ValueError(
+                f"--eval_chars must be >= 0 (0: the whole split), got {self.eval_chars}"
+            )
         if self.warmup_steps < 0:
             raise ValueError(f"--warmup_steps must be >= 0, got {self.warmup_steps}")
         if self.level not in LEVELS:
@@ -117,11 +121,14 @@ class TrainConfig:
         if self.max_vocab < 1:
             raise ValueError(f"--max_vocab must be at least 1, got {self.max_vocab}")
         if not BYTES <= self.vocab_size <= MAX_VOCAB_SIZE:
-            raise ValueError(f"--vocab_size must be from {BYTES} (one token per byte) to "
-                             f"{MAX_VOCAB_SIZE:,}, got {self.vocab_size}")
+            raise ValueError(
+                f"--vocab_size must be from {BYTES} (one token per byte) to "
+                f"{MAX_VOCAB_SIZE:,}, got {self.vocab_size}"
+            )
         if self.mixed_precision and self.strategy in ("mirrored", "multiworker"):
-            raise ValueError("--mixed_precision runs on one device for now; drop it or use "
-                             "--strategy default")
+            raise ValueError(
+                "--mixed_precision runs on one device for now; drop it or use --strategy default"
+            )
 
 
 def parse_duration(text: str) -> float:
@@ -142,7 +149,7 @@ def learning_rate_at(config: TrainConfig, epoch: int, step: int, progress: float
     one is set, else of the steps of ``num_epochs``) goes from 0 to 1.
     """
     if config.lr_schedule == "epoch":
-        return config.learning_rate * config.decay_rate ** epoch
+        return config.learning_rate * config.decay_rate**epoch
     warmup = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
     cosine = 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
     return config.learning_rate * warmup * (COSINE_FLOOR + (1.0 - COSINE_FLOOR) * cosine)
@@ -190,8 +197,9 @@ class TrainingData:
     notes: tuple[str, ...]  # one-line remarks on reading the text, for the user
 
 
-def prepare_data(config: TrainConfig, model_options: dict, run: rundir.Run | None,
-                 progress=None) -> TrainingData:
+def prepare_data(
+    config: TrainConfig, model_options: dict, run: rundir.Run | None, progress=None
+) -> TrainingData:
     """Read the text, build (or, resuming, check) the vocabulary, cut the batches.
 
     ``progress(done_bytes, total_bytes, stage)``: see ``data.load_corpus``.
@@ -199,38 +207,57 @@ def prepare_data(config: TrainConfig, model_options: dict, run: rundir.Run | Non
     chars_per_token = 1.0
     if config.level != "char":
         vocab, train_ids, val_ids, train_chars, notes = data.load_token_splits(
-            config.data_dir, config.encoding, config.val_frac, config.level, config.max_vocab,
-            config.vocab_size, vocab=None if run is None else run.vocab,
-            keep_cr=config.keep_cr, progress=progress)
+            config.data_dir,
+            config.encoding,
+            config.val_frac,
+            config.level,
+            config.max_vocab,
+            config.vocab_size,
+            vocab=None if run is None else run.vocab,
+            keep_cr=config.keep_cr,
+            progress=progress,
+        )
         chars_per_token = train_chars / max(len(train_ids), 1)
         model_config = ModelConfig(vocab_size=len(vocab), **model_options)
         if run is not None:
             _check_resumable(run, model_config, None)
             model_config = run.model_config
     else:
-        corpus = data.load_corpus(config.data_dir, config.encoding, keep_cr=config.keep_cr,
-                                  progress=progress)
+        corpus = data.load_corpus(
+            config.data_dir, config.encoding, keep_cr=config.keep_cr, progress=progress
+        )
         vocab, ids, notes = corpus.vocab, corpus.ids, corpus.notes
         model_config = ModelConfig(vocab_size=len(vocab), **model_options)
         if run is not None:
             ids = _check_resumable(run, model_config, vocab)[ids]
             vocab, model_config = run.vocab, run.model_config
         train_ids, val_ids = data.split(ids, config.val_frac)
-    train = data.StreamBatches(train_ids, config.batch_size, config.seq_length,
-                               what="training text")
+    train = data.StreamBatches(
+        train_ids, config.batch_size, config.seq_length, what="training text"
+    )
     val = None
     if config.val_frac > 0:
         if config.eval_chars:  # tokens standing for about eval_chars characters
-            val_ids = val_ids[:max(1, round(config.eval_chars / chars_per_token))]
+            val_ids = val_ids[: max(1, round(config.eval_chars / chars_per_token))]
         try:
-            val = data.StreamBatches(val_ids, config.batch_size, config.seq_length,
-                                     what="validation text")
+            val = data.StreamBatches(
+                val_ids, config.batch_size, config.seq_length, what="validation text"
+            )
         except ValueError as e:
-            raise ValueError(f"{e}; or raise --val_frac or --eval_chars, or pass --val_frac 0 "
-                             "to skip validation") from None
+            raise ValueError(
+                f"{e}; or raise --val_frac or --eval_chars, or pass --val_frac 0 to skip validation"
+            ) from None
     line_start_id = vocab.token_id(LINE_START)
-    return TrainingData(vocab, model_config, train, val, chars_per_token, line_start_id,
-                        LINE_START if line_start_id is not None else "", tuple(notes))
+    return TrainingData(
+        vocab,
+        model_config,
+        train,
+        val,
+        chars_per_token,
+        line_start_id,
+        LINE_START if line_start_id is not None else "",
+        tuple(notes),
+    )
 
 
 def _check_resumable(run: rundir.Run, model_config: ModelConfig, vocab):
@@ -240,27 +267,40 @@ def _check_resumable(run: rundir.Run, model_config: ModelConfig, vocab):
     checks the model only.
     """
     diffs = run.model_config.differences(model_config)
-    diffs = [d.replace("context:", "context (--seq_length):") for d in diffs
-             if not d.startswith("vocab_size")]
+    diffs = [
+        d.replace("context:", "context (--seq_length):")
+        for d in diffs
+        if not d.startswith("vocab_size")
+    ]
     if diffs:
-        raise ValueError(f"--init_from {run.save_dir} has a different model ("
-                         + "; ".join(f"saved {d.replace(' != ', ', requested ')}" for d in diffs)
-                         + "); drop the differing flags or train into a new --save_dir")
+        raise ValueError(
+            f"--init_from {run.save_dir} has a different model ("
+            + "; ".join(f"saved {d.replace(' != ', ', requested ')}" for d in diffs)
+            + "); drop the differing flags or train into a new --save_dir"
+        )
     if vocab is None:
         return None
     missing = [c for c in vocab.chars if c not in run.vocab.index]
     if missing:
         shown = ", ".join(repr(c) for c in missing[:20])
-        raise ValueError(f"--init_from {run.save_dir} has a different vocabulary: the text has "
-                         f"characters the model never saw ({shown}); train a new model instead")
+        raise ValueError(
+            f"--init_from {run.save_dir} has a different vocabulary: the text has "
+            f"characters the model never saw ({shown}); train a new model instead"
+        )
     return np.array([run.vocab.index[c] for c in vocab.chars], dtype=run.vocab.id_dtype)
 
 
 class Trainee:
     """The model, its optimizer and compiled steps, and the counters a checkpoint keeps."""
 
-    def __init__(self, config: TrainConfig, training: TrainingData, strategy, distributed: bool,
-                 init_from: str | None):
+    def __init__(
+        self,
+        config: TrainConfig,
+        training: TrainingData,
+        strategy,
+        distributed: bool,
+        init_from: str | None,
+    ):
         import keras
         import tensorflow as tf
 
@@ -273,42 +313,63 @@ class Trainee:
             fused = distributed or not tf.config.list_physical_devices("GPU")
         if not recurrent:
             if distributed:
-                raise ValueError(f"--model {training.model_config.model} trains on one device; "
-                                 "drop --strategy")
+                raise ValueError(
+                    f"--model {training.model_config.model} trains on one device; drop --strategy"
+                )
             fused = False  # the fast path computes recurrent layers only
         if distributed and not fused:
-            raise ValueError("--no_fused works on one device only; drop it to train with "
-                             f"--strategy {config.strategy}")
+            raise ValueError(
+                "--no_fused works on one device only; drop it to train with "
+                f"--strategy {config.strategy}"
+            )
         self.recurrent = recurrent
         if config.seed is not None:
             keras.utils.set_random_seed(config.seed)
         with strategy.scope():
             # Under a strategy each replica runs its share of the streams.
-            self.model = build_model(training.model_config,
-                                     distribute.replica_batch(config.batch_size, strategy))
-            optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate,
-                                              global_clipnorm=config.grad_clip)
+            self.model = build_model(
+                training.model_config, distribute.replica_batch(config.batch_size, strategy)
+            )
+            optimizer = keras.optimizers.Adam(
+                learning_rate=config.learning_rate, global_clipnorm=config.grad_clip
+            )
             if config.mixed_precision:  # scales the loss so float16 gradients do not underflow
                 optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
             optimizer.build(self.model.trainable_variables)
             self.optimizer = optimizer
             # train_seconds / train_chars: time in training steps and characters
             # trained, over every run that continued this one (for kerasgen compare).
-            self.state = {"step": 0, "epoch": 0, "batch": 0, "best_val_loss": None,
-                          "train_seconds": 0.0, "train_chars": 0}
+            self.state = {
+                "step": 0,
+                "epoch": 0,
+                "batch": 0,
+                "best_val_loss": None,
+                "train_seconds": 0.0,
+                "train_chars": 0,
+            }
             if init_from is not None:
-                self.state.update(rundir.load_checkpoint(init_from, "latest", self.model,
-                                                         optimizer))
+                self.state.update(
+                    rundir.load_checkpoint(init_from, "latest", self.model, optimizer)
+                )
                 if self.state["batch"] >= len(training.train):  # the text shrank
                     self.state["epoch"], self.state["batch"] = self.state["epoch"] + 1, 0
             if distributed:
-                self.steps = DistributedSteps(strategy, self.model, optimizer, config.batch_size,
-                                              config.jit_compile, training.line_start_id)
+                self.steps = DistributedSteps(
+                    strategy,
+                    self.model,
+                    optimizer,
+                    config.batch_size,
+                    config.jit_compile,
+                    training.line_start_id,
+                )
             else:
-                self.steps = SingleDeviceSteps(self.model, optimizer,
-                                               fused=fused and not config.mixed_precision,
-                                               jit_compile=config.jit_compile,
-                                               line_start_id=training.line_start_id)
+                self.steps = SingleDeviceSteps(
+                    self.model,
+                    optimizer,
+                    fused=fused and not config.mixed_precision,
+                    jit_compile=config.jit_compile,
+                    line_start_id=training.line_start_id,
+                )
 
 
 class Budget:
@@ -395,8 +456,13 @@ class Checkpointer:
     once the first checkpoint is saved.
     """
 
-    def __init__(self, save_dir: str, trainee: Trainee, chief: bool,
-                 replacement: rundir.Replacement | None = None):
+    def __init__(
+        self,
+        save_dir: str,
+        trainee: Trainee,
+        chief: bool,
+        replacement: rundir.Replacement | None = None,
+    ):
         self.save_dir, self.trainee, self.chief = save_dir, trainee, chief
         self.replacement = replacement
 
@@ -404,8 +470,9 @@ class Checkpointer:
         if not self.chief:
             return rundir.checkpoint_path(self.save_dir, which) + " (by the chief)"
         t = self.trainee
-        path = rundir.save_checkpoint(self.save_dir, which, t.model,
-                                      t.optimizer if which == "latest" else None, dict(t.state))
+        path = rundir.save_checkpoint(
+            self.save_dir, which, t.model, t.optimizer if which == "latest" else None, dict(t.state)
+        )
         if self.replacement is not None:
             self.replacement.discard()
             self.replacement = None
@@ -420,16 +487,22 @@ class TensorBoardLog:
 
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.log_dir = os.path.join(
-            config.log_dir, f"{os.path.basename(os.path.abspath(config.save_dir))}-{stamp}")
+            config.log_dir, f"{os.path.basename(os.path.abspath(config.save_dir))}-{stamp}"
+        )
         try:
             if chief:
                 os.makedirs(self.log_dir, exist_ok=True)  # an OSError says why in a few words
-            self.writer = (tf.summary.create_file_writer(self.log_dir) if chief
-                           else tf.summary.create_noop_writer())
+            self.writer = (
+                tf.summary.create_file_writer(self.log_dir)
+                if chief
+                else tf.summary.create_noop_writer()
+            )
         except (OSError, tf.errors.OpError) as e:
             reason = e.strerror if isinstance(e, OSError) else e.message.splitlines()[0][:200]
-            raise StorageError(f"could not write TensorBoard logs to {self.log_dir} ({reason}); "
-                               "pass a writable --log_dir") from None
+            raise StorageError(
+                f"could not write TensorBoard logs to {self.log_dir} ({reason}); "
+                "pass a writable --log_dir"
+            ) from None
         self.chief, self.training, self.sampler = chief, training, None
 
     def scalar(self, name: str, value: float, step: int) -> None:
@@ -446,8 +519,11 @@ class TensorBoardLog:
         if not self.chief:
             return
         if self.sampler is None:
-            self.sampler = Sampler(build_model(self.training.model_config, 1),
-                                   self.training.vocab, self.training.preamble)
+            self.sampler = Sampler(
+                build_model(self.training.model_config, 1),
+                self.training.vocab,
+                self.training.preamble,
+            )
         self.sampler.model.set_weights(model.get_weights())
         text = self.sampler.generate(TENSORBOARD_SAMPLE_CHARS, "", SamplingOptions(seed=0))[0]
         with self.writer.as_default():
@@ -461,9 +537,14 @@ class TensorBoardLog:
 # ---------------------------------------------------------------- the loop
 
 
-def run_training(config: TrainConfig, model_options: dict | None = None,
-                 init_from: str | None = None, callbacks=(), overwrite: bool = False,
-                 text: str | None = None) -> TrainResult:
+def run_training(
+    config: TrainConfig,
+    model_options: dict | None = None,
+    init_from: str | None = None,
+    callbacks=(),
+    overwrite: bool = False,
+    text: str | None = None,
+) -> TrainResult:
     """Train on ``config.data_dir`` into ``config.save_dir``.
 
     ``model_options``: ModelConfig fields other than ``vocab_size`` (taken from
@@ -502,21 +583,40 @@ def run_training(config: TrainConfig, model_options: dict | None = None,
                     replacement = rundir.Replacement.begin(config.save_dir)
                 _write_text(config.data_dir, text)
             training = prepare_data(config, model_options, run, _data_progress(callbacks))
-            distributed = (strategy.num_replicas_in_sync > 1 or not chief
-                           or config.strategy == "multiworker")
+            distributed = (
+                strategy.num_replicas_in_sync > 1 or not chief or config.strategy == "multiworker"
+            )
             trainee = Trainee(config, training, strategy, distributed, init_from)
             board = TensorBoardLog(config, training, chief)
             if replacing and replacement is None:
                 replacement = rundir.Replacement.begin(config.save_dir)
             if chief:
-                rundir.write_run(config.save_dir, training.model_config,
-                                 dataclasses.asdict(config), training.vocab, training.preamble)
-                if run is not None and not _same_folder(init_from, config.save_dir) \
-                        and run.has_checkpoint("best"):
+                rundir.write_run(
+                    config.save_dir,
+                    training.model_config,
+                    dataclasses.asdict(config),
+                    training.vocab,
+                    training.preamble,
+                )
+                if (
+                    run is not None
+                    and not _same_folder(init_from, config.save_dir)
+                    and run.has_checkpoint("best")
+                ):
                     rundir.copy_checkpoint(init_from, config.save_dir, "best")
             budget.val_steps = 0 if training.val is None else len(training.val)
-            return _loop(config, training, trainee, budget, signals, callbacks, chief,
-                         distributed, board, replacement)
+            return _loop(
+                config,
+                training,
+                trainee,
+                budget,
+                signals,
+                callbacks,
+                chief,
+                distributed,
+                board,
+                replacement,
+            )
         except BaseException:
             if replacement is not None:
                 replacement.restore()  # nothing when the new run saved a checkpoint
@@ -532,8 +632,10 @@ def _write_text(folder: str, text: str) -> None:
     try:
         atomic.write_text(os.path.join(folder, data.INPUT_NAME), text)
     except OSError as e:
-        raise StorageError(f"could not write the training text into {folder} "
-                           f"({e.strerror or e}); pass a writable save_dir") from None
+        raise StorageError(
+            f"could not write the training text into {folder} "
+            f"({e.strerror or e}); pass a writable save_dir"
+        ) from None
 
 
 @contextlib.contextmanager
@@ -561,8 +663,9 @@ def _same_folder(a: str | None, b: str) -> bool:
     return a is not None and os.path.abspath(a) == os.path.abspath(b)
 
 
-def _claim_run_folder(config: TrainConfig, init_from: str | None, overwrite: bool,
-                      chief: bool) -> tuple[rundir.Run | None, bool]:
+def _claim_run_folder(
+    config: TrainConfig, init_from: str | None, overwrite: bool, chief: bool
+) -> tuple[rundir.Run | None, bool]:
     """Check what ``save_dir`` and ``init_from`` hold: (the run to continue, if any;
     whether a trained run in ``save_dir`` is to be replaced). Nothing is removed here."""
     save_dir = config.save_dir
@@ -572,10 +675,15 @@ def _claim_run_folder(config: TrainConfig, init_from: str | None, overwrite: boo
         rundir.Replacement.recover(save_dir)  # of a replacement that a kill interrupted
         if rundir.has_trained_model(save_dir) and not _same_folder(init_from, save_dir):
             if not overwrite:
-                hint = (f"continue it with --init_from {save_dir}" if init_from is None else
-                        f"continue {init_from} in place with --save_dir {init_from}")
-                raise ValueError(f"{save_dir} already holds a trained model; {hint}, pick "
-                                 "another --save_dir, or pass --overwrite to replace it")
+                hint = (
+                    f"continue it with --init_from {save_dir}"
+                    if init_from is None
+                    else f"continue {init_from} in place with --save_dir {init_from}"
+                )
+                raise ValueError(
+                    f"{save_dir} already holds a trained model; {hint}, pick "
+                    "another --save_dir, or pass --overwrite to replace it"
+                )
             replacing = True
     if init_from is None:
         return None, replacing
@@ -583,14 +691,25 @@ def _claim_run_folder(config: TrainConfig, init_from: str | None, overwrite: boo
     if not run.has_checkpoint("latest"):
         raise ValueError(f"--init_from {init_from} has no latest checkpoint to continue from")
     if run.vocab.level != config.level:
-        raise ValueError(f"--init_from {init_from} was trained with --level "
-                         f"{run.vocab.level}; pass --level {run.vocab.level}")
+        raise ValueError(
+            f"--init_from {init_from} was trained with --level "
+            f"{run.vocab.level}; pass --level {run.vocab.level}"
+        )
     return run, replacing
 
 
-def _loop(config: TrainConfig, training: TrainingData, trainee: Trainee, budget: Budget,
-          signals: StopSignals, callbacks, chief: bool, distributed: bool,
-          board: TensorBoardLog, replacement: rundir.Replacement | None) -> TrainResult:
+def _loop(
+    config: TrainConfig,
+    training: TrainingData,
+    trainee: Trainee,
+    budget: Budget,
+    signals: StopSignals,
+    callbacks,
+    chief: bool,
+    distributed: bool,
+    board: TensorBoardLog,
+    replacement: rundir.Replacement | None,
+) -> TrainResult:
     """Epochs until ``num_epochs`` or the budget; a stop signal saves, then raises."""
     import tensorflow as tf
 
@@ -606,14 +725,24 @@ def _loop(config: TrainConfig, training: TrainingData, trainee: Trainee, budget:
         if not distributed:
             raise
         # A worker died or stopped answering; the last checkpoint is intact.
-        what = ("a worker died or stopped answering"
-                if isinstance(e, (tf.errors.UnavailableError, tf.errors.DeadlineExceededError,
-                                  tf.errors.CancelledError, tf.errors.AbortedError))
-                else str(e).strip().splitlines()[0][:200])
+        what = (
+            "a worker died or stopped answering"
+            if isinstance(
+                e,
+                (
+                    tf.errors.UnavailableError,
+                    tf.errors.DeadlineExceededError,
+                    tf.errors.CancelledError,
+                    tf.errors.AbortedError,
+                ),
+            )
+            else str(e).strip().splitlines()[0][:200]
+        )
         raise DistributedError(
             f"distributed training failed at step {epochs.step} ({type(e).__name__}: {what}); "
             f"the latest checkpoint in {config.save_dir} is intact: continue with --init_from "
-            f"{config.save_dir}") from None
+            f"{config.save_dir}"
+        ) from None
     return epochs.finish()
 
 
@@ -621,9 +750,17 @@ class _Epochs:
     """The training loop's counters and its two halves: an epoch's steps, and the epoch's
     end (validation, the best checkpoint, logs, progress)."""
 
-    def __init__(self, config: TrainConfig, training: TrainingData, trainee: Trainee,
-                 budget: Budget, callbacks, chief: bool, board: TensorBoardLog,
-                 replacement: rundir.Replacement | None):
+    def __init__(
+        self,
+        config: TrainConfig,
+        training: TrainingData,
+        trainee: Trainee,
+        budget: Budget,
+        callbacks,
+        chief: bool,
+        board: TensorBoardLog,
+        replacement: rundir.Replacement | None,
+    ):
         import keras
 
         self.config, self.training, self.trainee, self.budget = config, training, trainee, budget
@@ -640,11 +777,18 @@ class _Epochs:
         self.train_loss = self.val_loss = math.nan
         self.losses, self.epoch_seconds, self.paused = [], 0.0, 0.0
         self.trained_steps, self.train_seconds, self.boundary_seconds = 0, 0.0, 0.0
-        self.callbacks.on_train_begin({
-            "total_steps": self.total_steps, "steps_per_epoch": self.steps_per_epoch,
-            "step": self.step, "epoch": self.epoch, "num_epochs": config.num_epochs,
-            "params": count_params(trainee.model), "log_dir": self.board.log_dir,
-            "notes": training.notes})
+        self.callbacks.on_train_begin(
+            {
+                "total_steps": self.total_steps,
+                "steps_per_epoch": self.steps_per_epoch,
+                "step": self.step,
+                "epoch": self.epoch,
+                "num_epochs": config.num_epochs,
+                "params": count_params(trainee.model),
+                "log_dir": self.board.log_dir,
+                "notes": training.notes,
+            }
+        )
         budget.start_loop()
 
     def train_epoch(self, signals: StopSignals) -> None:
@@ -658,21 +802,27 @@ class _Epochs:
             # No state to carry, so the windows can go anywhere: shuffled across rows
             # and steps, a fresh order each epoch, and the same one again on resume.
             order = np.random.default_rng([self.epoch, config.seed or 0]).permutation(
-                self.training.train.windows)
+                self.training.train.windows
+            )
         batches = self.training.train.dataset(start=state["batch"], order=order)
         for x, y in batches:
             if signals.received is not None:
                 raise _Stop
             progress = self.budget.progress()
-            self.lr = learning_rate_at(config, self.epoch, self.step, self.step / self.total_steps
-                                       if progress is None else progress)
+            self.lr = learning_rate_at(
+                config,
+                self.epoch,
+                self.step,
+                self.step / self.total_steps if progress is None else progress,
+            )
             trainee.optimizer.learning_rate.assign(self.lr)
             loss = trainee.steps.train(x, y)
             if not math.isfinite(loss):
                 raise DivergedError(
                     f"training diverged at step {self.step + 1}: the loss became {loss} "
                     f"(learning rate {self.lr:.3g}); nothing was saved after it; try a lower "
-                    "--learning_rate (or --grad_clip)")
+                    "--learning_rate (or --grad_clip)"
+                )
             self.step += 1
             self.trained_steps += 1
             state.update(step=self.step, batch=state["batch"] + 1)
@@ -680,10 +830,16 @@ class _Epochs:
             self.losses.append(loss)
             self.board.scalar("loss/train", loss, self.step)
             elapsed = time.perf_counter() - started - self.paused
-            self.callbacks.on_train_batch_end(self.step, {
-                "loss": loss, "epoch": self.epoch + 1, "batch": state["batch"],
-                "steps_per_epoch": self.steps_per_epoch,
-                "chars_per_s": len(self.losses) * self.chars_per_step / max(elapsed, 1e-9)})
+            self.callbacks.on_train_batch_end(
+                self.step,
+                {
+                    "loss": loss,
+                    "epoch": self.epoch + 1,
+                    "batch": state["batch"],
+                    "steps_per_epoch": self.steps_per_epoch,
+                    "chars_per_s": len(self.losses) * self.chars_per_step / max(elapsed, 1e-9),
+                },
+            )
             if config.eval_every and self.step % config.eval_every == 0:
                 self.evaluate_now()
             elif config.save_every and self.step % config.save_every == 0:
@@ -698,9 +854,10 @@ class _Epochs:
         """Validate, keep the best checkpoint, save the latest, log, report."""
         state, seconds = self.state, self.epoch_seconds
         self.train_seconds += seconds
-        state.update(train_seconds=state.get("train_seconds", 0.0) + seconds,
-                     train_chars=round(state.get("train_chars", 0)
-                                       + len(self.losses) * self.chars_per_step))
+        state.update(
+            train_seconds=state.get("train_seconds", 0.0) + seconds,
+            train_chars=round(state.get("train_chars", 0) + len(self.losses) * self.chars_per_step),
+        )
         chars_per_s = len(self.losses) * self.chars_per_step / max(seconds, 1e-9)
         started = time.perf_counter()
         if state["batch"] >= self.steps_per_epoch:  # else the budget ended it part-way
@@ -713,13 +870,21 @@ class _Epochs:
         boundary = time.perf_counter() - started
         self.boundary_seconds += boundary
         self.budget.after_boundary(boundary)
-        self.callbacks.on_epoch_end(self.epoch, {
-            "loss": float(np.mean(self.losses)) if self.losses else self.train_loss,
-            "val_loss": self.val_loss, "chars_per_s": chars_per_s, "step": self.step,
-            "seconds": seconds, "best": improved, "val_seconds": val_seconds,
-            "boundary_seconds": boundary,
-            "epochs_done": self.epoch + state["batch"] / self.steps_per_epoch,
-            "partial_steps": state["batch"]})  # > 0: the budget ended an epoch early
+        self.callbacks.on_epoch_end(
+            self.epoch,
+            {
+                "loss": float(np.mean(self.losses)) if self.losses else self.train_loss,
+                "val_loss": self.val_loss,
+                "chars_per_s": chars_per_s,
+                "step": self.step,
+                "seconds": seconds,
+                "best": improved,
+                "val_seconds": val_seconds,
+                "boundary_seconds": boundary,
+                "epochs_done": self.epoch + state["batch"] / self.steps_per_epoch,
+                "partial_steps": state["batch"],
+            },
+        )  # > 0: the budget ended an epoch early
 
     def validate_and_save(self) -> tuple[bool, float]:
         """Score the held-out subset, save the latest checkpoint and, if it is the best
@@ -731,8 +896,9 @@ class _Epochs:
             self.board.scalar("loss/val", self.val_loss, self.step)
         val_seconds = time.perf_counter() - started
         state.update(val_loss=self.val_loss, train_loss=self.train_loss)
-        improved = self.val_loss is not None and (state["best_val_loss"] is None
-                                                  or self.val_loss < state["best_val_loss"])
+        improved = self.val_loss is not None and (
+            state["best_val_loss"] is None or self.val_loss < state["best_val_loss"]
+        )
         if improved:
             state["best_val_loss"] = self.val_loss
         self.checkpoints.save("latest")
@@ -749,19 +915,35 @@ class _Epochs:
         self.paused += seconds
         self.budget.after_boundary(seconds)
         self.boundary_seconds += seconds
-        self.callbacks.on_test_end({"val_loss": self.val_loss, "step": self.step,
-                                    "best": improved, "val_seconds": val_seconds})
+        self.callbacks.on_test_end(
+            {
+                "val_loss": self.val_loss,
+                "step": self.step,
+                "best": improved,
+                "val_seconds": val_seconds,
+            }
+        )
 
     def finish(self) -> TrainResult:
-        chars_per_s = (self.trained_steps * self.chars_per_step / self.train_seconds
-                       if self.train_seconds else 0.0)
+        chars_per_s = (
+            self.trained_steps * self.chars_per_step / self.train_seconds
+            if self.train_seconds
+            else 0.0
+        )
         result = TrainResult(
-            steps=self.step, epochs=self.epoch, stopped_by_budget=self.budget.spent,
-            train_loss=self.train_loss, val_loss=self.val_loss,
-            best_val_loss=self.state["best_val_loss"], chars_per_s=chars_per_s,
+            steps=self.step,
+            epochs=self.epoch,
+            stopped_by_budget=self.budget.spent,
+            train_loss=self.train_loss,
+            val_loss=self.val_loss,
+            best_val_loss=self.state["best_val_loss"],
+            chars_per_s=chars_per_s,
             seconds=time.perf_counter() - self.budget.started,
-            boundary_seconds=self.boundary_seconds, save_dir=self.config.save_dir,
-            log_dir=self.board.log_dir, notes=self.training.notes)
+            boundary_seconds=self.boundary_seconds,
+            save_dir=self.config.save_dir,
+            log_dir=self.board.log_dir,
+            notes=self.training.notes,
+        )
         self.callbacks.on_train_end(dataclasses.asdict(result))
         return result
 
@@ -772,8 +954,15 @@ class _Stop(Exception):
 
 # ---------------------------------------------------------------- the public entry
 
-MODEL_OPTIONS = ("model", "rnn_size", "num_layers", "input_keep_prob", "output_keep_prob",
-                 "n_head", "dropout")
+MODEL_OPTIONS = (
+    "model",
+    "rnn_size",
+    "num_layers",
+    "input_keep_prob",
+    "output_keep_prob",
+    "n_head",
+    "dropout",
+)
 TRAIN_OPTIONS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 # What --init_from does not take over from the saved run: where it is written, and how
 # this machine computes (the run may continue on other hardware).
@@ -797,17 +986,24 @@ def resolve_options(options: dict, init_from: str | None = None) -> tuple[TrainC
     unknown = sorted(set(options) - set(MODEL_OPTIONS) - set(TRAIN_OPTIONS))
     if unknown:
         where = f"preset {preset} has" if preset is not None else "there is"
-        raise ValueError(f"{where} unknown option {', '.join(unknown)}; options are kerasgen "
-                         f"train's flags: {', '.join(sorted(MODEL_OPTIONS + TRAIN_OPTIONS))}")
+        raise ValueError(
+            f"{where} unknown option {', '.join(unknown)}; options are kerasgen "
+            f"train's flags: {', '.join(sorted(MODEL_OPTIONS + TRAIN_OPTIONS))}"
+        )
     if isinstance(options.get("time_budget"), str):
         options["time_budget"] = parse_duration(options["time_budget"])
     _check_applicable(options, init_from)
     if init_from is not None:
         run = rundir.read_run(init_from)
-        recorded = {**{k: v for k, v in run.train_config.items()
-                       if k in TRAIN_OPTIONS and k not in NOT_RESUMED},
-                    **{k: v for k, v in run.model_config.to_dict().items() if k in MODEL_OPTIONS},
-                    "level": run.vocab.level}
+        recorded = {
+            **{
+                k: v
+                for k, v in run.train_config.items()
+                if k in TRAIN_OPTIONS and k not in NOT_RESUMED
+            },
+            **{k: v for k, v in run.model_config.to_dict().items() if k in MODEL_OPTIONS},
+            "level": run.vocab.level,
+        }
         if run.model_config.model == "transformer":
             recorded["seq_length"] = run.model_config.context
         options = {**recorded, **options}
@@ -844,14 +1040,24 @@ def _check_applicable(options: dict, init_from: str | None) -> None:
         recorded = rundir.read_run(init_from).train_config
         for name in VOCAB_OPTIONS:
             if name in options and recorded.get(name, options[name]) != options[name]:
-                raise ValueError(f"--init_from {init_from} keeps its vocabulary (--{name} "
-                                 f"{recorded[name]}); drop --{name} or train into a new "
-                                 "--save_dir")
+                raise ValueError(
+                    f"--init_from {init_from} keeps its vocabulary (--{name} "
+                    f"{recorded[name]}); drop --{name} or train into a new "
+                    "--save_dir"
+                )
 
 
-def train(data_dir: str | None = None, *, text: str | None = None, save_dir: str | None = None,
-          init_from: str | None = None, overwrite: bool = False, callbacks=None,
-          verbose: bool = True, **options):
+def train(
+    data_dir: str | None = None,
+    *,
+    text: str | None = None,
+    save_dir: str | None = None,
+    init_from: str | None = None,
+    overwrite: bool = False,
+    callbacks=None,
+    verbose: bool = True,
+    **options,
+):
     """Train a model and return it, loaded (as ``kerasgen.load`` returns it).
 
     ``data_dir``: a folder with ``input.txt`` (default: tiny Shakespeare); or
@@ -877,10 +1083,15 @@ def train(data_dir: str | None = None, *, text: str | None = None, save_dir: str
     if text is not None:
         if not text:
             raise ValueError("text is empty; give some text to train on")
-        if rundir.has_trained_model(config.save_dir) and not overwrite and \
-                not _same_folder(init_from, config.save_dir):
-            raise ValueError(f"{config.save_dir} already holds a trained model; pick another "
-                             "save_dir or pass overwrite=True")
+        if (
+            rundir.has_trained_model(config.save_dir)
+            and not overwrite
+            and not _same_folder(init_from, config.save_dir)
+        ):
+            raise ValueError(
+                f"{config.save_dir} already holds a trained model; pick another "
+                "save_dir or pass overwrite=True"
+            )
         config = dataclasses.replace(config, data_dir=rundir.text_dir(config.save_dir))
     if callbacks is None:
         from kerasgen.progress import training_progress

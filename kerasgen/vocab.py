@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import codecs
 import collections
+import contextlib
 import json
 import math
 import re
@@ -121,11 +122,11 @@ class Vocabulary:
     level = "char"
 
     @classmethod
-    def from_text(cls, text: str) -> "Vocabulary":
+    def from_text(cls, text: str) -> Vocabulary:
         return cls.from_counts(collections.Counter(text))
 
     @classmethod
-    def from_counts(cls, counts) -> "Vocabulary":
+    def from_counts(cls, counts) -> Vocabulary:
         """From ``{character: count}`` (characters counted elsewhere, e.g. chunk by
         chunk); the same order as ``from_text``. Zero counts are left out."""
         ordered = _ordered((c, int(n)) for c, n in counts.items() if n > 0)
@@ -175,17 +176,23 @@ class Vocabulary:
         return PlainDecoder(self)
 
     def to_json(self) -> str:
-        return json.dumps({"chars": list(self.chars), "counts": list(self.counts)},
-                          ensure_ascii=False, indent=1)
+        return json.dumps(
+            {"chars": list(self.chars), "counts": list(self.counts)}, ensure_ascii=False, indent=1
+        )
 
     @classmethod
-    def from_json(cls, text: str) -> "Vocabulary":
+    def from_json(cls, text: str) -> Vocabulary:
         obj = json.loads(text)
         chars, counts = obj["chars"], obj["counts"]
-        if len(chars) != len(counts) or len(set(chars)) != len(chars) or not all(
-                isinstance(c, str) and len(c) == 1 for c in chars):
-            raise ValueError("vocabulary JSON is malformed: 'chars' must be distinct "
-                             "single characters with one count each")
+        if (
+            len(chars) != len(counts)
+            or len(set(chars)) != len(chars)
+            or not all(isinstance(c, str) and len(c) == 1 for c in chars)
+        ):
+            raise ValueError(
+                "vocabulary JSON is malformed: 'chars' must be distinct "
+                "single characters with one count each"
+            )
         return cls(tuple(chars), tuple(int(n) for n in counts))
 
 
@@ -223,7 +230,7 @@ class WordVocabulary:
     level = "word"
 
     @classmethod
-    def from_text(cls, text: str, max_vocab: int) -> "WordVocabulary":
+    def from_text(cls, text: str, max_vocab: int) -> WordVocabulary:
         """The ``max_vocab`` most frequent tokens of ``text``; the space token is
         always one of them (it takes the last place when it is rarer)."""
         if max_vocab < 1:
@@ -231,7 +238,7 @@ class WordVocabulary:
         ordered = _by_frequency(tokenize(text))
         kept = ordered[:max_vocab]
         if all(t != SPACE for t, _ in kept):
-            kept = kept[:max_vocab - 1] + [(SPACE, dict(ordered).get(SPACE, 0))]
+            kept = kept[: max_vocab - 1] + [(SPACE, dict(ordered).get(SPACE, 0))]
             kept.sort(key=lambda kv: (-kv[1], kv[0]))
         chars = tuple(sorted(collections.Counter(text).items()))
         vocab = cls(tuple(t for t, _ in kept), tuple(n for _, n in kept), 0, chars)
@@ -284,8 +291,9 @@ class WordVocabulary:
         return self.encode_pieces(text)[0]
 
     def decode(self, ids) -> str:
-        return "".join(self.tokens[i] if i < len(self.tokens) else UNKNOWN_TOKEN
-                       for i in map(int, ids))
+        return "".join(
+            self.tokens[i] if i < len(self.tokens) else UNKNOWN_TOKEN for i in map(int, ids)
+        )
 
     def decoder(self) -> PlainDecoder:
         """An incremental decoder for text generated piece by piece."""
@@ -302,36 +310,55 @@ class WordVocabulary:
         return float(sum(math.log(total / (counts.get(c, 0) + 1)) for c in token))
 
     def to_json(self) -> str:
-        obj = {"level": "word", "version": self.version, "tokens": list(self.tokens),
-               "counts": list(self.counts), "unknown_count": self.unknown_count,
-               "char_counts": dict(self.char_counts)}
+        obj = {
+            "level": "word",
+            "version": self.version,
+            "tokens": list(self.tokens),
+            "counts": list(self.counts),
+            "unknown_count": self.unknown_count,
+            "char_counts": dict(self.char_counts),
+        }
         if self.version < 2:  # written back as it was read, so old code can still read it
             del obj["version"]
         return json.dumps(obj, ensure_ascii=False, indent=1)
 
     @classmethod
-    def from_json(cls, text: str) -> "WordVocabulary":
+    def from_json(cls, text: str) -> WordVocabulary:
         obj = json.loads(text)
         version = obj.get("version", 1)  # vocab.json files without one predate version 2
         if version not in (1, WORD_VERSION):
-            raise ValueError(f"word-level vocabulary version {version!r} is not one this "
-                             "kerasgen reads; upgrade kerasgen or retrain the run")
+            raise ValueError(
+                f"word-level vocabulary version {version!r} is not one this "
+                "kerasgen reads; upgrade kerasgen or retrain the run"
+            )
         tokens, counts = obj["tokens"], obj["counts"]
-        if len(tokens) != len(counts) or len(set(tokens)) != len(tokens) or not all(
-                isinstance(t, str) and t and tokenize(t, version) == [t] for t in tokens):
-            raise ValueError("vocabulary JSON is malformed: 'tokens' must be distinct "
-                             "word-level tokens with one count each")
-        return cls(tuple(tokens), tuple(int(n) for n in counts), int(obj["unknown_count"]),
-                   tuple((c, int(n)) for c, n in sorted(obj.get("char_counts", {}).items())),
-                   version)
+        if (
+            len(tokens) != len(counts)
+            or len(set(tokens)) != len(tokens)
+            or not all(isinstance(t, str) and t and tokenize(t, version) == [t] for t in tokens)
+        ):
+            raise ValueError(
+                "vocabulary JSON is malformed: 'tokens' must be distinct "
+                "word-level tokens with one count each"
+            )
+        return cls(
+            tuple(tokens),
+            tuple(int(n) for n in counts),
+            int(obj["unknown_count"]),
+            tuple((c, int(n)) for c, n in sorted(obj.get("char_counts", {}).items())),
+            version,
+        )
 
 
 def byte_chars() -> dict[int, str]:
     """GPT-2's map from each byte to the printable character that stands for it in
     byte-level BPE token strings (the bytes that are printable Latin-1 stand for
     themselves; the others are moved to code points 256 and up)."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
-                 *range(ord("®"), ord("ÿ") + 1)]
+    printable = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
     chars = {b: chr(b) for b in printable}
     moved = (b for b in range(BYTES) if b not in chars)
     chars.update((b, chr(BYTES + n)) for n, b in enumerate(moved))
@@ -366,37 +393,46 @@ class BpeVocabulary:
         self._tokenizer = tokenizer
         chars = {c: b for b, c in byte_chars().items()}
         by_id = {i: t for t, i in tokenizer.get_vocab().items()}
-        if sorted(by_id) != list(range(len(by_id))) or any(
-                c not in chars for t in by_id.values() for c in t) or not set(chars) <= set(
-                by_id.values()):
-            raise ValueError("vocabulary JSON is malformed: the tokenizer must be byte-level "
-                             "BPE with every single byte a token and ids 0..size-1")
+        if (
+            sorted(by_id) != list(range(len(by_id)))
+            or any(c not in chars for t in by_id.values() for c in t)
+            or not set(chars) <= set(by_id.values())
+        ):
+            raise ValueError(
+                "vocabulary JSON is malformed: the tokenizer must be byte-level "
+                "BPE with every single byte a token and ids 0..size-1"
+            )
         self._bytes = [bytes(chars[c] for c in by_id[i]) for i in range(len(by_id))]
         self._index = {}
         for i, raw in enumerate(self._bytes):
-            try:
+            with contextlib.suppress(UnicodeDecodeError):  # part of a character: no text
                 self._index[raw.decode("utf-8")] = i
-            except UnicodeDecodeError:
-                pass  # part of a character: no text of its own
 
     @classmethod
-    def from_text(cls, text: str, vocab_size: int = DEFAULT_VOCAB_SIZE) -> "BpeVocabulary":
+    def from_text(cls, text: str, vocab_size: int = DEFAULT_VOCAB_SIZE) -> BpeVocabulary:
         """Learn merges from ``text`` until ``vocab_size`` tokens (fewer when the
         text runs out of pairs seen at least twice)."""
         from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
         if vocab_size < BYTES:
-            raise ValueError(f"--vocab_size must be at least {BYTES} (one token per byte), "
-                             f"got {vocab_size}")
+            raise ValueError(
+                f"--vocab_size must be at least {BYTES} (one token per byte), got {vocab_size}"
+            )
         tokenizer = Tokenizer(models.BPE())
-        tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
-            pre_tokenizers.Split(Regex("\n"), behavior="isolated"),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex("\n"), behavior="isolated"),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+            ]
+        )
         tokenizer.decoder = decoders.ByteLevel()
         # min_frequency 2: a pair seen once is not a pattern, only a memorised string.
-        trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2,
-                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                      show_progress=False)
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            min_frequency=2,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
         tokenizer.train_from_iterator([text], trainer=trainer)
         return cls(tokenizer)
 
@@ -446,24 +482,33 @@ class BpeVocabulary:
         return Utf8Decoder(self._bytes)
 
     def to_json(self) -> str:
-        return json.dumps({"level": "bpe", "version": BPE_VERSION,
-                           "tokenizer": json.loads(self._tokenizer.to_str())},
-                          ensure_ascii=False, indent=1)
+        return json.dumps(
+            {
+                "level": "bpe",
+                "version": BPE_VERSION,
+                "tokenizer": json.loads(self._tokenizer.to_str()),
+            },
+            ensure_ascii=False,
+            indent=1,
+        )
 
     @classmethod
-    def from_json(cls, text: str) -> "BpeVocabulary":
+    def from_json(cls, text: str) -> BpeVocabulary:
         from tokenizers import Tokenizer
 
         obj = json.loads(text)
         if obj.get("version") != BPE_VERSION:
-            raise ValueError(f"bpe vocabulary version {obj.get('version')!r} is not one this "
-                             "kerasgen reads; upgrade kerasgen or retrain the run")
+            raise ValueError(
+                f"bpe vocabulary version {obj.get('version')!r} is not one this "
+                "kerasgen reads; upgrade kerasgen or retrain the run"
+            )
         try:
             tokenizer = Tokenizer.from_str(json.dumps(obj["tokenizer"]))
         except Exception as e:  # tokenizers raises plain Exception for a bad tokenizer
-            raise ValueError(f"vocabulary JSON is malformed: the tokenizer does not load "
-                             f"({str(e).splitlines()[0] if str(e) else type(e).__name__})"
-                             ) from None
+            raise ValueError(
+                f"vocabulary JSON is malformed: the tokenizer does not load "
+                f"({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+            ) from None
         return cls(tokenizer)
 
 
@@ -478,8 +523,9 @@ def vocabulary_from_json(text: str):
     return Vocabulary.from_json(text)
 
 
-def build_vocabulary(text: str, level: str = "char", max_vocab: int | None = None,
-                     vocab_size: int | None = None):
+def build_vocabulary(
+    text: str, level: str = "char", max_vocab: int | None = None, vocab_size: int | None = None
+):
     """The vocabulary of ``text`` at ``level`` (``max_vocab``: word level only;
     ``vocab_size``: bpe level only)."""
     if level not in LEVELS:

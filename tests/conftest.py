@@ -2,9 +2,8 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import pytest  # noqa: E402
-
-from tiny import TINY_TEXT, TINY_TRAIN  # noqa: E402
+import pytest
+from tiny import TINY_TEXT, TINY_TRAIN
 
 
 def pytest_addoption(parser):
@@ -54,10 +53,22 @@ def trained_run(tmp_path_factory):
     (base / "data").mkdir()
     (base / "data" / "input.txt").write_text(TINY_TEXT, encoding="utf-8")
     save = base / "save"
-    result = CliRunner().invoke(main, ["train", "--data_dir", str(base / "data"),
-                                       "--save_dir", str(save), "--log_dir", str(base / "logs"),
-                                       "--num_epochs", "3", *TINY_TRAIN],
-                                catch_exceptions=False)
+    result = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--data_dir",
+            str(base / "data"),
+            "--save_dir",
+            str(save),
+            "--log_dir",
+            str(base / "logs"),
+            "--num_epochs",
+            "3",
+            *TINY_TRAIN,
+        ],
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     return base / "data", save
 

@@ -31,9 +31,22 @@ def running_server(save_dir, *args, port: int | None = None):
     port = port or free_port()
     # Its output goes to a file: a pipe nobody reads would fill and stall the server.
     log = tempfile.TemporaryFile("w+", encoding="utf-8")
-    proc = subprocess.Popen([sys.executable, "-m", "kerasgen", "serve", "--save_dir",
-                             str(save_dir), "--port", str(port), *args],
-                            stdout=log, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kerasgen",
+            "serve",
+            "--save_dir",
+            str(save_dir),
+            "--port",
+            str(port),
+            *args,
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     proc.log = lambda: (log.seek(0), log.read())[1]
     url = f"http://127.0.0.1:{port}"
     try:
@@ -44,8 +57,9 @@ def running_server(save_dir, *args, port: int | None = None):
                     break
             except httpx.HTTPError:
                 if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError("kerasgen serve did not start: "
-                                       + proc.log()[-2000:]) from None
+                    raise RuntimeError(
+                        "kerasgen serve did not start: " + proc.log()[-2000:]
+                    ) from None
                 time.sleep(0.2)
         yield url, proc
     finally:

@@ -27,8 +27,13 @@ def test_the_readme_example_runs_as_written(tmp_path):
         pytest.skip("tiny Shakespeare is not in data/tinyshakespeare (see the README)")
     (tmp_path / "data" / "tinyshakespeare").mkdir(parents=True)
     (tmp_path / "data" / "tinyshakespeare" / "input.txt").symlink_to(corpus)
-    proc = subprocess.run([sys.executable, "-c", readme_api_example()], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", readme_api_example()],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     # The default progress first (as fit shows it), then what the example prints.
     progress, printed = proc.stdout.split("model saved in save/api\n", 1)
@@ -38,11 +43,18 @@ def test_the_readme_example_runs_as_written(tmp_path):
     assert (tmp_path / "save" / "api" / "best.ckpt.h5").exists()
 
 
-def test_train_on_a_string_quietly_then_generate_stream_and_evaluate(tiny_text, tmp_path,
-                                                                     capfd):
-    model = kerasgen.train(text=tiny_text, save_dir=str(tmp_path / "run"), num_epochs=2,
-                           rnn_size=16, batch_size=4, seq_length=16, seed=1,
-                           log_dir=str(tmp_path / "logs"), verbose=False)
+def test_train_on_a_string_quietly_then_generate_stream_and_evaluate(tiny_text, tmp_path, capfd):
+    model = kerasgen.train(
+        text=tiny_text,
+        save_dir=str(tmp_path / "run"),
+        num_epochs=2,
+        rnn_size=16,
+        batch_size=4,
+        seq_length=16,
+        seed=1,
+        log_dir=str(tmp_path / "logs"),
+        verbose=False,
+    )
     out, err = capfd.readouterr()  # TensorFlow may log on its first import; kerasgen nothing
     assert out == "" and "epoch" not in err and "parameters" not in err
     assert isinstance(model, kerasgen.TrainedModel) and model.checkpoint == "best"
@@ -53,8 +65,9 @@ def test_train_on_a_string_quietly_then_generate_stream_and_evaluate(tiny_text, 
     speech = model.generate(400, prime="KING", seed=3, stop="\n\n")
     assert "\n\n" not in speech and text.startswith(speech[:100])
     result = model.evaluate()
-    cli = CliRunner().invoke(main, ["evaluate", "--save_dir", str(tmp_path / "run"), "--json"],
-                             catch_exceptions=False)
+    cli = CliRunner().invoke(
+        main, ["evaluate", "--save_dir", str(tmp_path / "run"), "--json"], catch_exceptions=False
+    )
     assert json.loads(cli.stdout) == result  # the API's dict is what the CLI prints
     assert result["targets"] == round(len(tiny_text) * 0.1) - 1
 

@@ -25,18 +25,45 @@ def event_steps(log_dir, tag):
 
 def test_eval_every_validates_within_epochs_and_keeps_the_best(data_dir, tmp_path, tiny_train):
     save, logs = tmp_path / "save", tmp_path / "logs"
-    r = CliRunner().invoke(main, ["train", "--data_dir", str(data_dir), "--save_dir", str(save),
-                                  "--log_dir", str(logs), *tiny_train, "--num_epochs", "2",
-                                  "--eval_every", "7", "--eval_chars", "70"],
-                           catch_exceptions=False)
+    r = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--data_dir",
+            str(data_dir),
+            "--save_dir",
+            str(save),
+            "--log_dir",
+            str(logs),
+            *tiny_train,
+            "--num_epochs",
+            "2",
+            "--eval_every",
+            "7",
+            "--eval_chars",
+            "70",
+        ],
+        catch_exceptions=False,
+    )
     assert r.exit_code == 0, r.output
     # Curves by step: every 7 steps, and at both epoch ends.
     assert event_steps(logs, "loss/val") == [7, 14, 20, 21, 28, 35, 40]
     assert "step 7/40  val_loss" in r.output
     best = rundir.read_checkpoint_state(str(save), "best")
     assert best["step"] in (7, 14, 20, 21, 28, 35, 40) and best["val_loss"] == best["best_val_loss"]
-    r = CliRunner().invoke(main, ["train", "--data_dir", str(data_dir), "--save_dir",
-                                  str(tmp_path / "x"), *tiny_train, "--eval_chars", "10"])
+    r = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--data_dir",
+            str(data_dir),
+            "--save_dir",
+            str(tmp_path / "x"),
+            *tiny_train,
+            "--eval_chars",
+            "10",
+        ],
+    )
     assert r.exit_code == 2 and "--eval_chars" in r.output  # less than one batch
 
 

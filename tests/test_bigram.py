@@ -2,8 +2,8 @@
 
 import numpy as np
 from click.testing import CliRunner
-
 from tiny import TINY_TEXT
+
 from kerasgen import data
 from kerasgen.model import ModelConfig, build_model, rnn_layers
 from kerasgen.sampling import Sampler, SamplingOptions, generate_reference
@@ -41,22 +41,45 @@ def test_bigram_samples_like_the_reference():
     model = build_model(ModelConfig(vocab_size=len(vocab), model="bigram"), 2)
     model.set_weights([np.random.default_rng(0).normal(0, 2, (len(vocab), len(vocab)))])
     options = SamplingOptions(seed=4)
-    np.testing.assert_array_equal(Sampler(model, vocab).generate_ids(140, "ab", options),
-                                  generate_reference(model, vocab, 140, "ab", options))
+    np.testing.assert_array_equal(
+        Sampler(model, vocab).generate_ids(140, "ab", options),
+        generate_reference(model, vocab, 140, "ab", options),
+    )
 
 
 def test_bigram_from_the_cli(data_dir, tmp_path):
     save = tmp_path / "save"
-    r = CliRunner().invoke(main, ["train", "--model", "bigram", "--data_dir", str(data_dir),
-                                  "--save_dir", str(save), "--log_dir", str(tmp_path / "logs"),
-                                  "--batch_size", "4", "--seq_length", "16", "--num_epochs", "2",
-                                  "--learning_rate", "0.05"], catch_exceptions=False)
+    r = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--model",
+            "bigram",
+            "--data_dir",
+            str(data_dir),
+            "--save_dir",
+            str(save),
+            "--log_dir",
+            str(tmp_path / "logs"),
+            "--batch_size",
+            "4",
+            "--seq_length",
+            "16",
+            "--num_epochs",
+            "2",
+            "--learning_rate",
+            "0.05",
+        ],
+        catch_exceptions=False,
+    )
     assert r.exit_code == 0, r.output
-    r = CliRunner().invoke(main, ["sample", "--save_dir", str(save), "-n", "40", "--seed", "1"],
-                           catch_exceptions=False)
+    r = CliRunner().invoke(
+        main, ["sample", "--save_dir", str(save), "-n", "40", "--seed", "1"], catch_exceptions=False
+    )
     assert r.exit_code == 0 and len(r.output) >= 40
-    r = CliRunner().invoke(main, ["evaluate", "--save_dir", str(save), "--json"],
-                           catch_exceptions=False)
+    r = CliRunner().invoke(
+        main, ["evaluate", "--save_dir", str(save), "--json"], catch_exceptions=False
+    )
     assert r.exit_code == 0, r.output
 
 
@@ -68,10 +91,24 @@ def test_compare_scores_runs_on_the_same_characters(data_dir, tmp_path):
     runs = []
     for family in ("bigram", "lstm"):
         save = tmp_path / family
-        r = CliRunner().invoke(main, ["train", "--model", family, "--data_dir", str(data_dir),
-                                      "--save_dir", str(save), "--log_dir",
-                                      str(tmp_path / "logs"), "--num_epochs", "2",
-                                      *TINY_TRAIN], catch_exceptions=False)
+        r = CliRunner().invoke(
+            main,
+            [
+                "train",
+                "--model",
+                family,
+                "--data_dir",
+                str(data_dir),
+                "--save_dir",
+                str(save),
+                "--log_dir",
+                str(tmp_path / "logs"),
+                "--num_epochs",
+                "2",
+                *TINY_TRAIN,
+            ],
+            catch_exceptions=False,
+        )
         assert r.exit_code == 0, r.output
         runs.append(str(save))
     r = CliRunner().invoke(main, ["compare", *runs, "--json"], catch_exceptions=False)

@@ -4,8 +4,8 @@ import math
 
 import pytest
 from click.testing import CliRunner
-
 from tiny import TINY_TRAIN
+
 from kerasgen import rundir
 from kerasgen.model import build_model
 from kerasgen.training import TrainConfig, learning_rate_at, parse_duration
@@ -13,8 +13,10 @@ from kerasgen.training import run_training as train
 from kerasgen_cli.main import main
 
 
-@pytest.mark.parametrize("text, seconds", [("600", 600), ("600s", 600), ("10m", 600),
-                                           ("1h", 3600), ("1.5h", 5400), (" 2M ", 120)])
+@pytest.mark.parametrize(
+    "text, seconds",
+    [("600", 600), ("600s", 600), ("10m", 600), ("1h", 3600), ("1.5h", 5400), (" 2M ", 120)],
+)
 def test_parse_duration(text, seconds):
     assert parse_duration(text) == seconds
 
@@ -26,8 +28,18 @@ def test_parse_duration_rejects_nonsense(text):
 
 
 def test_cli_rejects_bad_budget_with_usage_error(data_dir, tmp_path):
-    r = CliRunner().invoke(main, ["train", "--data_dir", str(data_dir), "--save_dir",
-                                  str(tmp_path / "s"), "--time_budget", "ten minutes"])
+    r = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--data_dir",
+            str(data_dir),
+            "--save_dir",
+            str(tmp_path / "s"),
+            "--time_budget",
+            "ten minutes",
+        ],
+    )
     assert r.exit_code == 2 and "--time_budget" in r.output and "10m" in r.output
     assert not (tmp_path / "s").exists()
 
@@ -46,11 +58,19 @@ def test_cosine_schedule_warms_up_then_decays_to_the_floor():
 def test_time_budget_stops_on_time_and_leaves_a_loadable_best_checkpoint(data_dir, tmp_path):
     budget = 8.0
     flags = dict(zip(TINY_TRAIN[0::2], TINY_TRAIN[1::2]))
-    config = TrainConfig(data_dir=str(data_dir), save_dir=str(tmp_path / "save"),
-                         log_dir=str(tmp_path / "logs"), num_epochs=100_000,
-                         batch_size=int(flags["--batch_size"]),
-                         seq_length=int(flags["--seq_length"]), save_every=0, seed=1,
-                         time_budget=budget, lr_schedule="cosine", warmup_steps=5)
+    config = TrainConfig(
+        data_dir=str(data_dir),
+        save_dir=str(tmp_path / "save"),
+        log_dir=str(tmp_path / "logs"),
+        num_epochs=100_000,
+        batch_size=int(flags["--batch_size"]),
+        seq_length=int(flags["--seq_length"]),
+        save_every=0,
+        seed=1,
+        time_budget=budget,
+        lr_schedule="cosine",
+        warmup_steps=5,
+    )
     result = train(config, {"rnn_size": 16})
     assert result.stopped_by_budget  # how close to the budget is a benchmark's question
     assert result.epochs < 100_000 and math.isfinite(result.best_val_loss)

@@ -4,8 +4,8 @@ import os
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from tiny import TINY_TRAIN
+
 from kerasgen import rundir
 from kerasgen_cli.main import main
 
@@ -17,18 +17,31 @@ def run(args):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     from tiny import TINY_TEXT
+
     base = tmp_path_factory.mktemp("run")
     (base / "data").mkdir()
     (base / "data" / "input.txt").write_text(TINY_TEXT, encoding="utf-8")
     save, logs = base / "save", base / "logs"
-    r = run(["train", "--data_dir", str(base / "data"), "--save_dir", str(save),
-             "--log_dir", str(logs), "--num_epochs", "2", *TINY_TRAIN])
+    r = run(
+        [
+            "train",
+            "--data_dir",
+            str(base / "data"),
+            "--save_dir",
+            str(save),
+            "--log_dir",
+            str(logs),
+            "--num_epochs",
+            "2",
+            *TINY_TRAIN,
+        ]
+    )
     assert r.exit_code == 0, r.output
     return base, save, logs, r.output
 
 
 def test_train_writes_self_contained_run_folder(trained):
-    base, save, _, output = trained
+    _base, save, _, output = trained
     assert {"config.json", "vocab.json", "latest.ckpt.h5", "best.ckpt.h5"} <= set(os.listdir(save))
     assert "epoch 2/2" in output and "val_loss" in output
     config = json.loads((save / "config.json").read_text())
@@ -42,27 +55,57 @@ def test_sample_prints_real_text_without_training_data(trained, tmp_path):
     moved = tmp_path / "moved"
     os.rename(base / "data", moved)  # sampling must not need the data
     try:
-        r = run(["sample", "--save_dir", str(save), "-n", "200", "--prime", r"KING\n",
-                 "--seed", "3"])
+        r = run(
+            ["sample", "--save_dir", str(save), "-n", "200", "--prime", r"KING\n", "--seed", "3"]
+        )
     finally:
         os.rename(moved, base / "data")
     assert r.exit_code == 0, r.output
     assert r.output.startswith("KING\n") and "b'" not in r.output and "\\n" not in r.output
-    again = run(["sample", "--save_dir", str(save), "-n", "200", "--prime", r"KING\n",
-                 "--seed", "3"])
+    again = run(
+        ["sample", "--save_dir", str(save), "-n", "200", "--prime", r"KING\n", "--seed", "3"]
+    )
     assert again.output == r.output  # same seed, same text
-    plain = run(["sample", "--save_dir", str(save), "-n", "200", "--prime", r"KING\n",
-                 "--seed", "3", "--no_jit_compile"])
+    plain = run(
+        [
+            "sample",
+            "--save_dir",
+            str(save),
+            "-n",
+            "200",
+            "--prime",
+            r"KING\n",
+            "--seed",
+            "3",
+            "--no_jit_compile",
+        ]
+    )
     assert plain.output == r.output  # the compiled and the plain loop draw the same ids
     out = tmp_path / "out.txt"
-    r = run(["sample", "--save_dir", str(save), "-n", "50", "--num_samples", "3",
-             "--checkpoint", "latest", "-o", str(out), "--seed", "1"])
+    r = run(
+        [
+            "sample",
+            "--save_dir",
+            str(save),
+            "-n",
+            "50",
+            "--num_samples",
+            "3",
+            "--checkpoint",
+            "latest",
+            "-o",
+            str(out),
+            "--seed",
+            "1",
+        ]
+    )
     assert r.exit_code == 0 and r.output.count("----") == 2
     assert out.read_text(encoding="utf-8") == r.output
 
 
 def test_tensorboard_event_files_hold_the_tags(trained):
     import tensorflow as tf
+
     _, _, logs, _ = trained
     (run_dir,) = os.listdir(logs)
     tags, val_losses = {}, []
@@ -81,9 +124,26 @@ def test_init_from_continues_counters_and_loss(trained, tmp_path):
     base, save, _, _ = trained
     before = rundir.read_checkpoint_state(str(save), "latest")
     cont = tmp_path / "cont"
-    r = run(["train", "--data_dir", str(base / "data"), "--init_from", str(save),
-             "--save_dir", str(cont), "--log_dir", str(tmp_path / "logs"), "--num_epochs", "3",
-             "--batch_size", "4", "--seq_length", "16", "--no_jit_compile"])
+    r = run(
+        [
+            "train",
+            "--data_dir",
+            str(base / "data"),
+            "--init_from",
+            str(save),
+            "--save_dir",
+            str(cont),
+            "--log_dir",
+            str(tmp_path / "logs"),
+            "--num_epochs",
+            "3",
+            "--batch_size",
+            "4",
+            "--seq_length",
+            "16",
+            "--no_jit_compile",
+        ]
+    )
     assert r.exit_code == 0, r.output
     after = rundir.read_checkpoint_state(str(cont), "latest")
     assert after["epoch"] == 3 and after["step"] == before["step"] * 3 // 2
@@ -95,14 +155,34 @@ def test_init_from_continues_counters_and_loss(trained, tmp_path):
 
 def test_init_from_refuses_other_architecture_and_vocabulary(trained, tmp_path):
     base, save, _, _ = trained
-    r = run(["train", "--data_dir", str(base / "data"), "--init_from", str(save),
-             "--save_dir", str(tmp_path / "x"), "--rnn_size", "32"])
+    r = run(
+        [
+            "train",
+            "--data_dir",
+            str(base / "data"),
+            "--init_from",
+            str(save),
+            "--save_dir",
+            str(tmp_path / "x"),
+            "--rnn_size",
+            "32",
+        ]
+    )
     assert r.exit_code == 2 and "rnn_size" in r.output
     other = tmp_path / "other"
     other.mkdir()
     (other / "input.txt").write_text("zzzz qqqq " * 100)
-    r = run(["train", "--data_dir", str(other), "--init_from", str(save),
-             "--save_dir", str(tmp_path / "y")])
+    r = run(
+        [
+            "train",
+            "--data_dir",
+            str(other),
+            "--init_from",
+            str(save),
+            "--save_dir",
+            str(tmp_path / "y"),
+        ]
+    )
     assert r.exit_code == 2 and "vocabulary" in r.output and "'z'" in r.output
 
 
@@ -114,12 +194,15 @@ def test_existing_run_is_not_overwritten(trained):
     assert (save / "latest.ckpt.h5").read_bytes() == before
 
 
-@pytest.mark.parametrize("args, code, message", [
-    (["sample", "--prime", "KING€"], 2, "'€'"),
-    (["sample", "--temperature", "0"], 2, "temperature"),
-    (["sample", "--top_p", "1.5"], 2, "top_p"),
-    (["sample", "--top_p", "0"], 2, "top_p"),
-])
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (["sample", "--prime", "KING€"], 2, "'€'"),
+        (["sample", "--temperature", "0"], 2, "temperature"),
+        (["sample", "--top_p", "1.5"], 2, "top_p"),
+        (["sample", "--top_p", "0"], 2, "top_p"),
+    ],
+)
 def test_bad_sample_input(trained, args, code, message):
     _, save, _, _ = trained
     r = run([*args, "--save_dir", str(save)])
@@ -128,6 +211,7 @@ def test_bad_sample_input(trained, args, code, message):
 
 def test_corrupt_checkpoint_gives_runtime_error(trained, tmp_path):
     import shutil
+
     _, save, _, _ = trained
     broken = tmp_path / "broken"
     shutil.copytree(save, broken)
@@ -143,16 +227,19 @@ def test_corrupt_checkpoint_gives_runtime_error(trained, tmp_path):
     assert r.exit_code == 0  # the other checkpoint still works
 
 
-@pytest.mark.parametrize("setup, args, code, message", [
-    ("missing_dir", [], 2, "does not exist"),
-    ("missing_input", [], 2, "input.txt not found"),
-    ("empty", [], 1, "is empty"),
-    ("binary", [], 1, "offset 3"),
-    ("short", [], 2, "--batch_size"),
-    ("ok", ["--batch_size", "0"], 2, "batch_size"),
-    ("ok", ["--rnn_size", "-3"], 2, "rnn_size"),
-    ("ok", ["--seq_length", "0"], 2, "seq_length"),
-])
+@pytest.mark.parametrize(
+    "setup, args, code, message",
+    [
+        ("missing_dir", [], 2, "does not exist"),
+        ("missing_input", [], 2, "input.txt not found"),
+        ("empty", [], 1, "is empty"),
+        ("binary", [], 1, "offset 3"),
+        ("short", [], 2, "--batch_size"),
+        ("ok", ["--batch_size", "0"], 2, "batch_size"),
+        ("ok", ["--rnn_size", "-3"], 2, "rnn_size"),
+        ("ok", ["--seq_length", "0"], 2, "seq_length"),
+    ],
+)
 def test_bad_train_input(tmp_path, setup, args, code, message):
     d = tmp_path / "d"
     if setup != "missing_dir":
@@ -160,8 +247,18 @@ def test_bad_train_input(tmp_path, setup, args, code, message):
     content = {"empty": b"", "binary": b"abc\xfe\xff", "short": b"tiny text", "ok": b"x" * 50}
     if setup in content:
         (d / "input.txt").write_bytes(content[setup])
-    r = run(["train", "--data_dir", str(d), "--save_dir", str(tmp_path / "s"),
-             "--log_dir", str(tmp_path / "l"), *args])
+    r = run(
+        [
+            "train",
+            "--data_dir",
+            str(d),
+            "--save_dir",
+            str(tmp_path / "s"),
+            "--log_dir",
+            str(tmp_path / "l"),
+            *args,
+        ]
+    )
     assert r.exit_code == code, r.output
     assert message in r.output
     assert not (tmp_path / "s" / "latest.ckpt.h5").exists()
@@ -175,8 +272,10 @@ def test_sample_without_checkpoint(tmp_path):
 def test_version_and_module_entry_point():
     import subprocess
     import sys
-    out = subprocess.run([sys.executable, "-m", "kerasgen", "--version"], capture_output=True,
-                         text=True, check=True).stdout
+
+    out = subprocess.run(
+        [sys.executable, "-m", "kerasgen", "--version"], capture_output=True, text=True, check=True
+    ).stdout
     assert "kerasgen, version" in out
 
 
@@ -185,11 +284,28 @@ def test_ctrl_c_saves_and_exits_130(data_dir, tmp_path):
     import subprocess
     import sys
     import time
+
     save = tmp_path / "save"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "kerasgen", "train", "--data_dir", str(data_dir),
-         "--save_dir", str(save), "--log_dir", str(tmp_path / "logs"), "--num_epochs", "100000",
-         *TINY_TRAIN], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            sys.executable,
+            "-m",
+            "kerasgen",
+            "train",
+            "--data_dir",
+            str(data_dir),
+            "--save_dir",
+            str(save),
+            "--log_dir",
+            str(tmp_path / "logs"),
+            "--num_epochs",
+            "100000",
+            *TINY_TRAIN,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.time() + 120
         while not (save / "latest.ckpt.h5").exists() and time.time() < deadline:

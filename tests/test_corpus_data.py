@@ -8,8 +8,8 @@ import tempfile
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from tiny import TINY_TEXT, TINY_TRAIN
+
 from kerasgen import atomic, data
 from kerasgen.errors import DataError
 from kerasgen.vocab import Vocabulary
@@ -62,8 +62,10 @@ def test_progress_reports_every_stage_up_to_the_total(tmp_path):
     calls = []
     data.load_corpus(folder, chunk_bytes=16, progress=lambda *a: calls.append(a))
     size = len(MIXED.encode("utf-8"))
-    assert [c for c in calls if c[0] == size] == [(size, size, "counting"),
-                                                  (size, size, "encoding")]
+    assert [c for c in calls if c[0] == size] == [
+        (size, size, "counting"),
+        (size, size, "encoding"),
+    ]
     calls.clear()
     data.load_corpus(folder, chunk_bytes=16, progress=lambda *a: calls.append(a))
     assert calls[-1] == (size, size, "hashing") and {c[2] for c in calls} == {"hashing"}
@@ -92,7 +94,8 @@ def test_bom_dropped_and_crlf_read_as_lf_with_one_note(tmp_path, chunk_bytes):
     assert "\r" not in corpus.vocab.chars and "\ufeff" not in corpus.vocab.chars
     assert corpus.notes == (
         "dropped the byte-order mark (U+FEFF) at the start of 1 file",
-        r"read 3 CRLF and 2 lone CR line ends as LF (--keep_cr keeps \r)")
+        r"read 3 CRLF and 2 lone CR line ends as LF (--keep_cr keeps \r)",
+    )
     assert data.load_corpus(folder).notes == corpus.notes  # the cache remembers them
     kept = data.load_corpus(folder, keep_cr=True, chunk_bytes=chunk_bytes)  # a new cache
     assert text_of(kept) == "one\r\ntwo\rthree\r\n\r\nfour\r"
@@ -101,16 +104,20 @@ def test_bom_dropped_and_crlf_read_as_lf_with_one_note(tmp_path, chunk_bytes):
 
 def test_word_level_reads_line_ends_the_same_way(tmp_path):
     folder = write_input(tmp_path / "d", b"\xef\xbb\xbf" + TINY_TEXT.replace("\n", "\r\n").encode())
-    vocab, train_ids, val_ids, train_chars, notes = data.load_token_splits(folder, "utf-8", 0.1, "word", 50)
+    vocab, _train_ids, _val_ids, train_chars, notes = data.load_token_splits(
+        folder, "utf-8", 0.1, "word", 50
+    )
     assert not any("\r" in t or "\ufeff" in t for t in vocab.tokens)
     train_text, _ = data.split_text(TINY_TEXT, 0.1)
     assert train_chars == len(train_text) and len(notes) == 2
     assert data.read_text(os.path.join(folder, "input.txt")) == TINY_TEXT
-    assert data.read_text(os.path.join(folder, "input.txt"), keep_cr=True) == \
-        TINY_TEXT.replace("\n", "\r\n")
+    assert data.read_text(os.path.join(folder, "input.txt"), keep_cr=True) == TINY_TEXT.replace(
+        "\n", "\r\n"
+    )
 
 
 # ---------------------------------------------------------------- where the cache goes
+
 
 def refuse_writes(folder, monkeypatch):
     """Make ``folder`` read-only: chmod 0555, or, where that does not stop this user
@@ -166,15 +173,17 @@ def test_read_only_folder_chmod(data_dir, tmp_path, monkeypatch):
     assert "Permission denied" in corpus.notes[0] and text_of(corpus) == TINY_TEXT
 
 
-def test_read_only_folder_caches_elsewhere_and_says_where(data_dir, tmp_path, monkeypatch,
-                                                          read_only):
+def test_read_only_folder_caches_elsewhere_and_says_where(
+    data_dir, tmp_path, monkeypatch, read_only
+):
     monkeypatch.setenv(data.CACHE_DIR_ENV, str(tmp_path / "cache"))
     read_only(data_dir)
     corpus = data.load_corpus(str(data_dir))
     expected = data.fallback_cache_dir(str(data_dir))
     assert corpus.cache_dir == expected and os.path.dirname(expected) == str(tmp_path / "cache")
-    assert corpus.notes == (f"{data_dir} is not writable (Permission denied), so the data "
-                            f"cache is in {expected}",)
+    assert corpus.notes == (
+        f"{data_dir} is not writable (Permission denied), so the data cache is in {expected}",
+    )
     assert isinstance(corpus.ids, np.memmap) and text_of(corpus) == TINY_TEXT
     assert not (data_dir / data.CACHE_JSON).exists()
     again = data.load_corpus(str(data_dir))
@@ -190,8 +199,7 @@ def test_default_fallback_is_under_the_home_cache(monkeypatch, tmp_path):
     assert data.fallback_cache_dir(os.path.abspath("x/one")) == a  # by absolute path
 
 
-def test_no_writable_cache_anywhere_keeps_ids_in_memory(data_dir, tmp_path, monkeypatch,
-                                                        read_only):
+def test_no_writable_cache_anywhere_keeps_ids_in_memory(data_dir, tmp_path, monkeypatch, read_only):
     cache = tmp_path / "cache"
     cache.mkdir()
     monkeypatch.setenv(data.CACHE_DIR_ENV, str(cache))
@@ -206,6 +214,7 @@ def test_no_writable_cache_anywhere_keeps_ids_in_memory(data_dir, tmp_path, monk
 
 
 # ---------------------------------------------------------------- folders of documents
+
 
 def test_folder_of_txt_files_is_a_corpus_of_documents(tmp_path):
     folder = tmp_path / "docs"
@@ -244,8 +253,11 @@ def test_folder_of_txt_files_is_a_corpus_of_documents(tmp_path):
 
 def test_folder_without_text_says_what_to_put_there(tmp_path):
     (tmp_path / "notes.md").write_text("x")
-    with pytest.raises(FileNotFoundError, match=r"input\.txt not found, nor any other \*\.txt "
-                                                 r"file in .*one \*\.txt file per document"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"input\.txt not found, nor any other \*\.txt "
+        r"file in .*one \*\.txt file per document",
+    ):
         data.load_corpus(str(tmp_path))
     (tmp_path / "a.txt").write_text("\n\n")
     with pytest.raises(DataError, match=r"the \*\.txt files in .* are empty"):
@@ -253,6 +265,7 @@ def test_folder_without_text_says_what_to_put_there(tmp_path):
 
 
 # ---------------------------------------------------------------- stream batches
+
 
 @pytest.mark.parametrize("size,batch_size,seq_length", [(1000, 3, 7), (201, 4, 25), (57, 1, 8)])
 def test_stream_batches_object_matches_the_array_layout(size, batch_size, seq_length, tmp_path):
@@ -276,8 +289,9 @@ def test_stream_batches_object_matches_the_array_layout(size, batch_size, seq_le
     shuffled = x.reshape(-1, seq_length)[order].reshape(x.shape)
     got = [a.numpy() for a, _ in batches.dataset(order=order)]
     np.testing.assert_array_equal(np.stack(got), shuffled)
-    np.testing.assert_array_equal(batches.batch(0, order)[1],
-                                  y.reshape(-1, seq_length)[order][:batch_size])
+    np.testing.assert_array_equal(
+        batches.batch(0, order)[1], y.reshape(-1, seq_length)[order][:batch_size]
+    )
 
 
 def test_stream_batches_object_refuses_too_short_text_as_before():
@@ -292,13 +306,27 @@ def test_stream_batches_object_refuses_too_short_text_as_before():
 
 # ---------------------------------------------------------------- the CLI
 
+
 def train_cli(data_dir, tmp_path, *extra):
     from kerasgen_cli.main import main
 
     save = tmp_path / "save"
-    r = CliRunner().invoke(main, ["train", "--data_dir", str(data_dir), "--save_dir", str(save),
-                                  "--log_dir", str(tmp_path / "logs"), "--num_epochs", "1",
-                                  *TINY_TRAIN, *extra])
+    r = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--data_dir",
+            str(data_dir),
+            "--save_dir",
+            str(save),
+            "--log_dir",
+            str(tmp_path / "logs"),
+            "--num_epochs",
+            "1",
+            *TINY_TRAIN,
+            *extra,
+        ],
+    )
     return r, save
 
 
@@ -309,8 +337,10 @@ def test_cli_trains_on_a_read_only_folder(data_dir, tmp_path, monkeypatch, read_
     assert r.exit_code == 0, r.output
     assert "Traceback" not in r.output
     notes = [line for line in r.output.splitlines() if line.startswith("note: ")]
-    assert notes == [f"note: {data_dir} is not writable (Permission denied), so the data "
-                     f"cache is in {data.fallback_cache_dir(str(data_dir))}"]
+    assert notes == [
+        f"note: {data_dir} is not writable (Permission denied), so the data "
+        f"cache is in {data.fallback_cache_dir(str(data_dir))}"
+    ]
 
 
 def test_cli_reads_crlf_as_lf_unless_keep_cr(tmp_path):
@@ -320,8 +350,10 @@ def test_cli_reads_crlf_as_lf_unless_keep_cr(tmp_path):
     assert r.exit_code == 0, r.output
     assert "Traceback" not in r.output
     notes = [line for line in r.output.splitlines() if line.startswith("note: ")]
-    assert notes == [rf"note: read {TINY_TEXT.count(chr(10))} CRLF line ends as LF "
-                     r"(--keep_cr keeps \r)"]
+    assert notes == [
+        rf"note: read {TINY_TEXT.count(chr(10))} CRLF line ends as LF "
+        r"(--keep_cr keeps \r)"
+    ]
     vocab = json.loads((save / "vocab.json").read_text(encoding="utf-8"))
     assert "\r" not in vocab["chars"]
     config = json.loads((save / "config.json").read_text())
@@ -336,8 +368,10 @@ def test_batch_pipelines_do_not_autotune():
     """tf.data's autotuner sleeps between rounds (up to a minute), and dropping an iterator
     waits for it: training stalled at epoch ends. The pipelines switch it off."""
     ids = np.arange(2000) % 50
-    pipelines = [data.StreamBatches(ids, 4, 10).dataset(),
-                 data.make_dataset(*data.stream_batches(ids, 4, 10))]
+    pipelines = [
+        data.StreamBatches(ids, 4, 10).dataset(),
+        data.make_dataset(*data.stream_batches(ids, 4, 10)),
+    ]
     for ds in pipelines:
         assert ds.options().autotune.enabled is False
         assert len(list(ds)) == len(data.stream_batches(ids, 4, 10)[0])

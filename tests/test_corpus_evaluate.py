@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from tiny import TINY_TEXT, TINY_TRAIN
+
 from kerasgen import data, rundir
 from kerasgen import python_code as corpus
 from kerasgen.evaluate import evaluate_loss, stream_layout
@@ -19,6 +19,7 @@ def run(args):
 
 
 # ---------------------------------------------------------------- corpus python
+
 
 def make_tree(root):
     """A source tree with one file for every rule (name -> bytes)."""
@@ -58,26 +59,40 @@ EXPECTED = (
 def test_corpus_python_keeps_the_right_files_in_order(tmp_path):
     make_tree(tmp_path / "src")
     out = tmp_path / "out" / "python" / "input.txt"  # the folder does not exist yet
-    r = run(["corpus", "python", str(tmp_path / "src"), "--out", str(out),
-             "--max_file_bytes", "1000"])
+    r = run(
+        ["corpus", "python", str(tmp_path / "src"), "--out", str(out), "--max_file_bytes", "1000"]
+    )
     assert r.exit_code == 0, r.output
     assert out.read_bytes() == EXPECTED.encode("utf-8")
-    assert (f"5 files, {len(EXPECTED):,} characters, {len(set(EXPECTED))} distinct; skipped "
-            "3 tests, 1 too large, 1 not utf8, 1 generated, 1 empty; wrote") in r.stderr
+    assert (
+        f"5 files, {len(EXPECTED):,} characters, {len(set(EXPECTED))} distinct; skipped "
+        "3 tests, 1 too large, 1 not utf8, 1 generated, 1 empty; wrote"
+    ) in r.stderr
     first = out.read_bytes()
-    r = run(["corpus", "python", str(tmp_path / "src"), "--out", str(out),
-             "--max-file-bytes", "1000"])
+    r = run(
+        ["corpus", "python", str(tmp_path / "src"), "--out", str(out), "--max-file-bytes", "1000"]
+    )
     assert r.exit_code == 0 and out.read_bytes() == first  # byte-identical
 
 
 def test_corpus_python_options(tmp_path):
     src = tmp_path / "src"
     make_tree(src)
-    c = corpus.collect_python([str(src)], include_tests=True, include_generated=True,
-                              max_file_bytes=0)
-    assert c.files == ("a.py", "b.py", "pkg/big.py", "pkg/gen.py", "pkg/mod.py",
-                       "pkg/sub/deep.py", "pkg/test_y.py", "tests/data/bad.py",
-                       "tests/helper.py", "zz.py")
+    c = corpus.collect_python(
+        [str(src)], include_tests=True, include_generated=True, max_file_bytes=0
+    )
+    assert c.files == (
+        "a.py",
+        "b.py",
+        "pkg/big.py",
+        "pkg/gen.py",
+        "pkg/mod.py",
+        "pkg/sub/deep.py",
+        "pkg/test_y.py",
+        "tests/data/bad.py",
+        "tests/helper.py",
+        "zz.py",
+    )
     assert c.skipped["not_utf8"] == 1 and c.skipped["tests"] == 0
     # The cap stops at the first file that does not fit; later ones are not added.
     first = "# ==== a.py ====\nx = 1\ny = 2\n"
@@ -114,17 +129,20 @@ def test_strip_python_drops_comments_and_docstrings_and_keeps_the_code():
     from kerasgen.python_code import strip_python
 
     bare = strip_python(SOURCE, docstrings=False, comments=False)
-    assert bare == ("import os\n"
-                    "\n"
-                    "def f(x):\n"
-                    "    return x + 1\n"
-                    "\n"
-                    "def g():\n"
-                    '    """Only a docstring: the whole body, kept."""\n'
-                    "\n"
-                    "s = '# not a comment'\n")
-    assert ast.dump(ast.parse(bare).body[1]) == ast.dump(ast.parse(
-        "def f(x):\n    return x + 1\n").body[0])
+    assert bare == (
+        "import os\n"
+        "\n"
+        "def f(x):\n"
+        "    return x + 1\n"
+        "\n"
+        "def g():\n"
+        '    """Only a docstring: the whole body, kept."""\n'
+        "\n"
+        "s = '# not a comment'\n"
+    )
+    assert ast.dump(ast.parse(bare).body[1]) == ast.dump(
+        ast.parse("def f(x):\n    return x + 1\n").body[0]
+    )
     assert "Docstring of f" in strip_python(SOURCE, docstrings=True, comments=False)
     assert "# inside" in strip_python(SOURCE, docstrings=False, comments=True)
     assert strip_python(SOURCE) == SOURCE
@@ -145,15 +163,17 @@ def test_corpus_python_leaves_out_comments_and_docstrings_unless_asked(tmp_path)
     assert "why os" not in text and "Docstring of f" not in text and "1 empty" in r.stderr
     r = run(["corpus", "python", str(src), "--out", str(out), "--docstrings", "--comments"])
     assert r.exit_code == 0
-    assert out.read_text(encoding="utf-8") == ("# ==== m.py ====\n" + SOURCE + "\n\n"
-                                               "# ==== only_comments.py ====\n"
-                                               "# nothing but\n# comments\n")
+    assert out.read_text(encoding="utf-8") == (
+        "# ==== m.py ====\n" + SOURCE + "\n\n"
+        "# ==== only_comments.py ====\n"
+        "# nothing but\n# comments\n"
+    )
+
 
 def test_reformat_python_rewrites_the_layout_and_keeps_the_code():
     from kerasgen.python_code import reformat_python
 
-    source = ('x = f(1,\n      "two")  # a call over two lines\n'
-              'def g():\n\treturn {"a" : 1}\n')
+    source = 'x = f(1,\n      "two")  # a call over two lines\ndef g():\n\treturn {"a" : 1}\n'
     text = reformat_python(source)
     assert text == "x = f(1, 'two')\n\ndef g():\n    return {'a': 1}"
     assert ast.dump(ast.parse(text)) == ast.dump(ast.parse(source))
@@ -174,9 +194,19 @@ def test_corpus_python_reformats_unless_comments_are_kept(tmp_path):
     assert r.exit_code == 0, r.output
     assert out.read_text(encoding="utf-8") == (
         "# ==== m.py ====\nimport os\n\ndef f(x):\n    return x + 1\n\ndef g():\n"
-        "    \"\"\"Only a docstring: the whole body, kept.\"\"\"\ns = '# not a comment'\n")
-    r = run(["corpus", "python", str(src), "--out", str(tmp_path / "other.txt"), "--reformat",
-             "--comments"])
+        '    """Only a docstring: the whole body, kept."""\ns = \'# not a comment\'\n'
+    )
+    r = run(
+        [
+            "corpus",
+            "python",
+            str(src),
+            "--out",
+            str(tmp_path / "other.txt"),
+            "--reformat",
+            "--comments",
+        ]
+    )
     assert r.exit_code == 2 and "--no_comments" in r.output
     assert not (tmp_path / "other.txt").exists()
 
@@ -199,6 +229,7 @@ def test_corpus_python_defaults_to_the_standard_library():
 
 
 # ---------------------------------------------------------------- syntax metric
+
 
 def test_python_blocks_and_syntax_rate_on_known_text():
     text = '''    return x
@@ -252,14 +283,27 @@ def cut_off(
 
 # ---------------------------------------------------------------- evaluate
 
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     base = tmp_path_factory.mktemp("evalrun")
     (base / "data").mkdir()
     (base / "data" / "input.txt").write_text(TINY_TEXT, encoding="utf-8")
     save = base / "save"
-    r = run(["train", "--data_dir", str(base / "data"), "--save_dir", str(save),
-             "--log_dir", str(base / "logs"), "--num_epochs", "1", *TINY_TRAIN])
+    r = run(
+        [
+            "train",
+            "--data_dir",
+            str(base / "data"),
+            "--save_dir",
+            str(save),
+            "--log_dir",
+            str(base / "logs"),
+            "--num_epochs",
+            "1",
+            *TINY_TRAIN,
+        ]
+    )
     assert r.exit_code == 0, r.output
     return base, save
 
@@ -267,6 +311,7 @@ def trained(tmp_path_factory):
 def direct_loss(model, ids):
     """Mean nats/char of ids[1:] given ids[:-1], one call of a batch-1 model from zero state."""
     import keras
+
     from kerasgen.model import reset_states
 
     reset_states(model)
@@ -289,14 +334,13 @@ def test_evaluate_loss_scores_every_target_once(trained):
     r, one = load(save, 1)
     ids = r.vocab.encode(TINY_TEXT[:700])
     # One stream read in chunks of 7 with the state carried = one call over everything.
-    assert evaluate_loss(one, ids, chunk_length=7) == pytest.approx(direct_loss(one, ids),
-                                                                      abs=1e-4)
+    assert evaluate_loss(one, ids, chunk_length=7) == pytest.approx(direct_loss(one, ids), abs=1e-4)
     # Three streams (the last one padded): each is its own sequence from a zero state.
     _, three = load(save, 3)
     x, _, mask = stream_layout(ids, 3)
     length = x.shape[1]
     assert mask.sum() == len(ids) - 1 and length == math.ceil((len(ids) - 1) / 3)
-    pieces = [ids[j * length: (j + 1) * length + 1] for j in range(3)]
+    pieces = [ids[j * length : (j + 1) * length + 1] for j in range(3)]
     expected = sum(direct_loss(one, p) * (len(p) - 1) for p in pieces) / (len(ids) - 1)
     assert evaluate_loss(three, ids, chunk_length=5) == pytest.approx(expected, abs=1e-4)
 
@@ -323,8 +367,22 @@ def test_evaluate_text_file_and_python_syntax(trained, tmp_path):
     _, save = trained
     text = tmp_path / "held_out.txt"
     text.write_text("QUEEN:\nNow is the king gone?\n", encoding="utf-8")
-    r = run(["evaluate", "--save_dir", str(save), "--text", str(text), "--json",
-             "--python_syntax", "2", "-n", "150", "--seed", "1"])
+    r = run(
+        [
+            "evaluate",
+            "--save_dir",
+            str(save),
+            "--text",
+            str(text),
+            "--json",
+            "--python_syntax",
+            "2",
+            "-n",
+            "150",
+            "--seed",
+            "1",
+        ]
+    )
     assert r.exit_code == 0, r.output
     result = json.loads(r.stdout)
     assert result["targets"] == len(text.read_text()) - 1
@@ -333,17 +391,19 @@ def test_evaluate_text_file_and_python_syntax(trained, tmp_path):
     assert syntax["rate"] is None or 0 <= syntax["rate"] <= 1
 
 
-@pytest.mark.parametrize("setup, args, message", [
-    ("unknown", ["--text", "{tmp}/x.txt"], "'€'"),
-    ("unknown", ["--text", "{tmp}/x.txt", "--data_dir", "{tmp}"], "not both"),
-    ("other", ["--data_dir", "{tmp}"], "'z'"),
-    ("missing", ["--data_dir", "{tmp}/nowhere"], "does not exist"),
-])
+@pytest.mark.parametrize(
+    "setup, args, message",
+    [
+        ("unknown", ["--text", "{tmp}/x.txt"], "'€'"),
+        ("unknown", ["--text", "{tmp}/x.txt", "--data_dir", "{tmp}"], "not both"),
+        ("other", ["--data_dir", "{tmp}"], "'z'"),
+        ("missing", ["--data_dir", "{tmp}/nowhere"], "does not exist"),
+    ],
+)
 def test_evaluate_bad_input(trained, tmp_path, setup, args, message):
     _, save = trained
     (tmp_path / "x.txt").write_text("KING€\n", encoding="utf-8")
     (tmp_path / "input.txt").write_text("zzzz qqqq " * 100, encoding="utf-8")
-    r = run(["evaluate", "--save_dir", str(save),
-             *[a.format(tmp=tmp_path) for a in args]])
+    r = run(["evaluate", "--save_dir", str(save), *[a.format(tmp=tmp_path) for a in args]])
     assert r.exit_code == 2, r.output
     assert message in r.output

@@ -16,8 +16,8 @@ import time
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from tiny import TINY_TEXT, TINY_TRAIN
+
 from kerasgen import rundir
 from kerasgen_cli.main import main
 
@@ -69,11 +69,16 @@ MIRRORED_SCRIPT = textwrap.dedent("""
 
 
 def run_script(script, *args, env=None):
-    proc = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True,
-                          timeout=TIMEOUT_S, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")][-1]
-    return json.loads(line[len("RESULT "):])
+    return json.loads(line[len("RESULT ") :])
 
 
 @pytest.mark.slow  # several processes, each starting TensorFlow
@@ -88,8 +93,11 @@ def test_mirrored_over_two_cpus_matches_one_device(data_dir, tmp_path):
     np.testing.assert_allclose(two["losses"], one["losses"], atol=2e-4)
     np.testing.assert_allclose(two["val"], one["val"], atol=2e-4)
     # A run trained on 2 replicas samples on one CPU with the ordinary command.
-    r = CliRunner().invoke(main, ["sample", "--save_dir", str(tmp_path / "mirrored"), "-n", "40",
-                                  "--seed", "1"], catch_exceptions=False)
+    r = CliRunner().invoke(
+        main,
+        ["sample", "--save_dir", str(tmp_path / "mirrored"), "-n", "40", "--seed", "1"],
+        catch_exceptions=False,
+    )
     assert r.exit_code == 0 and len(r.output) >= 40
 
 
@@ -102,12 +110,32 @@ def test_auto_strategy_is_one_device_on_a_cpu():
 
 def test_bad_strategy_settings_are_usage_errors(data_dir, tmp_path, monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
-    r = CliRunner().invoke(main, ["train", "--data_dir", str(data_dir), "--save_dir",
-                                  str(tmp_path / "s"), "--strategy", "multiworker"])
+    r = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--data_dir",
+            str(data_dir),
+            "--save_dir",
+            str(tmp_path / "s"),
+            "--strategy",
+            "multiworker",
+        ],
+    )
     assert r.exit_code == 2 and "TF_CONFIG" in r.output
-    r = CliRunner().invoke(main, ["train", "--data_dir", str(data_dir), "--save_dir",
-                                  str(tmp_path / "s"), "--strategy", "mirrored",
-                                  "--mixed_precision"])
+    r = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--data_dir",
+            str(data_dir),
+            "--save_dir",
+            str(tmp_path / "s"),
+            "--strategy",
+            "mirrored",
+            "--mixed_precision",
+        ],
+    )
     assert r.exit_code == 2 and "--mixed_precision" in r.output
 
 
@@ -115,11 +143,19 @@ def test_mixed_precision_trains_with_float32_logits(data_dir, tmp_path):
     import keras
 
     from kerasgen.model import ModelConfig, build_model
-    from kerasgen.training import TrainConfig, run_training as train
+    from kerasgen.training import TrainConfig
+    from kerasgen.training import run_training as train
 
-    config = TrainConfig(data_dir=str(data_dir), save_dir=str(tmp_path / "s"),
-                         log_dir=str(tmp_path / "logs"), batch_size=4, seq_length=16,
-                         num_epochs=1, seed=1, mixed_precision=True)
+    config = TrainConfig(
+        data_dir=str(data_dir),
+        save_dir=str(tmp_path / "s"),
+        log_dir=str(tmp_path / "logs"),
+        batch_size=4,
+        seq_length=16,
+        num_epochs=1,
+        seed=1,
+        mixed_precision=True,
+    )
     result = train(config, {"rnn_size": 16})
     assert np.isfinite(result.train_loss) and np.isfinite(result.best_val_loss)
     assert keras.mixed_precision.global_policy().name == "float32"  # restored
@@ -149,15 +185,36 @@ def start_workers(tmp_path, extra_args, timeout_s="10"):
     cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]}
     procs = []
     for index in range(2):
-        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster,
-                                                      "task": {"type": "worker", "index": index}}),
-                   KERASGEN_COLLECTIVE_TIMEOUT_S=timeout_s, TF_CPP_MIN_LOG_LEVEL="2")
+        env = dict(
+            os.environ,
+            TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+            KERASGEN_COLLECTIVE_TIMEOUT_S=timeout_s,
+            TF_CPP_MIN_LOG_LEVEL="2",
+        )
         log = open(tmp_path / f"worker{index}.log", "w")
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "kerasgen", "train", "--strategy", "multiworker",
-             "--data_dir", str(data), "--save_dir", str(tmp_path / "save"),
-             "--log_dir", str(tmp_path / "logs"), *TINY_TRAIN, *extra_args],
-            stdout=log, stderr=subprocess.STDOUT, env=env))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "kerasgen",
+                    "train",
+                    "--strategy",
+                    "multiworker",
+                    "--data_dir",
+                    str(data),
+                    "--save_dir",
+                    str(tmp_path / "save"),
+                    "--log_dir",
+                    str(tmp_path / "logs"),
+                    *TINY_TRAIN,
+                    *extra_args,
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        )
     return procs
 
 
@@ -180,8 +237,9 @@ def test_multiworker_trains_and_the_chief_checkpoint_samples(tmp_path):
     save = tmp_path / "save"
     assert rundir.read_checkpoint_state(str(save), "latest")["epoch"] == 2
     assert not (tmp_path / "logs").exists() or len(os.listdir(tmp_path / "logs")) == 1  # chief only
-    r = CliRunner().invoke(main, ["sample", "--save_dir", str(save), "-n", "30", "--seed", "2"],
-                           catch_exceptions=False)
+    r = CliRunner().invoke(
+        main, ["sample", "--save_dir", str(save), "-n", "30", "--seed", "2"], catch_exceptions=False
+    )
     assert r.exit_code == 0 and len(r.output) >= 30
 
 
@@ -202,9 +260,25 @@ def test_killed_worker_ends_the_job_with_a_clear_error_and_a_resumable_checkpoin
     assert code == 1, log[-3000:]
     assert "distributed training failed" in log and "--init_from" in log
     # The checkpoint is intact and resumable on one device.
-    r = CliRunner().invoke(main, ["train", "--init_from", str(tmp_path / "save"), "--save_dir",
-                                  str(tmp_path / "save"), "--data_dir", str(tmp_path / "data"),
-                                  "--log_dir", str(tmp_path / "logs"), "--num_epochs", "1",
-                                  "--batch_size", "4", "--seq_length", "16"],
-                           catch_exceptions=False)
+    r = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--init_from",
+            str(tmp_path / "save"),
+            "--save_dir",
+            str(tmp_path / "save"),
+            "--data_dir",
+            str(tmp_path / "data"),
+            "--log_dir",
+            str(tmp_path / "logs"),
+            "--num_epochs",
+            "1",
+            "--batch_size",
+            "4",
+            "--seq_length",
+            "16",
+        ],
+        catch_exceptions=False,
+    )
     assert r.exit_code == 0, r.output

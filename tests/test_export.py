@@ -40,11 +40,18 @@ def tiny_run(folder, vocab, family):
     import keras
 
     keras.utils.set_random_seed(5)
-    config = ModelConfig(vocab_size=len(vocab), model=family, rnn_size=16, num_layers=2,
-                         n_head=2, context=12 if family == "transformer" else 0)
+    config = ModelConfig(
+        vocab_size=len(vocab),
+        model=family,
+        rnn_size=16,
+        num_layers=2,
+        n_head=2,
+        context=12 if family == "transformer" else 0,
+    )
     model = build_model(config, 1)
-    model.set_weights([w + 0.3 * np.random.default_rng(6).normal(size=w.shape)
-                       for w in model.get_weights()])
+    model.set_weights(
+        [w + 0.3 * np.random.default_rng(6).normal(size=w.shape) for w in model.get_weights()]
+    )
     rundir.write_run(str(folder), config, {}, vocab, "\n")
     rundir.save_checkpoint(str(folder), "latest", model)
 
@@ -58,24 +65,31 @@ def test_export_generates_what_sample_does_without_kerasgen(tiny_text, tmp_path)
         r = run(["export", "--save_dir", str(tmp_path / family), "--out", str(out)])
         assert r.exit_code == 0, r.output
         folders.append(str(out))
-    proc = subprocess.run([sys.executable, "-c", LOAD_WITHOUT_KERASGEN, *folders],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", LOAD_WITHOUT_KERASGEN, *folders],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     served = json.loads(proc.stdout.split("RESULT ", 1)[1])
     for family, folder in zip(("lstm", "transformer", "bigram"), folders):
         model = kerasgen.load(str(tmp_path / family))
         # Row r of the batch draws as sample r of --num_samples: row 0 is kerasgen sample's.
         assert served[folder][0] == model.generate(150, "KING", temperature=0.9, seed=11)
-        rows = [model.generate(150, p, temperature=0.9, seed=11, num_samples=3)[r]
-                for r, p in enumerate(["KING", "", "QUEEN:\n"])]
+        rows = [
+            model.generate(150, p, temperature=0.9, seed=11, num_samples=3)[r]
+            for r, p in enumerate(["KING", "", "QUEEN:\n"])
+        ]
         assert served[folder] == rows, family
     # TensorFlow's tool, beside this Python (a virtualenv's bin/ need not be on PATH).
     tool = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
     tool = tool if os.path.exists(tool) else shutil.which("saved_model_cli")
     if tool is None:
         pytest.skip("saved_model_cli is not installed")
-    cli = subprocess.run([tool, "show", "--all", "--dir", folders[0]],
-                         capture_output=True, text=True, timeout=120)
+    cli = subprocess.run(
+        [tool, "show", "--all", "--dir", folders[0]], capture_output=True, text=True, timeout=120
+    )
     assert cli.returncode == 0, cli.stderr[-2000:]
     for name in ("prime", "temperature", "seed", "text", "serving_default"):
         assert name in cli.stdout

@@ -9,14 +9,13 @@ import math
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from tiny import TINY_TEXT
+
 from kerasgen import data, rundir
 from kerasgen.evaluate import evaluate_loss, stream_layout
 from kerasgen.model import ModelConfig, build_model, context_length, reset_states
 from kerasgen.sampling import Sampler, SamplingOptions, generate_reference
-from kerasgen.vocab import (UNKNOWN_TOKEN, Vocabulary, WordVocabulary, tokenize,
-                            vocabulary_from_json)
+from kerasgen.vocab import UNKNOWN_TOKEN, Vocabulary, WordVocabulary, tokenize, vocabulary_from_json
 from kerasgen_cli.main import main
 
 FAMILIES = ["bigram", "rnn", "gru", "lstm", "transformer"]
@@ -24,9 +23,15 @@ V = Vocabulary.from_text(TINY_TEXT)
 CONTEXT = 8
 
 
-def tiny_config(family, vocab_size=len(V)):
-    return ModelConfig(vocab_size=vocab_size, model=family, rnn_size=16, num_layers=2,
-                       n_head=4, context=CONTEXT if family == "transformer" else 0)
+def tiny_config(family, vocab_size=None):
+    return ModelConfig(
+        vocab_size=len(V) if vocab_size is None else vocab_size,
+        model=family,
+        rnn_size=16,
+        num_layers=2,
+        n_head=4,
+        context=CONTEXT if family == "transformer" else 0,
+    )
 
 
 def tiny(family, batch, seed=0):
@@ -51,8 +56,9 @@ def test_a_few_training_steps_reduce_the_loss(family):
 
     model = tiny(family, 4)
     x, y = data.stream_batches(V.encode(TINY_TEXT), 4, CONTEXT)
-    train_step, eval_step = compile_steps(model, keras.optimizers.Adam(0.01),
-                                          fused=family in ("rnn", "gru", "lstm"))
+    train_step, eval_step = compile_steps(
+        model, keras.optimizers.Adam(0.01), fused=family in ("rnn", "gru", "lstm")
+    )
 
     def loss():
         reset_states(model)
@@ -70,8 +76,9 @@ def test_a_few_training_steps_reduce_the_loss(family):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_save_load_round_trip_gives_identical_logits(family, tmp_path):
     trained = tiny(family, 2, seed=1)
-    trained.set_weights([w + 0.1 * np.random.default_rng(2).normal(size=w.shape)
-                         for w in trained.get_weights()])
+    trained.set_weights(
+        [w + 0.1 * np.random.default_rng(2).normal(size=w.shape) for w in trained.get_weights()]
+    )
     rundir.write_run(str(tmp_path), tiny_config(family), {}, V)
     rundir.save_checkpoint(str(tmp_path), "latest", trained)
     run = rundir.read_run(str(tmp_path))
@@ -97,7 +104,8 @@ def test_sampling_works(family):
     if family == "transformer":
         np.testing.assert_array_equal(  # 140 > one 128-token compiled chunk
             Sampler(model, V).generate_ids(140, "KING", options),
-            generate_reference(model, V, 140, "KING", options))
+            generate_reference(model, V, 140, "KING", options),
+        )
 
 
 @pytest.mark.parametrize("family,fused", [(f, True) for f in FAMILIES] + [("lstm", False)])
@@ -117,9 +125,14 @@ def test_streams_of_one_sampler_read_in_turns_keep_their_own_text(family, fused)
     assert not np.array_equal(alone[0], alone[1])
 
 
-@pytest.mark.parametrize("family", [  # one per step provider; two of them slow (10 s each)
-    pytest.param("bigram", marks=pytest.mark.slow), "lstm",
-    pytest.param("transformer", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "family",
+    [  # one per step provider; two of them slow (10 s each)
+        pytest.param("bigram", marks=pytest.mark.slow),
+        "lstm",
+        pytest.param("transformer", marks=pytest.mark.slow),
+    ],
+)
 def test_rows_join_leave_and_move_while_others_stream(family):
     # Continuous batching: streams join a running batch, leave it and are packed into a
     # lower row, each with its own prime and settings (a constraint, top-k, top-p,
@@ -136,13 +149,20 @@ def test_rows_join_leave_and_move_while_others_stream(family):
             samplers[size] = Sampler(model, V, "\n", jit_compile=False)
         return samplers[size]
 
-    streams = {"A": ("KING", SamplingOptions(seed=1, temperature=1.5)),
-               "B": ("QUEEN:\n", SamplingOptions(seed=2, top_k=5, constrain="python")),
-               "C": ("What", SamplingOptions(seed=3, top_p=0.9, sample=2))}
+    streams = {
+        "A": ("KING", SamplingOptions(seed=1, temperature=1.5)),
+        "B": ("QUEEN:\n", SamplingOptions(seed=2, top_k=5, constrain="python")),
+        "C": ("What", SamplingOptions(seed=3, top_p=0.9, sample=2)),
+    }
     alone = {k: sampler_for(1).generate_ids(1100, *v)[0] for k, v in streams.items()}
     rows, where, got = Rows(4, sampler_for, sizes=[1, 2, 4]), {}, {k: [] for k in streams}
-    events = {0: ("join", "A", 0), 1: ("join", "B", 1), 2: ("join", "C", 3),
-              4: ("leave", "A", None), 5: ("move", "C", 0)}
+    events = {
+        0: ("join", "A", 0),
+        1: ("join", "B", 1),
+        2: ("join", "C", 3),
+        4: ("leave", "A", None),
+        5: ("move", "C", 0),
+    }
     for chunk in range(8):
         what, name, row = events.get(chunk, (None, None, None))
         if what == "join":
@@ -155,15 +175,16 @@ def test_rows_join_leave_and_move_while_others_stream(family):
             where[name] = row
         taken = rows.run()
         for name, r in where.items():
-            got[name].append(taken.ids[r, taken.start[r]:])
+            got[name].append(taken.ids[r, taken.start[r] :])
     for name, pieces in got.items():
         ids = np.concatenate(pieces)
         assert len(ids) > 400
-        np.testing.assert_array_equal(ids, alone[name][:len(ids)])
+        np.testing.assert_array_equal(ids, alone[name][: len(ids)])
     assert sorted(samplers) == [1, 2, 4]
 
 
 # ---------------------------------------------------------------- transformer
+
 
 def test_transformer_is_causal_and_limited_to_its_context():
     model = tiny("transformer", 1)
@@ -171,8 +192,9 @@ def test_transformer_is_causal_and_limited_to_its_context():
     x = np.array([[1, 2, 3, 4, 5, 6, 7, 8]], np.int32)
     changed = x.copy()
     changed[0, 5:] = 0
-    np.testing.assert_allclose(model(changed).numpy()[0, :5], model(x).numpy()[0, :5],
-                               atol=1e-6)  # the future never leaks into the past
+    np.testing.assert_allclose(
+        model(changed).numpy()[0, :5], model(x).numpy()[0, :5], atol=1e-6
+    )  # the future never leaks into the past
     import tensorflow as tf
 
     with pytest.raises(tf.errors.InvalidArgumentError, match="PositionEmbedding"):
@@ -181,14 +203,14 @@ def test_transformer_is_causal_and_limited_to_its_context():
 
 def test_transformer_sampling_slides_the_window_past_a_long_prime():
     model = tiny("transformer", 1)
-    prime = TINY_TEXT[:3 * CONTEXT]  # longer than the context: only its tail is seen
+    prime = TINY_TEXT[: 3 * CONTEXT]  # longer than the context: only its tail is seen
     options = SamplingOptions(seed=9)
     np.testing.assert_array_equal(
         Sampler(model, V, jit_compile=False).generate_ids(20, prime, options),
-        generate_reference(model, V, 20, prime, options))
+        generate_reference(model, V, 20, prime, options),
+    )
     tail_only = Sampler(model, V).generate_ids(20, prime[-CONTEXT:], options)
-    np.testing.assert_array_equal(Sampler(model, V).generate_ids(20, prime, options),
-                                  tail_only)
+    np.testing.assert_array_equal(Sampler(model, V).generate_ids(20, prime, options), tail_only)
 
 
 def test_transformer_evaluation_scores_each_target_once_with_half_a_context():
@@ -204,7 +226,7 @@ def test_transformer_evaluation_scores_each_target_once_with_half_a_context():
             if not mask[s, p]:
                 continue
             start = 0 if p < CONTEXT else hop * ((p - CONTEXT) // hop + 1)
-            window = x[s, start:start + CONTEXT]
+            window = x[s, start : start + CONTEXT]
             logits = model(np.stack([window, window]).astype(np.int32)).numpy()[0, p - start]
             total += math.log(np.exp(logits - logits.max()).sum()) + logits.max() - logits[y[s, p]]
             assert p - start >= min(p, hop)  # at least half a context before each target
@@ -212,60 +234,138 @@ def test_transformer_evaluation_scores_each_target_once_with_half_a_context():
 
 
 def test_bad_transformer_shapes_are_usage_errors(data_dir, tmp_path):
-    r = CliRunner().invoke(main, ["train", "--model", "transformer", "--n_embd", "30",
-                                  "--n_head", "4", "--data_dir", str(data_dir),
-                                  "--save_dir", str(tmp_path / "s")])
+    r = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--model",
+            "transformer",
+            "--n_embd",
+            "30",
+            "--n_head",
+            "4",
+            "--data_dir",
+            str(data_dir),
+            "--save_dir",
+            str(tmp_path / "s"),
+        ],
+    )
     assert r.exit_code == 2 and "--n_head 4 must divide --n_embd" in r.output
-    r = CliRunner().invoke(main, ["train", "--dropout", "0.1", "--data_dir", str(data_dir),
-                                  "--save_dir", str(tmp_path / "s")])
+    r = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--dropout",
+            "0.1",
+            "--data_dir",
+            str(data_dir),
+            "--save_dir",
+            str(tmp_path / "s"),
+        ],
+    )
     assert r.exit_code == 2 and "--dropout applies to --model transformer" in r.output
-    r = CliRunner().invoke(main, ["train", "--n_head", "2", "--data_dir", str(data_dir),
-                                  "--save_dir", str(tmp_path / "s")])
+    r = CliRunner().invoke(
+        main,
+        ["train", "--n_head", "2", "--data_dir", str(data_dir), "--save_dir", str(tmp_path / "s")],
+    )
     assert r.exit_code == 2 and "--n_head" in r.output and "transformer only" in r.output
-    r = CliRunner().invoke(main, ["train", "--max_vocab", "50", "--data_dir", str(data_dir),
-                                  "--save_dir", str(tmp_path / "s")])
+    r = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--max_vocab",
+            "50",
+            "--data_dir",
+            str(data_dir),
+            "--save_dir",
+            str(tmp_path / "s"),
+        ],
+    )
     assert r.exit_code == 2 and "--max_vocab" in r.output and "--level word only" in r.output
     assert not (tmp_path / "s").exists()
 
 
 def test_transformer_from_the_cli_trains_resumes_samples_and_evaluates(data_dir, tmp_path):
     save, logs = tmp_path / "tf", str(tmp_path / "logs")
-    common = ["--data_dir", str(data_dir), "--save_dir", str(save), "--log_dir", logs,
-              "--batch_size", "4", "--seed", "1", "--learning_rate", "0.01"]
-    r = CliRunner().invoke(main, ["train", "--model", "transformer", "--n_embd", "16",
-                                  "--n_head", "2", "--num_layers", "1", "--seq_length", "12",
-                                  "--dropout", "0.1", "--num_epochs", "1", *common],
-                           catch_exceptions=False)
+    common = [
+        "--data_dir",
+        str(data_dir),
+        "--save_dir",
+        str(save),
+        "--log_dir",
+        logs,
+        "--batch_size",
+        "4",
+        "--seed",
+        "1",
+        "--learning_rate",
+        "0.01",
+    ]
+    r = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--model",
+            "transformer",
+            "--n_embd",
+            "16",
+            "--n_head",
+            "2",
+            "--num_layers",
+            "1",
+            "--seq_length",
+            "12",
+            "--dropout",
+            "0.1",
+            "--num_epochs",
+            "1",
+            *common,
+        ],
+        catch_exceptions=False,
+    )
     assert r.exit_code == 0, r.output
     assert "parameters" in r.output
     config = json.loads((save / "config.json").read_text())["model"]
-    assert (config["model"], config["context"], config["n_head"], config["dropout"]) == \
-        ("transformer", 12, 2, 0.1)
+    assert (config["model"], config["context"], config["n_head"], config["dropout"]) == (
+        "transformer",
+        12,
+        2,
+        0.1,
+    )
     # Resume: architecture and context come from the run, not the defaults.
-    r = CliRunner().invoke(main, ["train", "--init_from", str(save), "--num_epochs", "2",
-                                  *common], catch_exceptions=False)
+    r = CliRunner().invoke(
+        main,
+        ["train", "--init_from", str(save), "--num_epochs", "2", *common],
+        catch_exceptions=False,
+    )
     assert r.exit_code == 0, r.output
     assert rundir.read_checkpoint_state(str(save), "latest")["epoch"] == 2
-    r = CliRunner().invoke(main, ["sample", "--save_dir", str(save), "-n", "30", "--prime",
-                                  "KING", "--seed", "2"], catch_exceptions=False)
+    r = CliRunner().invoke(
+        main,
+        ["sample", "--save_dir", str(save), "-n", "30", "--prime", "KING", "--seed", "2"],
+        catch_exceptions=False,
+    )
     assert r.exit_code == 0 and r.output.startswith("KING") and len(r.output) >= 34
-    r = CliRunner().invoke(main, ["evaluate", "--save_dir", str(save), "--json"],
-                           catch_exceptions=False)
+    r = CliRunner().invoke(
+        main, ["evaluate", "--save_dir", str(save), "--json"], catch_exceptions=False
+    )
     assert r.exit_code == 0 and math.isfinite(json.loads(r.output)["nats_per_char"])
 
 
 # ---------------------------------------------------------------- word level
 
-ROUND_TRIP = ("First Citizen:\tBefore we proceed, hear me speak.\n\n\n"
-              "All:  Speak, speak!  \n\t\tdef f(x):  # don't -- 'quoted' (1.5e3)...\r\n"
-              "Ünïcode—dash … end\n")
+ROUND_TRIP = (
+    "First Citizen:\tBefore we proceed, hear me speak.\n\n\n"
+    "All:  Speak, speak!  \n\t\tdef f(x):  # don't -- 'quoted' (1.5e3)...\r\n"
+    "Ünïcode—dash … end\n"
+)
 
 
 def test_word_tokens_reproduce_the_text_exactly():
     tokens = tokenize(ROUND_TRIP)
     assert "".join(tokens) == ROUND_TRIP
     assert tokens[:6] == ["First", " Citizen", ":", "\t", "Before", " we"]
-    assert ["\n", "\n", "\n"] == tokens[tokens.index(".") + 1:tokens.index(".") + 4]
+    assert tokens[tokens.index(".") + 1 : tokens.index(".") + 4] == ["\n", "\n", "\n"]
     assert "\t\t" in tokens and "  " in tokens and "'" in tokens and " '" in tokens
     vocab = WordVocabulary.from_text(ROUND_TRIP, max_vocab=1000)
     assert vocab.decode(vocab.encode(ROUND_TRIP)) == ROUND_TRIP
@@ -285,7 +385,8 @@ def test_max_vocab_maps_rare_tokens_to_unknown():
 
 def test_word_level_holds_out_the_same_characters_as_char_level(data_dir):
     vocab, train_ids, val_ids, train_chars, _ = data.load_token_splits(
-        str(data_dir), "utf-8", 0.1, "word", max_vocab=50)
+        str(data_dir), "utf-8", 0.1, "word", max_vocab=50
+    )
     _, char_val = data.split(V.encode(TINY_TEXT), 0.1)
     train_text, val_text = data.split_text(TINY_TEXT, 0.1)
     assert val_text == V.decode(char_val) and train_chars == len(train_text)
@@ -296,54 +397,131 @@ def test_word_level_holds_out_the_same_characters_as_char_level(data_dir):
 
 def test_word_level_from_the_cli(data_dir, tmp_path):
     save, logs = tmp_path / "word", str(tmp_path / "logs")
-    r = CliRunner().invoke(main, ["train", "--level", "word", "--max_vocab", "20",
-                                  "--data_dir", str(data_dir), "--save_dir", str(save),
-                                  "--log_dir", logs, "--rnn_size", "16", "--batch_size", "4",
-                                  "--seq_length", "8", "--num_epochs", "2", "--seed", "1"],
-                           catch_exceptions=False)
+    r = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--level",
+            "word",
+            "--max_vocab",
+            "20",
+            "--data_dir",
+            str(data_dir),
+            "--save_dir",
+            str(save),
+            "--log_dir",
+            logs,
+            "--rnn_size",
+            "16",
+            "--batch_size",
+            "4",
+            "--seq_length",
+            "8",
+            "--num_epochs",
+            "2",
+            "--seed",
+            "1",
+        ],
+        catch_exceptions=False,
+    )
     assert r.exit_code == 0, r.output
     vocab = rundir.read_run(str(save)).vocab
     assert vocab.level == "word" and len(vocab) == 21
     # The prime is tokenized as in training; a word it never saw is fine (<unk>).
-    r = CliRunner().invoke(main, ["sample", "--save_dir", str(save), "-n", "12", "--prime",
-                                  r"QUEEN:\nZyzzyva", "--seed", "3"], catch_exceptions=False)
+    r = CliRunner().invoke(
+        main,
+        [
+            "sample",
+            "--save_dir",
+            str(save),
+            "-n",
+            "12",
+            "--prime",
+            r"QUEEN:\nZyzzyva",
+            "--seed",
+            "3",
+        ],
+        catch_exceptions=False,
+    )
     assert r.exit_code == 0 and r.output.startswith("QUEEN:\nZyzzyva")
     assert len(r.output) > len("QUEEN:\nZyzzyva\n") and "\\n" not in r.output  # real text
-    r = CliRunner().invoke(main, ["evaluate", "--save_dir", str(save), "--json"],
-                           catch_exceptions=False)
+    r = CliRunner().invoke(
+        main, ["evaluate", "--save_dir", str(save), "--json"], catch_exceptions=False
+    )
     assert r.exit_code == 0, r.output
     result = json.loads(r.output)
     val_text = data.split_text(TINY_TEXT, 0.1)[1]
     assert result["level"] == "word" and result["chars"] == len(val_text) - len(
-        vocab.encode_pieces(val_text)[1][0])  # all but what the first token stands for
+        vocab.encode_pieces(val_text)[1][0]
+    )  # all but what the first token stands for
     # Per char = (per token * tokens + the spelling of unknown targets) / chars.
     assert result["unknown_targets"] > 0
     assert result["nats_per_char"] > result["nats_per_token"] * result["targets"] / result["chars"]
     # Resuming keeps the level and the vocabulary.
-    r = CliRunner().invoke(main, ["train", "--init_from", str(save), "--data_dir",
-                                  str(data_dir), "--save_dir", str(save), "--log_dir", logs,
-                                  "--batch_size", "4", "--seq_length", "8", "--num_epochs", "3"],
-                           catch_exceptions=False)
+    r = CliRunner().invoke(
+        main,
+        [
+            "train",
+            "--init_from",
+            str(save),
+            "--data_dir",
+            str(data_dir),
+            "--save_dir",
+            str(save),
+            "--log_dir",
+            logs,
+            "--batch_size",
+            "4",
+            "--seq_length",
+            "8",
+            "--num_epochs",
+            "3",
+        ],
+        catch_exceptions=False,
+    )
     assert r.exit_code == 0, r.output
     assert rundir.read_run(str(save)).vocab == vocab
 
 
 def test_compare_lists_levels_and_families(data_dir, tmp_path):
     logs = str(tmp_path / "logs")
-    runs = {"tf": ["--model", "transformer", "--seq_length", "8"],
-            "word": ["--level", "word", "--seq_length", "8"]}
+    runs = {
+        "tf": ["--model", "transformer", "--seq_length", "8"],
+        "word": ["--level", "word", "--seq_length", "8"],
+    }
     for name, flags in runs.items():
-        r = CliRunner().invoke(main, ["train", *flags, "--data_dir", str(data_dir),
-                                      "--save_dir", str(tmp_path / name), "--log_dir", logs,
-                                      "--rnn_size", "16", "--batch_size", "4",
-                                      "--num_epochs", "1"], catch_exceptions=False)
+        r = CliRunner().invoke(
+            main,
+            [
+                "train",
+                *flags,
+                "--data_dir",
+                str(data_dir),
+                "--save_dir",
+                str(tmp_path / name),
+                "--log_dir",
+                logs,
+                "--rnn_size",
+                "16",
+                "--batch_size",
+                "4",
+                "--num_epochs",
+                "1",
+            ],
+            catch_exceptions=False,
+        )
         assert r.exit_code == 0, r.output
-    r = CliRunner().invoke(main, ["compare", str(tmp_path / "tf"), str(tmp_path / "word"),
-                                  "--json"], catch_exceptions=False)
+    r = CliRunner().invoke(
+        main,
+        ["compare", str(tmp_path / "tf"), str(tmp_path / "word"), "--json"],
+        catch_exceptions=False,
+    )
     assert r.exit_code == 0, r.output
     rows = [json.loads(line) for line in r.output.splitlines()]
     assert [(row["model"], row["level"]) for row in rows] == [
-        ("transformer 2x16 h4 ctx8", "char"), ("lstm 2x16", "word")]
+        ("transformer 2x16 h4 ctx8", "char"),
+        ("lstm 2x16", "word"),
+    ]
     # The same held-out characters; the word row scores all but its first token's.
     assert rows[0]["loss"]["source"] == rows[1]["loss"]["source"]
     assert 0 <= rows[0]["loss"]["targets"] - rows[1]["loss"]["chars"] < 20

@@ -19,8 +19,7 @@ def model_with_random_weights(family, num_layers, batch=N, **kw):
     config = ModelConfig(vocab_size=V, model=family, rnn_size=H, num_layers=num_layers, **kw)
     model = build_model(config, batch)
     rng = np.random.default_rng(1)  # non-zero biases too, unlike Keras's initialisers
-    model.set_weights([rng.normal(0, 0.5, w.shape).astype("float32")
-                       for w in model.get_weights()])
+    model.set_weights([rng.normal(0, 0.5, w.shape).astype("float32") for w in model.get_weights()])
     return model, config
 
 
@@ -52,8 +51,9 @@ def test_fused_model_reads_checkpointed_weights(tmp_path):
     loaded = build_model(config, N)
     rundir.load_checkpoint(str(tmp_path), "latest", loaded)
     reset_states(model)
-    np.testing.assert_allclose(FusedModel(loaded)(tf.constant(ids())).numpy(),
-                               model(ids()).numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        FusedModel(loaded)(tf.constant(ids())).numpy(), model(ids()).numpy(), atol=1e-5
+    )
 
 
 def training_run(fused, jit, steps=4, **model_kw):
@@ -94,8 +94,7 @@ def test_fused_training_with_dropout_learns_and_evaluates_like_keras():
     reset_states(model)
     expected = model(ids(), training=False).numpy()
     reset_states(model)
-    np.testing.assert_allclose(FusedModel(model)(tf.constant(ids())).numpy(), expected,
-                               atol=1e-5)
+    np.testing.assert_allclose(FusedModel(model)(tf.constant(ids())).numpy(), expected, atol=1e-5)
     reset_states(model)
     dropped = FusedModel(model)(tf.constant(ids()), training=True).numpy()
     assert not np.allclose(dropped, expected, atol=1e-3)
@@ -106,8 +105,7 @@ def test_dropout_masks_are_drawn_per_timestep_at_the_rate():
 
     from kerasgen.fused import _keep_masks
 
-    masks = np.stack([m.numpy() for m in _keep_masks(0.25, 50, tf.constant(40), 30,
-                                                     tf.float32)])
+    masks = np.stack([m.numpy() for m in _keep_masks(0.25, 50, tf.constant(40), 30, tf.float32)])
     assert masks.shape == (50, 40, 30)
     assert set(np.unique(masks)) == {0.0, np.float32(1 / 0.75)}  # inverted dropout, as Keras
     assert abs((masks == 0).mean() - 0.25) < 0.02
@@ -116,15 +114,37 @@ def test_dropout_masks_are_drawn_per_timestep_at_the_rate():
 
 
 def test_bench_json_has_positive_figures():
-    r = CliRunner().invoke(main, ["bench", "--json", "--seconds", "2", "--rnn_size", "16",
-                                  "--batch_size", "4", "--seq_length", "8",
-                                  "--sample_streams", "4", "--output_keep_prob", "0.9"],
-                           catch_exceptions=False)
+    r = CliRunner().invoke(
+        main,
+        [
+            "bench",
+            "--json",
+            "--seconds",
+            "2",
+            "--rnn_size",
+            "16",
+            "--batch_size",
+            "4",
+            "--seq_length",
+            "8",
+            "--sample_streams",
+            "4",
+            "--output_keep_prob",
+            "0.9",
+        ],
+        catch_exceptions=False,
+    )
     assert r.exit_code == 0, r.output
     result = json.loads(r.output)
     assert result["config"]["output_keep_prob"] == 0.9  # measured with dropout, as trained
-    for key in ("train_chars_per_s", "sample_chars_per_s", "sample_batched_chars_per_s",
-                "prime_chars_per_s", "peak_rss_mb", "gflops"):
+    for key in (
+        "train_chars_per_s",
+        "sample_chars_per_s",
+        "sample_batched_chars_per_s",
+        "prime_chars_per_s",
+        "peak_rss_mb",
+        "gflops",
+    ):
         assert result[key] > 0, key
 
 

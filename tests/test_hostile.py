@@ -27,8 +27,9 @@ def run(args):
 
 def tree_bytes(folder: pathlib.Path) -> dict:
     """Every file below ``folder`` (hidden ones too) -> its bytes."""
-    return {str(p.relative_to(folder)): p.read_bytes()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
 
 
 def one_error_line(result, code: int) -> str:
@@ -42,9 +43,16 @@ def one_error_line(result, code: int) -> str:
 # 1. kerasgen.train's default progress imported keras.utils.io_utils, which Keras does not
 #    export: the API's default path raised ImportError on a fresh install.
 def test_the_api_trains_with_its_default_progress(tiny_text, tmp_path, capsys):
-    model = kerasgen.train(text=tiny_text, save_dir=str(tmp_path / "run"), rnn_size=16,
-                           num_layers=1, num_epochs=1, batch_size=4, seq_length=16,
-                           log_dir=str(tmp_path / "logs"))
+    model = kerasgen.train(
+        text=tiny_text,
+        save_dir=str(tmp_path / "run"),
+        rnn_size=16,
+        num_layers=1,
+        num_epochs=1,
+        batch_size=4,
+        seq_length=16,
+        log_dir=str(tmp_path / "logs"),
+    )
     out = capsys.readouterr().out
     assert "parameters" in out and "epoch 1/1  step 20/20" in out and "done: 20 steps" in out
     assert model.generate(20, prime="KING", seed=1).startswith("KING")
@@ -53,9 +61,17 @@ def test_the_api_trains_with_its_default_progress(tiny_text, tmp_path, capsys):
 def test_the_default_progress_draws_a_keras_bar_on_a_terminal(tiny_text, tmp_path, capsys):
     from kerasgen.progress import training_progress
 
-    kerasgen.train(text=tiny_text, save_dir=str(tmp_path / "run"), rnn_size=16, num_layers=1,
-                   num_epochs=1, batch_size=4, seq_length=16, log_dir=str(tmp_path / "logs"),
-                   callbacks=[training_progress(live=True)])
+    kerasgen.train(
+        text=tiny_text,
+        save_dir=str(tmp_path / "run"),
+        rnn_size=16,
+        num_layers=1,
+        num_epochs=1,
+        batch_size=4,
+        seq_length=16,
+        log_dir=str(tmp_path / "logs"),
+        callbacks=[training_progress(live=True)],
+    )
     out = capsys.readouterr().out
     assert "Epoch 1/1\n" in out and "20/20" in out and "/step - loss:" in out
     assert "epoch 1/1  step 20/20" in out  # the line after the bar, with chars/s
@@ -63,12 +79,18 @@ def test_the_default_progress_draws_a_keras_bar_on_a_terminal(tiny_text, tmp_pat
 
 # 2. train --overwrite deleted the trained run's checkpoints before it found that
 #    --data_dir was mistyped (or anything else wrong).
-def test_a_refused_overwrite_leaves_the_trained_run_byte_identical(own_run, tmp_path,
-                                                                   tiny_train):
+def test_a_refused_overwrite_leaves_the_trained_run_byte_identical(own_run, tmp_path, tiny_train):
     data_dir, save = own_run
     before = tree_bytes(save)
-    base = ["train", "--save_dir", str(save), "--log_dir", str(tmp_path / "logs"),
-            "--overwrite", *tiny_train]
+    base = [
+        "train",
+        "--save_dir",
+        str(save),
+        "--log_dir",
+        str(tmp_path / "logs"),
+        "--overwrite",
+        *tiny_train,
+    ]
     r = run([*base, "--data_dir", str(tmp_path / "no_such_folder")])
     one_error_line(r, 2)
     assert tree_bytes(save) == before
@@ -82,18 +104,38 @@ def test_a_refused_overwrite_leaves_the_trained_run_byte_identical(own_run, tmp_
     # A text given as a string is written into the run folder, so the old run is set
     # aside first; the new one fails (too short for a batch) and the old one comes back.
     with pytest.raises(ValueError, match="too short"):
-        kerasgen.train(text="KING:\nNo.\n", save_dir=str(save), overwrite=True,
-                       log_dir=str(tmp_path / "logs"), verbose=False)
+        kerasgen.train(
+            text="KING:\nNo.\n",
+            save_dir=str(save),
+            overwrite=True,
+            log_dir=str(tmp_path / "logs"),
+            verbose=False,
+        )
     assert tree_bytes(save) == before
 
 
-def test_an_overwrite_replaces_the_run_once_the_new_one_has_a_checkpoint(own_run, tmp_path,
-                                                                         tiny_train):
+def test_an_overwrite_replaces_the_run_once_the_new_one_has_a_checkpoint(
+    own_run, tmp_path, tiny_train
+):
     data_dir, save = own_run
     before = tree_bytes(save)
-    r = run(["train", "--data_dir", str(data_dir), "--save_dir", str(save), "--log_dir",
-             str(tmp_path / "logs"), "--overwrite", "--num_epochs", "1", *tiny_train,
-             "--seed", "7"])
+    r = run(
+        [
+            "train",
+            "--data_dir",
+            str(data_dir),
+            "--save_dir",
+            str(save),
+            "--log_dir",
+            str(tmp_path / "logs"),
+            "--overwrite",
+            "--num_epochs",
+            "1",
+            *tiny_train,
+            "--seed",
+            "7",
+        ]
+    )
     assert r.exit_code == 0, r.output
     after = tree_bytes(save)
     assert after["latest.ckpt.h5"] != before["latest.ckpt.h5"]
@@ -127,8 +169,10 @@ def test_a_kill_during_a_replacement_is_finished_by_the_next_reader(own_run):
 def test_two_streams_of_one_loaded_model_keep_their_own_text(trained_run):
     _, save = trained_run
     model = kerasgen.load(str(save))
-    kinds = [dict(prime="KING", seed=1, temperature=1.5),
-             dict(prime="QUEEN:\n", seed=2, constrain="python")]
+    kinds = [
+        dict(prime="KING", seed=1, temperature=1.5),
+        dict(prime="QUEEN:\n", seed=2, constrain="python"),
+    ]
     alone = [model.generate(400, **kind) for kind in kinds]
     live = dict(enumerate(model.stream(400, **kind) for kind in kinds))
     texts = ["", ""]
@@ -153,19 +197,34 @@ def test_a_damaged_data_cache_is_rebuilt(data_dir, tmp_path, tiny_train, damage)
     path.write_bytes(bytes(raw))
     np.testing.assert_array_equal(np.array(data.load_corpus(str(data_dir)).ids), good)
     path.write_bytes(bytes(raw))
-    r = run(["train", "--data_dir", str(data_dir), "--save_dir", str(tmp_path / "save"),
-             "--log_dir", str(tmp_path / "logs"), "--num_epochs", "1", *tiny_train])
+    r = run(
+        [
+            "train",
+            "--data_dir",
+            str(data_dir),
+            "--save_dir",
+            str(tmp_path / "save"),
+            "--log_dir",
+            str(tmp_path / "logs"),
+            "--num_epochs",
+            "1",
+            *tiny_train,
+        ]
+    )
     assert r.exit_code == 0, r.output
     np.testing.assert_array_equal(np.load(path), good)
 
 
 # 5. Files of a run folder edited into another JSON shape gave tracebacks.
 SHAPES = ["[]", "5", '"text"', "null", "not json", ""]
-DAMAGE = ([("checkpoints.json", c) for c in SHAPES + ['{"best.ckpt.h5": 5}',
-                                                      '{"best.ckpt.h5": [1]}']]
-          + [("config.json", c) for c in SHAPES + ['{"model": []}', '{"model": {}}',
-                                                   '{"model": {"vocab_size": "x"}}']]
-          + [("vocab.json", c) for c in SHAPES + ['{"chars": 5}', '{"level": "word"}']])
+DAMAGE = (
+    [("checkpoints.json", c) for c in SHAPES + ['{"best.ckpt.h5": 5}', '{"best.ckpt.h5": [1]}']]
+    + [
+        ("config.json", c)
+        for c in SHAPES + ['{"model": []}', '{"model": {}}', '{"model": {"vocab_size": "x"}}']
+    ]
+    + [("vocab.json", c) for c in SHAPES + ['{"chars": 5}', '{"level": "word"}']]
+)
 
 
 @pytest.mark.parametrize("name,content", DAMAGE)
@@ -194,8 +253,18 @@ def test_outputs_that_cannot_be_written_are_one_error_line(trained_run, tmp_path
     blocker.write_text("")
     r = run(["export", "--save_dir", str(save), "--out", str(blocker / "exported")])
     assert "a_file is a file, not a folder" in one_error_line(r, 1)
-    r = run(["train", "--data_dir", str(data_dir), "--save_dir", str(tmp_path / "new"),
-             "--log_dir", str(blocker / "logs"), *tiny_train])
+    r = run(
+        [
+            "train",
+            "--data_dir",
+            str(data_dir),
+            "--save_dir",
+            str(tmp_path / "new"),
+            "--log_dir",
+            str(blocker / "logs"),
+            *tiny_train,
+        ]
+    )
     assert "--log_dir" in one_error_line(r, 1)
     assert not (tmp_path / "new").exists()
     r = run(["sample", "--save_dir", str(save), "-n", "5", "--output", str(blocker / "out")])
@@ -205,9 +274,22 @@ def test_outputs_that_cannot_be_written_are_one_error_line(trained_run, tmp_path
 # 7. `kerasgen sample | head` printed "Error: Broken pipe" and exited 1.
 def test_a_closed_pipe_ends_sampling_quietly(trained_run):
     _, save = trained_run
-    proc = subprocess.Popen([sys.executable, "-m", "kerasgen", "sample", "--save_dir",
-                             str(save), "-n", "1000000", "--seed", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kerasgen",
+            "sample",
+            "--save_dir",
+            str(save),
+            "-n",
+            "1000000",
+            "--seed",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     first = proc.stdout.read(20)
     proc.stdout.close()  # as head does once it has its lines
     err = proc.stderr.read().decode()
@@ -221,9 +303,11 @@ def test_a_closed_pipe_ends_sampling_quietly(trained_run):
 @pytest.mark.parametrize("seed", ["-1", str(MAX_SEED + 1), str(2**64)])
 def test_seeds_out_of_range_name_the_flag(trained_run, command, seed):
     data_dir, save = trained_run
-    args = {"sample": ["sample", "--save_dir", str(save)],
-            "evaluate": ["evaluate", "--save_dir", str(save)],
-            "train": ["train", "--data_dir", str(data_dir), "--save_dir", str(save)]}[command]
+    args = {
+        "sample": ["sample", "--save_dir", str(save)],
+        "evaluate": ["evaluate", "--save_dir", str(save)],
+        "train": ["train", "--data_dir", str(data_dir), "--save_dir", str(save)],
+    }[command]
     r = run([*args, "--seed", seed])
     assert r.exit_code == 2 and "--seed" in r.output, r.output
 
@@ -240,8 +324,15 @@ def test_the_api_checks_seeds_too(trained_run, tiny_text, tmp_path):
 
 
 # Siblings: every number flag of train and sample refuses nan with a message naming it.
-TRAIN_NUMBERS = ["--grad_clip", "--learning_rate", "--decay_rate", "--val_frac",
-                 "--input_keep_prob", "--output_keep_prob", "--dropout"]
+TRAIN_NUMBERS = [
+    "--grad_clip",
+    "--learning_rate",
+    "--decay_rate",
+    "--val_frac",
+    "--input_keep_prob",
+    "--output_keep_prob",
+    "--dropout",
+]
 SAMPLE_NUMBERS = ["--temperature", "--top_p"]
 
 
@@ -251,8 +342,14 @@ def test_number_flags_refuse_nan_naming_the_flag(trained_run, tmp_path, flag):
     if flag in SAMPLE_NUMBERS:
         args = ["sample", "--save_dir", str(save), "-n", "5"]
     else:
-        args = ["train", "--data_dir", str(data_dir), "--save_dir", str(tmp_path / "new"),
-                *(["--model", "transformer"] if flag == "--dropout" else [])]
+        args = [
+            "train",
+            "--data_dir",
+            str(data_dir),
+            "--save_dir",
+            str(tmp_path / "new"),
+            *(["--model", "transformer"] if flag == "--dropout" else []),
+        ]
     r = run([*args, flag, "nan"])
     assert r.exit_code == 2 and flag in r.output and "Traceback" not in r.output, r.output
     assert not (tmp_path / "new").exists()
@@ -263,8 +360,19 @@ def test_number_flags_refuse_nan_naming_the_flag(trained_run, tmp_path, flag):
 @pytest.mark.slow  # builds a model that cannot fit, then waits for TensorFlow to say so
 def test_numbers_too_big_for_the_machine_are_one_line(trained_run, tmp_path):
     data_dir, save = trained_run
-    train = ["train", "--data_dir", str(data_dir), "--save_dir", str(tmp_path / "new"),
-             "--log_dir", str(tmp_path / "logs"), "--batch_size", "4", "--seq_length", "16"]
+    train = [
+        "train",
+        "--data_dir",
+        str(data_dir),
+        "--save_dir",
+        str(tmp_path / "new"),
+        "--log_dir",
+        str(tmp_path / "logs"),
+        "--batch_size",
+        "4",
+        "--seq_length",
+        "16",
+    ]
     assert "not enough memory" in one_error_line(run([*train, "--rnn_size", "99999999999"]), 1)
     assert not (tmp_path / "new").exists()
     for flag, value in (("--num_layers", "3000"), ("--vocab_size", str(2**70))):

@@ -12,23 +12,33 @@ import re
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from tiny import TINY_TEXT
+
 from kerasgen import data, rundir
 from kerasgen.model import ModelConfig, build_model
 from kerasgen.sampling import Sampler, SamplingOptions
-from kerasgen.vocab import (UNKNOWN_TOKEN, BpeVocabulary, PlainDecoder, Vocabulary,
-                            WordVocabulary, byte_chars, tokenize, vocabulary_from_json)
+from kerasgen.vocab import (
+    UNKNOWN_TOKEN,
+    BpeVocabulary,
+    PlainDecoder,
+    Vocabulary,
+    WordVocabulary,
+    byte_chars,
+    tokenize,
+    vocabulary_from_json,
+)
 from kerasgen_cli.main import main
 
 FAMILIES = ["bigram", "rnn", "gru", "lstm", "transformer"]
 OLD_WORD_RUN = pathlib.Path(__file__).parent / "fixtures" / "word-run-0.1.0"
 # Punctuation, tabs, indentation, blank lines, trailing spaces, CRLF, Unicode
 # (accents, CJK, an emoji, a non-breaking space), no final newline.
-MIXED = ("First Citizen:\tBefore we proceed, hear me speak.\n\n\n"
-         "All:  Speak, speak!  \n\t\tdef f(x):  # don't -- 'quoted' (1.5e3)...\r\n"
-         "    indented   line\r\n \n"
-         "Ünïcode—dash … 日本語 🙂 end\u00a0nbsp\n\n KING")
+MIXED = (
+    "First Citizen:\tBefore we proceed, hear me speak.\n\n\n"
+    "All:  Speak, speak!  \n\t\tdef f(x):  # don't -- 'quoted' (1.5e3)...\r\n"
+    "    indented   line\r\n \n"
+    "Ünïcode—dash … 日本語 🙂 end\u00a0nbsp\n\n KING"
+)
 BPE = BpeVocabulary.from_text(TINY_TEXT, 300)
 
 
@@ -36,12 +46,21 @@ def tiny_model(family, vocab_size, batch=1, seed=0):
     import keras
 
     keras.utils.set_random_seed(seed)
-    return build_model(ModelConfig(vocab_size=vocab_size, model=family, rnn_size=16,
-                                   num_layers=2, n_head=4,
-                                   context=8 if family == "transformer" else 0), batch)
+    return build_model(
+        ModelConfig(
+            vocab_size=vocab_size,
+            model=family,
+            rnn_size=16,
+            num_layers=2,
+            n_head=4,
+            context=8 if family == "transformer" else 0,
+        ),
+        batch,
+    )
 
 
 # ---------------------------------------------------------------- word level
+
 
 def test_word_level_round_trips_any_text():
     assert "".join(tokenize(MIXED)) == MIXED
@@ -69,7 +88,6 @@ def test_words_carry_the_space_before_them_so_samples_cannot_glue():
     assert bare <= line_starts and all(t in words for t in (" the", " king", " discontent"))
 
 
-
 def test_the_sampler_never_draws_a_word_straight_after_a_word():
     import tensorflow as tf
 
@@ -84,8 +102,9 @@ def test_the_sampler_never_draws_a_word_straight_after_a_word():
     logits = tf.one_hot([king, king], len(vocab)) * 50.0  # KING is by far the likeliest
     for sample in (0, 1):
         options = SamplingOptions(sample=sample, seed=1)
-        picked = select_next(logits, tf.constant([the, newline]), 0, 1, 1.0, options, -1,
-                             (ends, starts)).numpy()
+        picked = select_next(
+            logits, tf.constant([the, newline]), 0, 1, 1.0, options, -1, (ends, starts)
+        ).numpy()
         assert picked[1] == king and picked[0] != king and not starts[picked[0]]
     # A word-level model's samples: no two tokens that would run two words together.
     model = tiny_model("lstm", len(vocab), batch=4)
@@ -94,14 +113,22 @@ def test_the_sampler_never_draws_a_word_straight_after_a_word():
         assert not [(a, b) for a, b in zip(row, row[1:]) if ends[a] and starts[b]]
     assert _glue_rule(BPE) is None  # subwords join by design
 
+
 def test_unknown_words_keep_the_space_before_them():
     vocab = WordVocabulary.from_text(TINY_TEXT, max_vocab=1000)
     space, unknown, king = vocab.index[" "], vocab.unknown_id, vocab.index["KING"]
     ids, pieces = vocab.encode_pieces("What Zyzzyva KING\nZyzzyva")
     # " Zyzzyva": the space, then <unk>; " KING" (never seen mid-line): the space,
     # then "KING" as seen at line starts; a bare unknown word: <unk> alone.
-    assert list(ids) == [vocab.index["What"], space, unknown, space, king,
-                         vocab.index["\n"], unknown]
+    assert list(ids) == [
+        vocab.index["What"],
+        space,
+        unknown,
+        space,
+        king,
+        vocab.index["\n"],
+        unknown,
+    ]
     assert pieces == ["What", " ", "Zyzzyva", " ", "KING", "\n", "Zyzzyva"]
     assert vocab.decode(ids) == f"What {UNKNOWN_TOKEN} KING\n{UNKNOWN_TOKEN}"
     # The space stays in even the smallest vocabulary.
@@ -114,24 +141,37 @@ def test_old_word_run_folders_load_with_their_own_tokenizer(tmp_path):
     assert "version" not in json.loads((OLD_WORD_RUN / "vocab.json").read_text())
     vocab = rundir.read_run(str(OLD_WORD_RUN)).vocab
     assert vocab.level == "word" and vocab.version == 1
-    assert [vocab.decode([i]) for i in vocab.encode("QUEEN:\nZyzzyva the")] == \
-        ["QUEEN", ":", "\n", UNKNOWN_TOKEN, " ", "the"]  # the old tokens
+    assert [vocab.decode([i]) for i in vocab.encode("QUEEN:\nZyzzyva the")] == [
+        "QUEEN",
+        ":",
+        "\n",
+        UNKNOWN_TOKEN,
+        " ",
+        "the",
+    ]  # the old tokens
     assert json.loads(vocab.to_json()) == json.loads((OLD_WORD_RUN / "vocab.json").read_text())
     text = tmp_path / "input.txt"
     text.write_text(TINY_TEXT, encoding="utf-8")
-    r = CliRunner().invoke(main, ["evaluate", "--save_dir", str(OLD_WORD_RUN), "--text",
-                                  str(text), "--json"], catch_exceptions=False)
+    r = CliRunner().invoke(
+        main,
+        ["evaluate", "--save_dir", str(OLD_WORD_RUN), "--text", str(text), "--json"],
+        catch_exceptions=False,
+    )
     assert r.exit_code == 0, r.output
     result = json.loads(r.output)
     # As kerasgen 0.1.0 (the commit before this tokenizer) printed for this run and text.
     assert (result["targets"], result["chars"], result["unknown_targets"]) == (635, 1460, 72)
     assert result["nats_per_char"] == pytest.approx(1.5180862332918417, rel=1e-4)
-    r = CliRunner().invoke(main, ["sample", "--save_dir", str(OLD_WORD_RUN), "-n", "10",
-                                  "--prime", "KING", "--seed", "1"], catch_exceptions=False)
+    r = CliRunner().invoke(
+        main,
+        ["sample", "--save_dir", str(OLD_WORD_RUN), "-n", "10", "--prime", "KING", "--seed", "1"],
+        catch_exceptions=False,
+    )
     assert r.exit_code == 0 and r.output.startswith("KING")
 
 
 # ---------------------------------------------------------------- bpe level
+
 
 def test_bpe_round_trips_any_text_and_accepts_any_prime():
     assert 256 < len(BPE) <= 300
@@ -171,7 +211,7 @@ def test_streaming_decoder_holds_back_split_characters():
     ids = BPE.encode(MIXED)
     for size in (1, 2, 3, 5):
         decoder = BPE.decoder()
-        pieces = [decoder.decode(ids[i:i + size]) for i in range(0, len(ids), size)]
+        pieces = [decoder.decode(ids[i : i + size]) for i in range(0, len(ids), size)]
         assert "".join(pieces) + decoder.flush() == BPE.decode(ids) == MIXED
     decoder = BPE.decoder()
     first, second = BPE.encode("日")[:2], BPE.encode("日")[2:]
@@ -228,6 +268,7 @@ def test_every_family_builds_and_samples_at_bpe_level(family):
 
 # ---------------------------------------------------------------- the CLI
 
+
 def _train(*flags):
     r = CliRunner().invoke(main, ["train", *flags], catch_exceptions=False)
     assert r.exit_code == 0, r.output
@@ -236,10 +277,31 @@ def _train(*flags):
 
 def test_bpe_level_from_the_cli(data_dir, tmp_path, trained_run):
     save, logs = tmp_path / "bpe", str(tmp_path / "logs")
-    common = ["--data_dir", str(data_dir), "--save_dir", str(save), "--log_dir", logs,
-              "--batch_size", "4", "--seq_length", "8"]
-    _train("--level", "bpe", "--vocab_size", "300", "--rnn_size", "16", "--num_epochs", "2",
-           "--seed", "1", *common)
+    common = [
+        "--data_dir",
+        str(data_dir),
+        "--save_dir",
+        str(save),
+        "--log_dir",
+        logs,
+        "--batch_size",
+        "4",
+        "--seq_length",
+        "8",
+    ]
+    _train(
+        "--level",
+        "bpe",
+        "--vocab_size",
+        "300",
+        "--rnn_size",
+        "16",
+        "--num_epochs",
+        "2",
+        "--seed",
+        "1",
+        *common,
+    )
     run = rundir.read_run(str(save))
     vocab = run.vocab
     assert isinstance(vocab, BpeVocabulary) and len(vocab) == run.model_config.vocab_size
@@ -248,13 +310,26 @@ def test_bpe_level_from_the_cli(data_dir, tmp_path, trained_run):
     assert run.preamble == "\n" and run.train_config["vocab_size"] == 300
 
     # Any prime: characters the text never had are bytes.
-    r = CliRunner().invoke(main, ["sample", "--save_dir", str(save), "-n", "20", "--prime",
-                                  r"QUEEN:\nZyzzyva 日本", "--seed", "3"],
-                           catch_exceptions=False)
+    r = CliRunner().invoke(
+        main,
+        [
+            "sample",
+            "--save_dir",
+            str(save),
+            "-n",
+            "20",
+            "--prime",
+            r"QUEEN:\nZyzzyva 日本",
+            "--seed",
+            "3",
+        ],
+        catch_exceptions=False,
+    )
     assert r.exit_code == 0 and r.output.startswith("QUEEN:\nZyzzyva 日本"), r.output
 
-    r = CliRunner().invoke(main, ["evaluate", "--save_dir", str(save), "--json"],
-                           catch_exceptions=False)
+    r = CliRunner().invoke(
+        main, ["evaluate", "--save_dir", str(save), "--json"], catch_exceptions=False
+    )
     assert r.exit_code == 0, r.output
     result = json.loads(r.output)
     ids, pieces = vocab.encode_pieces(val_text)
@@ -262,14 +337,21 @@ def test_bpe_level_from_the_cli(data_dir, tmp_path, trained_run):
     assert result["chars"] == len(val_text) - len(pieces[0]) and result["unknown_targets"] == 0
     # Per char: the same nats over the characters the targets stand for.
     assert result["nats_per_char"] == pytest.approx(
-        result["nats_per_token"] * result["targets"] / result["chars"])
-    r = CliRunner().invoke(main, ["evaluate", "--save_dir", str(save), "--text",
-                                  str(data_dir / "input.txt"), "--json"], catch_exceptions=False)
+        result["nats_per_token"] * result["targets"] / result["chars"]
+    )
+    r = CliRunner().invoke(
+        main,
+        ["evaluate", "--save_dir", str(save), "--text", str(data_dir / "input.txt"), "--json"],
+        catch_exceptions=False,
+    )
     assert r.exit_code == 0 and math.isfinite(json.loads(r.output)["start_penalty"])
 
     # compare: the same held-out characters as a character-level run.
-    r = CliRunner().invoke(main, ["compare", str(trained_run[1]), str(save), "--data_dir",
-                                  str(data_dir), "--json"], catch_exceptions=False)
+    r = CliRunner().invoke(
+        main,
+        ["compare", str(trained_run[1]), str(save), "--data_dir", str(data_dir), "--json"],
+        catch_exceptions=False,
+    )
     assert r.exit_code == 0, r.output
     rows = [json.loads(line) for line in r.output.splitlines()]
     assert [row["level"] for row in rows] == ["char", "bpe"]
@@ -279,24 +361,30 @@ def test_bpe_level_from_the_cli(data_dir, tmp_path, trained_run):
     _train("--init_from", str(save), "--num_epochs", "3", *common)
     assert rundir.read_run(str(save)).vocab == vocab
     assert rundir.read_checkpoint_state(str(save), "latest")["epoch"] == 3
-    r = CliRunner().invoke(main, ["train", "--init_from", str(save), "--vocab_size", "400",
-                                  "--num_epochs", "4", *common])
+    r = CliRunner().invoke(
+        main,
+        ["train", "--init_from", str(save), "--vocab_size", "400", "--num_epochs", "4", *common],
+    )
     assert r.exit_code == 2 and "keeps its vocabulary (--vocab_size 300)" in r.output
 
 
 def test_vocab_size_is_refused_off_bpe_level(data_dir, tmp_path):
     save = tmp_path / "s"
-    for flags, hint in ((["--vocab_size", "512"], "--level bpe only"),
-                        (["--level", "word", "--vocab_size", "512"], "--level bpe only"),
-                        (["--level", "bpe", "--max_vocab", "50"], "--level word only"),
-                        (["--level", "bpe", "--vocab_size", "100"], "256")):
-        r = CliRunner().invoke(main, ["train", *flags, "--data_dir", str(data_dir),
-                                      "--save_dir", str(save)])
+    for flags, hint in (
+        (["--vocab_size", "512"], "--level bpe only"),
+        (["--level", "word", "--vocab_size", "512"], "--level bpe only"),
+        (["--level", "bpe", "--max_vocab", "50"], "--level word only"),
+        (["--level", "bpe", "--vocab_size", "100"], "256"),
+    ):
+        r = CliRunner().invoke(
+            main, ["train", *flags, "--data_dir", str(data_dir), "--save_dir", str(save)]
+        )
         assert r.exit_code == 2 and hint in r.output, r.output
     assert not save.exists()
 
 
 # ---------------------------------------------------------------- real words
+
 
 class _Texts:
     """What count_real_words uses of a loaded model: a sampler that returns set texts."""
@@ -326,11 +414,31 @@ def test_real_words_counts_glued_and_unknown_words_as_not_found():
 
 def test_evaluate_real_words_at_word_level(data_dir, tmp_path):
     save = tmp_path / "w"
-    _train("--level", "word", "--data_dir", str(data_dir), "--save_dir", str(save),
-           "--log_dir", str(tmp_path / "logs"), "--rnn_size", "16", "--batch_size", "4",
-           "--seq_length", "8", "--num_epochs", "1", "--seed", "1")
-    r = CliRunner().invoke(main, ["evaluate", "--save_dir", str(save), "--real_words", "3",
-                                  "-n", "40", "--json"], catch_exceptions=False)
+    _train(
+        "--level",
+        "word",
+        "--data_dir",
+        str(data_dir),
+        "--save_dir",
+        str(save),
+        "--log_dir",
+        str(tmp_path / "logs"),
+        "--rnn_size",
+        "16",
+        "--batch_size",
+        "4",
+        "--seq_length",
+        "8",
+        "--num_epochs",
+        "1",
+        "--seed",
+        "1",
+    )
+    r = CliRunner().invoke(
+        main,
+        ["evaluate", "--save_dir", str(save), "--real_words", "3", "-n", "40", "--json"],
+        catch_exceptions=False,
+    )
     assert r.exit_code == 0, r.output
     words = json.loads(r.output)["real_words"]
     assert words["samples"] == 3 and words["tokens"] == 40 and words["total"] > 0
@@ -338,6 +446,9 @@ def test_evaluate_real_words_at_word_level(data_dir, tmp_path):
     assert words["rate"] == pytest.approx(words["found"] / words["total"])
     known = set(re.findall(r"\w+", data.split_text(TINY_TEXT, 0.1)[0]))
     assert not known & set(words["missing"])
-    table = CliRunner().invoke(main, ["evaluate", "--save_dir", str(save), "--real_words", "3",
-                                      "-n", "40"], catch_exceptions=False)
+    table = CliRunner().invoke(
+        main,
+        ["evaluate", "--save_dir", str(save), "--real_words", "3", "-n", "40"],
+        catch_exceptions=False,
+    )
     assert "occur in the training text (3 samples of 40 tokens" in table.output

@@ -4,8 +4,13 @@ import pytest
 from kerasgen import rundir
 from kerasgen.errors import CheckpointError
 from kerasgen.model import ModelConfig, build_model, reset_states, rnn_layers
-from kerasgen.sampling import (Sampler, SamplingOptions, decode_prime, generate_reference,
-                               select_next)
+from kerasgen.sampling import (
+    Sampler,
+    SamplingOptions,
+    decode_prime,
+    generate_reference,
+    select_next,
+)
 from kerasgen.vocab import Vocabulary
 
 V = Vocabulary.from_text("abcdefgh \n")
@@ -13,9 +18,9 @@ V = Vocabulary.from_text("abcdefgh \n")
 
 def tiny(batch, model="lstm"):
     import keras
+
     keras.utils.set_random_seed(0)
-    return build_model(ModelConfig(vocab_size=len(V), model=model, rnn_size=6, num_layers=2),
-                       batch)
+    return build_model(ModelConfig(vocab_size=len(V), model=model, rnn_size=6, num_layers=2), batch)
 
 
 @pytest.mark.parametrize("family", ["lstm", "gru", "rnn"])
@@ -50,8 +55,7 @@ def test_batch_n_weights_in_batch_1_model_give_same_logits(tmp_path):
     x = np.array([[1, 4, 2, 7, 0]], np.int32)
     reset_states(big)
     reset_states(small)
-    np.testing.assert_allclose(small(x).numpy()[0], big(np.repeat(x, 4, 0)).numpy()[0],
-                               atol=1e-5)
+    np.testing.assert_allclose(small(x).numpy()[0], big(np.repeat(x, 4, 0)).numpy()[0], atol=1e-5)
 
 
 def test_corrupt_checkpoint_is_refused_and_model_untouched(tmp_path):
@@ -71,6 +75,7 @@ def test_corrupt_checkpoint_is_refused_and_model_untouched(tmp_path):
 
 def test_interrupted_checkpoint_write_keeps_previous(tmp_path, monkeypatch):
     import h5py
+
     m = tiny(1)
     rundir.save_checkpoint(str(tmp_path), "latest", m, state={"step": 7})
 
@@ -82,12 +87,15 @@ def test_interrupted_checkpoint_write_keeps_previous(tmp_path, monkeypatch):
         rundir.save_checkpoint(str(tmp_path), "latest", m, state={"step": 8})
     monkeypatch.undo()
     assert rundir.load_checkpoint(str(tmp_path), "latest", m)["step"] == 7
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoints.json",
-                                                          "latest.ckpt.h5"]  # no debris
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "checkpoints.json",
+        "latest.ckpt.h5",
+    ]  # no debris
 
 
 def test_forced_logits_pick_the_expected_id():
     import tensorflow as tf
+
     logits = tf.constant([[0.0, 50.0, 0.0], [0.0, 0.0, 50.0]])
     prev = tf.constant([0, 0])
     for mode in (0, 1, 2):
@@ -102,12 +110,17 @@ def test_forced_logits_pick_the_expected_id():
 
 def test_top_p_keeps_the_nucleus():
     import tensorflow as tf
+
     logits = tf.math.log(tf.constant([[0.6, 0.3, 0.1]]))
-    seen = {int(select_next(logits, tf.constant([0]), s, 5, 1.0, SamplingOptions(top_p=0.5), 0)[0])
-            for s in range(50)}
+    seen = {
+        int(select_next(logits, tf.constant([0]), s, 5, 1.0, SamplingOptions(top_p=0.5), 0)[0])
+        for s in range(50)
+    }
     assert seen == {0}
-    seen = {int(select_next(logits, tf.constant([0]), s, 5, 1.0, SamplingOptions(top_p=0.8), 0)[0])
-            for s in range(200)}
+    seen = {
+        int(select_next(logits, tf.constant([0]), s, 5, 1.0, SamplingOptions(top_p=0.8), 0)[0])
+        for s in range(200)
+    }
     assert seen == {0, 1}
 
 
@@ -115,10 +128,16 @@ def test_compiled_generators_match_step_by_step_reference():
     # Exactly the same ids, not just close: the draws are a pure function of
     # (seed, step, row), and the fused logits equal the Keras layers' to rounding.
     m = tiny(3)
-    generators = [Sampler(m, V, jit_compile=jit, fused=fused)
-                  for fused, jit in ((True, True), (True, False), (False, True))]
-    for options in (SamplingOptions(seed=3), SamplingOptions(sample=2, seed=4, temperature=1.5),
-                    SamplingOptions(sample=0), SamplingOptions(seed=5, top_k=3, top_p=0.9)):
+    generators = [
+        Sampler(m, V, jit_compile=jit, fused=fused)
+        for fused, jit in ((True, True), (True, False), (False, True))
+    ]
+    for options in (
+        SamplingOptions(seed=3),
+        SamplingOptions(sample=2, seed=4, temperature=1.5),
+        SamplingOptions(sample=0),
+        SamplingOptions(seed=5, top_k=3, top_p=0.9),
+    ):
         expected = generate_reference(m, V, 150, "ab", options)
         for gen in generators:
             fast = gen.generate_ids(150, "ab", options)  # crosses a chunk boundary

@@ -10,7 +10,6 @@ import shutil
 import time
 
 import pytest
-
 from serving import running_server
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -29,10 +28,18 @@ def browser(tmp_path_factory):
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--disable-dev-shm-usage", "--window-size=390,844",
-                 f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--window-size=390,844",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium')}",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     yield driver
@@ -67,8 +74,9 @@ def test_the_page_streams_text_and_stop_ends_it(browser, trained_run):
         find(By.ID, "generate").click()
         first = wait_for(lambda: len(find(By.ID, "out").text) > 4 and find(By.ID, "out").text)
         assert first.startswith("KING")
-        grown = wait_for(lambda: len(find(By.ID, "out").text) > len(first) + 20
-                         and find(By.ID, "out").text)
+        grown = wait_for(
+            lambda: len(find(By.ID, "out").text) > len(first) + 20 and find(By.ID, "out").text
+        )
         assert grown.startswith(first)
         find(By.ID, "stop").click()
         assert wait_for(lambda: find(By.ID, "status").text == "stopped")

@@ -23,8 +23,12 @@ def run(args):
 def test_shipped_presets_load_and_resolve():
     assert {"shakespeare-10min", "python-20min"} <= set(preset_names())
     assert load_preset("shakespeare-10min") == {
-        "rnn_size": 256, "seq_length": 100, "learning_rate": 0.003, "lr_schedule": "cosine",
-        "time_budget": "10m"}
+        "rnn_size": 256,
+        "seq_length": 100,
+        "learning_rate": 0.003,
+        "lr_schedule": "cosine",
+        "time_budget": "10m",
+    }
     assert load_preset("python-20min")["data_dir"] == "data/python"
     for name in preset_names():
         config, model = resolve_options({"preset": name})
@@ -38,22 +42,24 @@ def test_shipped_presets_load_and_resolve():
     assert config.time_budget == 1200 and config.data_dir == "data/python"
 
 
-def test_typed_options_override_the_preset_and_the_preset_overrides_the_recorded_run(
-        trained_run):
-    config, model = resolve_options({"preset": "shakespeare-10min", "rnn_size": 64,
-                                     "time_budget": "30s"})
+def test_typed_options_override_the_preset_and_the_preset_overrides_the_recorded_run(trained_run):
+    config, model = resolve_options(
+        {"preset": "shakespeare-10min", "rnn_size": 64, "time_budget": "30s"}
+    )
     assert model["rnn_size"] == 64 and config.seq_length == 100 and config.time_budget == 30
     assert config.learning_rate == 0.003 and config.batch_size == TrainConfig.batch_size
     # n_embd is rnn_size's other name: typed, it still beats the preset's rnn_size.
-    _, model = resolve_options({"preset": "shakespeare-10min", "model": "transformer",
-                                "n_embd": 32})
+    _, model = resolve_options(
+        {"preset": "shakespeare-10min", "model": "transformer", "n_embd": 32}
+    )
     assert model["rnn_size"] == 32 and model["context"] == 100
     # typed > preset > recorded > defaults
     _, save = trained_run
     recorded = json.loads((save / "config.json").read_text())["train"]
     assert recorded["lr_schedule"] == "epoch" and recorded["batch_size"] == 4
-    config, model = resolve_options({"preset": "shakespeare-10min", "learning_rate": 0.01},
-                                    init_from=str(save))
+    config, model = resolve_options(
+        {"preset": "shakespeare-10min", "learning_rate": 0.01}, init_from=str(save)
+    )
     assert config.learning_rate == 0.01  # typed
     assert config.lr_schedule == "cosine" and model["rnn_size"] == 256  # the preset's
     assert config.batch_size == 4 and config.save_dir == str(save)  # recorded
@@ -77,7 +83,7 @@ def test_unknown_preset_is_a_usage_error_naming_the_presets(tmp_path):
     error = r.output.strip().splitlines()[-1]
     assert "unknown preset 'python-5min'" in error
     assert all(name in error for name in preset_names())
-    with pytest.raises(ValueError, match="choose one of .*shakespeare-10min"):
+    with pytest.raises(ValueError, match=r"choose one of .*shakespeare-10min"):
         kerasgen.train(text="x = 1\n" * 100, save_dir=str(tmp_path / "y"), preset="nope")
     assert not (tmp_path / "y").exists()
 
@@ -88,15 +94,29 @@ def test_python_preset_without_its_corpus_says_how_to_build_it(tmp_path, monkeyp
     assert r.exit_code == 2
     assert r.output.strip().splitlines()[-1] == (
         "Error: data directory data/python does not exist; build a Python corpus there with: "
-        "kerasgen corpus python --out data/python/input.txt")
+        "kerasgen corpus python --out data/python/input.txt"
+    )
     assert not (tmp_path / "s").exists()
 
 
 def test_a_preset_run_records_its_name_and_settings(data_dir, tmp_path, tiny_train):
     save = tmp_path / "save"
-    r = run(["train", "--preset", "shakespeare-10min", "--data_dir", str(data_dir),
-             "--save_dir", str(save), "--log_dir", str(tmp_path / "logs"),
-             "--num_epochs", "1", *tiny_train])
+    r = run(
+        [
+            "train",
+            "--preset",
+            "shakespeare-10min",
+            "--data_dir",
+            str(data_dir),
+            "--save_dir",
+            str(save),
+            "--log_dir",
+            str(tmp_path / "logs"),
+            "--num_epochs",
+            "1",
+            *tiny_train,
+        ]
+    )
     assert r.exit_code == 0, r.output
     config = json.loads((save / "config.json").read_text())
     assert config["train"]["preset"] == "shakespeare-10min"

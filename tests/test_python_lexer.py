@@ -46,7 +46,7 @@ def forbidden_positions(text: str) -> list[int]:
         raise ValueError(f"a text of at most {SCAN_CHARS} characters, got {len(text)}")
     # Blank lines after the text (always allowed) give every call one shape: one compile.
     ids = VOCAB.encode(text + "\n" * (SCAN_CHARS - len(text))).astype(np.int32)[None, :]
-    return [int(i) for i in np.flatnonzero(~_scan()(tf.constant(ids)).numpy()[:len(text)])]
+    return [int(i) for i in np.flatnonzero(~_scan()(tf.constant(ids)).numpy()[: len(text)])]
 
 
 SCAN_CHARS = 16384
@@ -71,105 +71,109 @@ def _scan():
 
 # ---------------------------------------------------------------- the rules
 
-@pytest.mark.parametrize("text, allowed, forbidden", [
-    # Brackets: only the one that matches the last opened closes; none at depth 0.
-    ("x = f(a[1", "]", ")}"),
-    ("x = {1: (2", ")", "]}"),
-    ("x = ", "([{", ")]}"),
-    # No line break inside brackets (the corpus layout), so no comment or backslash either.
-    ("x = f(a, ", ")", "\n#\\"),
-    ("x = 1 ", "\n#\\", ""),
-    # A one-line string cannot take a line break, unless it is escaped.
-    ("x = 'ab", "'\"#)", "\n"),
-    ("x = 'ab\\", "\n'", ""),
-    ('x = "it\'s', '"\'', "\n"),
-    # Triple-quoted strings and comments take anything.
-    ("x = '''ab", "\n)]'", ""),
-    ("x = ''", "'\n", ""),  # a third quote opens a triple-quoted string
-    ("x = 1  # f(", "\n)]'", ""),
-    # After a backslash in code, only the line break.
-    ("x = 1 + \\", "\n", " y)"),
-    # After a line ending in ':' the block must be indented.
-    ("if x:\n", " \n#", "yp'("),
-    ("if x:\n  ", " y(", ""),
-    # Without one, a statement starts only at a column on the indentation stack.
-    ("if x:\n    y = 1\n", "z ", ""),
-    ("if x:\n    y = 1\n  ", " \n#", "z("),
-    ("if x:\n    y = 1\n    ", "z\n#", " "),
-    ("def f():\n    if x:\n        y\n    ", "z ", ""),
-    ("def f():\n    if x:\n        y\n      ", " ", "z("),
-    ("def f():\n    if x:\n        y\n", "z ", ""),
-    ("x = 1\n", "z\n#", " "),
-    # A ':' inside brackets or a one-line body opens no block.
-    ("x = d[1:]\n", "z", " "),
-    ("if x: y = 1\n", "z", " "),
-    # Blank and comment lines may stand anywhere.
-    ("if x:\n    y\n\n", "z #\n", ""),
-    # A compound statement's line ends only after its ':'; a simple statement takes a
-    # ':' only to annotate its target, or for a lambda.
-    ("if x", ":", "\n#"),
-    ("x", ":", ""),
-    ("x = a", "", ":"),
-    ("f = lambda x", ":", ""),
-    # def and class headers: a name, then (a def's) parameters' names.
-    ("def ", "f_ ", "(1:"),
-    ("def f", "(g", ":="),
-    ("def f(", "a*/)", "1'(["),
-    ("def f(a ", ",):=", "b.("),
-    ("def f(a=g(1, 2), *", "*b,", ")"),
-    ("class A", "(:", "=."),
-    # After an operand, a name is one of the keywords that may follow one.
-    ("x = a ", "inao+(", "bxf1"),
-    ("x = a i", "fns", "mx(1"),
-    ("x = f(a) ", "i", "b"),
-    ("x = [a ", "fa", "b"),  # a comprehension's for, in brackets only
-    ("from a i", "m", ""),  # from a import b
-    ("raise a f", "r", ""),  # raise a from b
-    ("with a ", "a", "b"),  # with a as b
-    # After an attribute's '.', its name (a number's '.' is no attribute's).
-    ("x = a.", "b_ ", "(1."),
-    ("x = 1.", "5", ""),
-    # A statement that begins with a keyword has no '=' of its own at depth 0.
-    ("if a =", "=", " b"),
-    ("return a =", "=", " b"),
-    ("f = lambda x=", "1", ""),
-    ("x = a =", " b", ""),
-    ("if a", "=", ","),  # nor a tuple as its condition
-    ("def f(a=", "1(", "="),
-    # A keyword is no parameter's, function's or class's name: the name goes on.
-    ("def f(None", "_", ",)="),
-    ("def if", "_", "("),
-    # A conditional expression at depth 0 has its else before the line ends; an else
-    # after an operand has its if.
-    ("x = a if b ", "e", "\n:#"),
-    ("x = 0 if a else 1 if b ", "e", "\n"),
-    ("x = a if b else c", "\n", ""),
-    ("x = a ", "i", "e"),
-    # A line does not end after '=', an operator or a ':' that opens no block.
-    ("x =", " ", "\n#"),
-    ("x = a +", " b", "\n#"),
-    ("x:", " ", "\n"),
-    ("f = lambda:", " ", "\n"),
-    ("x = ...", "\n", ""),
-    ("from a import *", "\n", ""),
-    ("match x:", "\n", ""),
-    # Only a name, attribute or subscript is annotated.
-    ("x[1]", ":", ""),
-    ("f(x)", "", ":"),
-    # A number's letters.
-    ("x = 28.", "5e", "rz"),
-    ("x = 0x", "f", "g"),
-    # A one-line body is a statement of its own.
-    ("if a: b =", " 1", ""),
-    ("if a: b", ",", ""),
-    # A try's body is followed by except or finally at the try's column, never a dedent.
-    ("try:\n    x\n", "ef \n#", "xi(@"),
-    ("try:\n    x\nexcept E:\n    y\n", "xef", ""),
-    ("def f():\n    try:\n        x\n", " ", "zd"),
-    # A clause where its statement cannot take it does not end: the name goes on.
-    ("x = 1\nelse", "_s", ": \n"),
-    ("if x:\n    y\nelse", ":", ""),
-])
+
+@pytest.mark.parametrize(
+    "text, allowed, forbidden",
+    [
+        # Brackets: only the one that matches the last opened closes; none at depth 0.
+        ("x = f(a[1", "]", ")}"),
+        ("x = {1: (2", ")", "]}"),
+        ("x = ", "([{", ")]}"),
+        # No line break inside brackets (the corpus layout), so no comment or backslash either.
+        ("x = f(a, ", ")", "\n#\\"),
+        ("x = 1 ", "\n#\\", ""),
+        # A one-line string cannot take a line break, unless it is escaped.
+        ("x = 'ab", "'\"#)", "\n"),
+        ("x = 'ab\\", "\n'", ""),
+        ("x = \"it's", "\"'", "\n"),
+        # Triple-quoted strings and comments take anything.
+        ("x = '''ab", "\n)]'", ""),
+        ("x = ''", "'\n", ""),  # a third quote opens a triple-quoted string
+        ("x = 1  # f(", "\n)]'", ""),
+        # After a backslash in code, only the line break.
+        ("x = 1 + \\", "\n", " y)"),
+        # After a line ending in ':' the block must be indented.
+        ("if x:\n", " \n#", "yp'("),
+        ("if x:\n  ", " y(", ""),
+        # Without one, a statement starts only at a column on the indentation stack.
+        ("if x:\n    y = 1\n", "z ", ""),
+        ("if x:\n    y = 1\n  ", " \n#", "z("),
+        ("if x:\n    y = 1\n    ", "z\n#", " "),
+        ("def f():\n    if x:\n        y\n    ", "z ", ""),
+        ("def f():\n    if x:\n        y\n      ", " ", "z("),
+        ("def f():\n    if x:\n        y\n", "z ", ""),
+        ("x = 1\n", "z\n#", " "),
+        # A ':' inside brackets or a one-line body opens no block.
+        ("x = d[1:]\n", "z", " "),
+        ("if x: y = 1\n", "z", " "),
+        # Blank and comment lines may stand anywhere.
+        ("if x:\n    y\n\n", "z #\n", ""),
+        # A compound statement's line ends only after its ':'; a simple statement takes a
+        # ':' only to annotate its target, or for a lambda.
+        ("if x", ":", "\n#"),
+        ("x", ":", ""),
+        ("x = a", "", ":"),
+        ("f = lambda x", ":", ""),
+        # def and class headers: a name, then (a def's) parameters' names.
+        ("def ", "f_ ", "(1:"),
+        ("def f", "(g", ":="),
+        ("def f(", "a*/)", "1'(["),
+        ("def f(a ", ",):=", "b.("),
+        ("def f(a=g(1, 2), *", "*b,", ")"),
+        ("class A", "(:", "=."),
+        # After an operand, a name is one of the keywords that may follow one.
+        ("x = a ", "inao+(", "bxf1"),
+        ("x = a i", "fns", "mx(1"),
+        ("x = f(a) ", "i", "b"),
+        ("x = [a ", "fa", "b"),  # a comprehension's for, in brackets only
+        ("from a i", "m", ""),  # from a import b
+        ("raise a f", "r", ""),  # raise a from b
+        ("with a ", "a", "b"),  # with a as b
+        # After an attribute's '.', its name (a number's '.' is no attribute's).
+        ("x = a.", "b_ ", "(1."),
+        ("x = 1.", "5", ""),
+        # A statement that begins with a keyword has no '=' of its own at depth 0.
+        ("if a =", "=", " b"),
+        ("return a =", "=", " b"),
+        ("f = lambda x=", "1", ""),
+        ("x = a =", " b", ""),
+        ("if a", "=", ","),  # nor a tuple as its condition
+        ("def f(a=", "1(", "="),
+        # A keyword is no parameter's, function's or class's name: the name goes on.
+        ("def f(None", "_", ",)="),
+        ("def if", "_", "("),
+        # A conditional expression at depth 0 has its else before the line ends; an else
+        # after an operand has its if.
+        ("x = a if b ", "e", "\n:#"),
+        ("x = 0 if a else 1 if b ", "e", "\n"),
+        ("x = a if b else c", "\n", ""),
+        ("x = a ", "i", "e"),
+        # A line does not end after '=', an operator or a ':' that opens no block.
+        ("x =", " ", "\n#"),
+        ("x = a +", " b", "\n#"),
+        ("x:", " ", "\n"),
+        ("f = lambda:", " ", "\n"),
+        ("x = ...", "\n", ""),
+        ("from a import *", "\n", ""),
+        ("match x:", "\n", ""),
+        # Only a name, attribute or subscript is annotated.
+        ("x[1]", ":", ""),
+        ("f(x)", "", ":"),
+        # A number's letters.
+        ("x = 28.", "5e", "rz"),
+        ("x = 0x", "f", "g"),
+        # A one-line body is a statement of its own.
+        ("if a: b =", " 1", ""),
+        ("if a: b", ",", ""),
+        # A try's body is followed by except or finally at the try's column, never a dedent.
+        ("try:\n    x\n", "ef \n#", "xi(@"),
+        ("try:\n    x\nexcept E:\n    y\n", "xef", ""),
+        ("def f():\n    try:\n        x\n", " ", "zd"),
+        # A clause where its statement cannot take it does not end: the name goes on.
+        ("x = 1\nelse", "_s", ": \n"),
+        ("if x:\n    y\nelse", ":", ""),
+    ],
+)
 def test_the_constraint_allows_and_forbids(text, allowed, forbidden):
     chars = allowed_after(text)
     assert set(allowed) <= chars, sorted(set(allowed) - chars)
@@ -180,25 +184,31 @@ def test_real_python_as_the_corpus_writes_it_is_never_forbidden():
     import json as module_a
     import textwrap as module_b
 
-    sources = [reformat_python(strip_python(open(m.__file__, encoding="utf-8").read()))
-               for m in (module_a, module_b)]
-    written = ("class A(B, metaclass=M):\n\n    @property\n    def f(self, *a, **k) -> int:\n"
-               "        if a:\n            return {'x': [1, (2, 3)]}[k['y']]\n"
-               "        elif b'\\x00' in r'\\d+' + f\"{a!r}\" + '''q\n'r''' + \"\"\"\"\"\":\n"
-               "            pass\n        else:\n            x = lambda y: y[1:] if y else ''\n"
-               "        try:\n            pass\n        except E as e:  # ok\n\n"
-               "            raise\n        return 1\n\n\nx = 'a\\'b' + \"c\\\"d\"  # (\n")
-    newer = ("from . import a\nfrom .b import c as d\n\n\n@dataclass(frozen=True)\n"
-             "class P:\n    x: int = 0\n    y: list[int] = field(default_factory=list)\n\n"
-             "    async def f(self, *, k=lambda a, b=1: a if b else -a, **kw) -> None:\n"
-             "        async with a as b, c as d:\n            await g([x async for x in y])\n"
-             "        match self.x:\n            case P(x=1) | [0, *_] if k:\n"
-             "                pass\n            case _:\n                ...\n"
-             "        if (n := len(kw)) > 1: n = 0x1F + 1.5e3j - 1_000 - .5\n"
-             "        z = 0 if n == 1 else 1 if n else 2\n        for i, j in a, b:\n"
-             "            del a[i], b[j]\n        else:\n            raise E('x') from None\n"
-             "        return (yield from h()), not a, a not in b, a is not b\n\n\n"
-             "_SHUTTING_DOWN = False\n")
+    sources = [
+        reformat_python(strip_python(open(m.__file__, encoding="utf-8").read()))
+        for m in (module_a, module_b)
+    ]
+    written = (
+        "class A(B, metaclass=M):\n\n    @property\n    def f(self, *a, **k) -> int:\n"
+        "        if a:\n            return {'x': [1, (2, 3)]}[k['y']]\n"
+        "        elif b'\\x00' in r'\\d+' + f\"{a!r}\" + '''q\n'r''' + \"\"\"\"\"\":\n"
+        "            pass\n        else:\n            x = lambda y: y[1:] if y else ''\n"
+        "        try:\n            pass\n        except E as e:  # ok\n\n"
+        "            raise\n        return 1\n\n\nx = 'a\\'b' + \"c\\\"d\"  # (\n"
+    )
+    newer = (
+        "from . import a\nfrom .b import c as d\n\n\n@dataclass(frozen=True)\n"
+        "class P:\n    x: int = 0\n    y: list[int] = field(default_factory=list)\n\n"
+        "    async def f(self, *, k=lambda a, b=1: a if b else -a, **kw) -> None:\n"
+        "        async with a as b, c as d:\n            await g([x async for x in y])\n"
+        "        match self.x:\n            case P(x=1) | [0, *_] if k:\n"
+        "                pass\n            case _:\n                ...\n"
+        "        if (n := len(kw)) > 1: n = 0x1F + 1.5e3j - 1_000 - .5\n"
+        "        z = 0 if n == 1 else 1 if n else 2\n        for i, j in a, b:\n"
+        "            del a[i], b[j]\n        else:\n            raise E('x') from None\n"
+        "        return (yield from h()), not a, a not in b, a is not b\n\n\n"
+        "_SHUTTING_DOWN = False\n"
+    )
     for text in sources + [written, newer]:
         ast.parse(text)
         assert forbidden_positions(text) == []
@@ -212,10 +222,11 @@ def test_a_line_break_inside_brackets_is_the_one_layout_it_refuses():
 
 # ---------------------------------------------------------------- samples drawn under it
 
+
 def lexical_errors(text: str) -> list[str]:
     """What Python's tokenizer, and the block structure it implies, find wrong in ``text``
     (complete lines only; a statement the end of the text cuts off is not an error)."""
-    text = text[:text.rfind("\n") + 1]
+    text = text[: text.rfind("\n") + 1]
     errors, brackets, tokens = [], [], []
     try:
         for tok in tokenize.generate_tokens(io.StringIO(text).readline):
@@ -253,10 +264,30 @@ def python_run(tmp_path_factory):
     source = reformat_python(strip_python(open(module.__file__, encoding="utf-8").read()))
     (base / "data" / "input.txt").write_text(source * 3, encoding="utf-8")
     save = base / "save"
-    r = run(["train", "--data_dir", str(base / "data"), "--save_dir", str(save),
-             "--log_dir", str(base / "logs"), "--rnn_size", "32", "--num_layers", "1",
-             "--batch_size", "8", "--seq_length", "32", "--num_epochs", "2", "--seed", "1",
-             "--no_jit_compile"])
+    r = run(
+        [
+            "train",
+            "--data_dir",
+            str(base / "data"),
+            "--save_dir",
+            str(save),
+            "--log_dir",
+            str(base / "logs"),
+            "--rnn_size",
+            "32",
+            "--num_layers",
+            "1",
+            "--batch_size",
+            "8",
+            "--seq_length",
+            "32",
+            "--num_epochs",
+            "2",
+            "--seed",
+            "1",
+            "--no_jit_compile",
+        ]
+    )
     assert r.exit_code == 0, r.output
     return save
 
@@ -284,22 +315,62 @@ def test_the_constraint_reads_a_long_prime_before_drawing(python_run):
 
 
 def test_sample_syntax_python_constrains_its_draws_by_default(python_run):
-    args = ["sample", "--save_dir", str(python_run), "-n", "30", "--seed", "4", "--syntax",
-            "python", "--prime", "def ", "--num_samples", "2", "--tries", "2"]
+    args = [
+        "sample",
+        "--save_dir",
+        str(python_run),
+        "-n",
+        "30",
+        "--seed",
+        "4",
+        "--syntax",
+        "python",
+        "--prime",
+        "def ",
+        "--num_samples",
+        "2",
+        "--tries",
+        "2",
+    ]
     default, constrained = run(args), run([*args, "--constrain", "python"])
     assert default.exit_code == 0 and "blocks drawn" in default.stderr, default.output
     assert (default.stdout, default.stderr) == (constrained.stdout, constrained.stderr)
     assert kerasgen.load(str(python_run)).default_constrain("python") == "python"
     assert kerasgen.load(str(python_run)).default_constrain(None) == "none"
-    r = run(["sample", "--save_dir", str(python_run), "-n", "200", "--seed", "4",
-             "--constrain", "python", "--prime", "def "])
+    r = run(
+        [
+            "sample",
+            "--save_dir",
+            str(python_run),
+            "-n",
+            "200",
+            "--seed",
+            "4",
+            "--constrain",
+            "python",
+            "--prime",
+            "def ",
+        ]
+    )
     # The last line is cut off by -n (the CLI ends the output with a line break).
     assert r.exit_code == 0 and lexical_errors(r.stdout[:-1]) == [], r.output
 
 
 def test_evaluate_reports_the_constraint(python_run):
-    r = run(["evaluate", "--save_dir", str(python_run), "--python_syntax", "4", "-n", "200",
-             "--constrain", "python", "--json"])
+    r = run(
+        [
+            "evaluate",
+            "--save_dir",
+            str(python_run),
+            "--python_syntax",
+            "4",
+            "-n",
+            "200",
+            "--constrain",
+            "python",
+            "--json",
+        ]
+    )
     assert r.exit_code == 0, r.output
     syntax = json.loads(r.stdout)["python_syntax"]
     assert syntax["constrain"] == "python" and syntax["samples"] == 4
@@ -312,17 +383,47 @@ def test_the_constraint_needs_a_character_level_run(tmp_path, tiny_train):
     data.mkdir()
     (data / "input.txt").write_text("def f(x):\n    return x\n\n\n" * 40, encoding="utf-8")
     save = tmp_path / "save"
-    r = run(["train", "--data_dir", str(data), "--save_dir", str(save), "--log_dir",
-             str(tmp_path / "logs"), "--level", "word", "--num_epochs", "1", "--val_frac", "0",
-             *tiny_train])
+    r = run(
+        [
+            "train",
+            "--data_dir",
+            str(data),
+            "--save_dir",
+            str(save),
+            "--log_dir",
+            str(tmp_path / "logs"),
+            "--level",
+            "word",
+            "--num_epochs",
+            "1",
+            "--val_frac",
+            "0",
+            *tiny_train,
+        ]
+    )
     assert r.exit_code == 0, r.output
-    for args in (["sample", "--constrain", "python"],
-                 ["evaluate", "--python_syntax", "2", "--constrain", "python"]):
+    for args in (
+        ["sample", "--constrain", "python"],
+        ["evaluate", "--python_syntax", "2", "--constrain", "python"],
+    ):
         r = run([*args, "--save_dir", str(save)])
         assert r.exit_code == 2 and "character-level" in r.output, r.output
     # --syntax python alone still parses and redraws blocks, unconstrained.
-    r = run(["sample", "--syntax", "python", "-n", "5", "--seed", "1", "--tries", "1",
-             "--save_dir", str(save)])
+    r = run(
+        [
+            "sample",
+            "--syntax",
+            "python",
+            "-n",
+            "5",
+            "--seed",
+            "1",
+            "--tries",
+            "1",
+            "--save_dir",
+            str(save),
+        ]
+    )
     assert r.exit_code == 0 and "blocks drawn" in r.stderr, r.output
     with pytest.raises(ValueError, match="character-level"):
         kerasgen.load(str(save)).generate(10, constrain="python")

@@ -10,17 +10,24 @@ from click.testing import CliRunner
 
 import kerasgen
 from kerasgen import python_code
-from kerasgen.python_code import (BlockSampler, first_block, measure_syntax, python_blocks,
-                                  wilson_interval)
+from kerasgen.python_code import (
+    BlockSampler,
+    first_block,
+    measure_syntax,
+    python_blocks,
+    wilson_interval,
+)
 from kerasgen.sampling import SamplingOptions
 from kerasgen.vocab import Vocabulary
 from kerasgen_cli.main import main
 
 # Simple Python a tiny model learns in seconds: short blocks, two blank lines between.
-PY_TEXT = ("import os\n\n\n"
-           "def add(a, b):\n    return a + b\n\n\n"
-           "def sub(a, b):\n    return a - b\n\n\n"
-           "x = add(1, 2)\n\n\n") * 40
+PY_TEXT = (
+    "import os\n\n\n"
+    "def add(a, b):\n    return a + b\n\n\n"
+    "def sub(a, b):\n    return a - b\n\n\n"
+    "x = add(1, 2)\n\n\n"
+) * 40
 
 
 def run(args):
@@ -29,11 +36,18 @@ def run(args):
 
 # ---------------------------------------------------------------- the measure
 
-@pytest.mark.parametrize("ok, total, lo, hi", [
-    # Newcombe (1998), Statistics in Medicine 17:857, table I, method 3 (Wilson score).
-    (81, 263, 0.2553, 0.3662), (15, 148, 0.0624, 0.1605), (0, 20, 0.0, 0.1611),
-    (1, 29, 0.0061, 0.1718), (29, 29, 0.8830, 1.0),
-])
+
+@pytest.mark.parametrize(
+    "ok, total, lo, hi",
+    [
+        # Newcombe (1998), Statistics in Medicine 17:857, table I, method 3 (Wilson score).
+        (81, 263, 0.2553, 0.3662),
+        (15, 148, 0.0624, 0.1605),
+        (0, 20, 0.0, 0.1611),
+        (1, 29, 0.0061, 0.1718),
+        (29, 29, 0.8830, 1.0),
+    ],
+)
 def test_wilson_interval_matches_published_values(ok, total, lo, hi):
     got = wilson_interval(ok, total)
     assert got == pytest.approx((lo, hi), abs=5e-5)
@@ -41,10 +55,12 @@ def test_wilson_interval_matches_published_values(ok, total, lo, hi):
 
 
 def test_samples_that_never_return_to_column_0_count_nothing():
-    texts = ["x = 1\ny = 2\n",  # one counted block
-             "    deep\n    deeper\n",  # never at column 0
-             "def f():\n    return 1\n",  # the function never ended
-             "x = 1\ny = )\nz = 2\nw = 1\n"]  # three counted, the middle one fails
+    texts = [
+        "x = 1\ny = 2\n",  # one counted block
+        "    deep\n    deeper\n",  # never at column 0
+        "def f():\n    return 1\n",  # the function never ended
+        "x = 1\ny = )\nz = 2\nw = 1\n",
+    ]  # three counted, the middle one fails
     result = measure_syntax(texts, chars=100)
     assert (result.ok, result.total, result.blockless) == (3, 4, 2)
     assert result.never_at_column_0 == 0.5
@@ -52,19 +68,29 @@ def test_samples_that_never_return_to_column_0_count_nothing():
     assert as_json["never_at_column_0"] == 0.5 and as_json["rate"] == 0.75
     assert as_json["interval"] == pytest.approx(list(wilson_interval(3, 4)))
     assert "prime" not in as_json
-    assert (as_json["temperature"], as_json["top_k"], as_json["top_p"], as_json["seed"]) == \
-        (1.0, 0, 0.9, 3)
+    assert (as_json["temperature"], as_json["top_k"], as_json["top_p"], as_json["seed"]) == (
+        1.0,
+        0,
+        0.9,
+        3,
+    )
 
 
 def test_a_prime_counts_functions_finished_and_parsing():
-    texts = ["def f():\n    return 1\nx = 1\n",  # finished, parses
-             "def g(:\n    pass\ny = 2\n",  # finished, fails
-             "def h():\n    return (\n"]  # unfinished
+    texts = [
+        "def f():\n    return 1\nx = 1\n",  # finished, parses
+        "def g(:\n    pass\ny = 2\n",  # finished, fails
+        "def h():\n    return (\n",
+    ]  # unfinished
     result = measure_syntax(texts, chars=50, prime="def ")
     assert (result.finished, result.finished_ok) == (2, 1)
     assert result.to_dict(SamplingOptions())["prime"] == {
-        "text": "def ", "finished": 2, "ok": 1, "rate": 0.5,
-        "interval": list(wilson_interval(1, 2))}
+        "text": "def ",
+        "finished": 2,
+        "ok": 1,
+        "rate": 0.5,
+        "interval": list(wilson_interval(1, 2)),
+    }
 
 
 def test_a_block_ends_at_the_next_complete_line_that_starts_one():
@@ -74,10 +100,13 @@ def test_a_block_ends_at_the_next_complete_line_that_starts_one():
     assert first_block("# note\nx = 1\ny = 2\n") == "# note\nx = 1\n"
     assert first_block("    indented\nx = 1\ny = 2\n") == "    indented\nx = 1\n"
     assert python_blocks("x = 1\ny = 2\nif z:\n    pass\nelse:\n    pass\nw") == [
-        "x = 1\n", "y = 2\n"]
+        "x = 1\n",
+        "y = 2\n",
+    ]
 
 
 # ---------------------------------------------------------------- BlockSampler, scripted
+
 
 class ScriptedModel:
     """What BlockSampler uses of a TrainedModel; each draw returns the next scripted text."""
@@ -99,13 +128,17 @@ class ScriptedModel:
         self.calls.append((prime, options.seed))
         text = self.draws.pop(0)[:n]
         for i in range(0, len(text), 5):  # in pieces, as the real sampler streams
-            yield self.vocab.encode(text[i:i + 5])[None, :]
+            yield self.vocab.encode(text[i : i + 5])[None, :]
 
 
 def test_block_sampler_redraws_a_failing_block_and_continues_from_what_it_kept():
-    model = ScriptedModel(["f(:\n    pass\nx = 1\n",  # the prime's block fails
-                           "g():\n    return 1\nx = 2\ny",  # parses; "x = 2\ny" carries on
-                           " = 3\n"])  # completes "x = 2\n"
+    model = ScriptedModel(
+        [
+            "f(:\n    pass\nx = 1\n",  # the prime's block fails
+            "g():\n    return 1\nx = 2\ny",  # parses; "x = 2\ny" carries on
+            " = 3\n",
+        ]
+    )  # completes "x = 2\n"
     blocks = BlockSampler(model)
     out = list(blocks.stream(20, "def ", SamplingOptions(seed=5)))
     assert out == ["def g():\n    return 1\n", "x = 2\n"]
@@ -123,8 +156,7 @@ def test_block_sampler_redraws_a_failing_block_and_continues_from_what_it_kept()
 
 
 def test_block_sampler_gives_up_after_its_tries_and_counts_unfinished_draws():
-    model = ScriptedModel(["    x = 1\n" * 300, "f(:\n    pass\nx = 1\n",
-                           "f(:\n    pass\nx = 1\n"])
+    model = ScriptedModel(["    x = 1\n" * 300, "f(:\n    pass\nx = 1\n", "f(:\n    pass\nx = 1\n"])
     blocks = BlockSampler(model, tries=3)
     assert list(blocks.stream(100, "def ", SamplingOptions(seed=1))) == []
     stats = blocks.stats
@@ -145,17 +177,25 @@ def test_block_sampler_reads_at_most_about_context_chars_back(monkeypatch):
     # then the carried start of the next block (a block ends once the line after it
     # is complete, so the carry is that line).
     assert [prime for prime, _ in model.calls] == [
-        "", "a = 1\nb = 2\n", "a = 1\nb = 2\nc = 3\n", "b = 2\nc = 3\nd = 4\n"]
-
+        "",
+        "a = 1\nb = 2\n",
+        "a = 1\nb = 2\nc = 3\n",
+        "b = 2\nc = 3\nd = 4\n",
+    ]
 
 
 def test_block_sampler_drops_what_a_fresh_draw_makes_before_its_block():
-    model = ScriptedModel(["a = 1\nb = (\n",  # "b = (" never closes in the next draw
-                           " 1,\n    2\n",
-                           "    junk\nc = 3\nd = 4\n"])  # an indented line, then a block
+    model = ScriptedModel(
+        [
+            "a = 1\nb = (\n",  # "b = (" never closes in the next draw
+            " 1,\n    2\n",
+            "    junk\nc = 3\nd = 4\n",
+        ]
+    )  # an indented line, then a block
     blocks = BlockSampler(model)
     assert list(blocks.stream(12, "", SamplingOptions(seed=2))) == ["a = 1\n", "c = 3\n"]
     assert (blocks.stats.drawn, blocks.stats.kept, blocks.stats.unfinished) == (3, 2, 1)
+
 
 def test_block_sampler_refuses_an_indented_prime():
     with pytest.raises(ValueError, match="column 0"):
@@ -164,16 +204,39 @@ def test_block_sampler_refuses_an_indented_prime():
 
 # ---------------------------------------------------------------- through a real model
 
+
 @pytest.fixture(scope="module")
 def python_run(tmp_path_factory):
     base = tmp_path_factory.mktemp("python")
     (base / "data").mkdir()
     (base / "data" / "input.txt").write_text(PY_TEXT, encoding="utf-8")
     save = base / "save"
-    r = run(["train", "--data_dir", str(base / "data"), "--save_dir", str(save),
-             "--log_dir", str(base / "logs"), "--rnn_size", "48", "--num_layers", "1",
-             "--batch_size", "4", "--seq_length", "32", "--num_epochs", "6",
-             "--learning_rate", "0.01", "--seed", "1", "--no_jit_compile"])
+    r = run(
+        [
+            "train",
+            "--data_dir",
+            str(base / "data"),
+            "--save_dir",
+            str(save),
+            "--log_dir",
+            str(base / "logs"),
+            "--rnn_size",
+            "48",
+            "--num_layers",
+            "1",
+            "--batch_size",
+            "4",
+            "--seq_length",
+            "32",
+            "--num_epochs",
+            "6",
+            "--learning_rate",
+            "0.01",
+            "--seed",
+            "1",
+            "--no_jit_compile",
+        ]
+    )
     assert r.exit_code == 0, r.output
     return save
 
@@ -186,8 +249,19 @@ def python_model(python_run):
 
 @pytest.mark.parametrize("prime", ["", "def ", "import "])
 def test_sample_syntax_python_prints_only_blocks_that_parse(python_run, python_model, prime):
-    args = ["sample", "--save_dir", str(python_run), "-n", "200", "--seed", "3",
-            "--syntax", "python", "--prime", prime]
+    args = [
+        "sample",
+        "--save_dir",
+        str(python_run),
+        "-n",
+        "200",
+        "--seed",
+        "3",
+        "--syntax",
+        "python",
+        "--prime",
+        prime,
+    ]
     r = run(args)
     assert r.exit_code == 0, r.output
     text = r.stdout
@@ -203,37 +277,77 @@ def test_sample_syntax_python_prints_only_blocks_that_parse(python_run, python_m
 
 
 def test_sample_syntax_python_ends_a_sample_that_runs_out_of_tries(python_run):
-    r = run(["sample", "--save_dir", str(python_run), "-n", "200", "--seed", "3",
-             "--syntax", "python", "--prime", "def (", "--tries", "2"])
+    r = run(
+        [
+            "sample",
+            "--save_dir",
+            str(python_run),
+            "-n",
+            "200",
+            "--seed",
+            "3",
+            "--syntax",
+            "python",
+            "--prime",
+            "def (",
+            "--tries",
+            "2",
+        ]
+    )
     assert r.exit_code == 0, r.output
     assert r.stdout == ""
     assert "no draw of the next block parsed in 2 tries; the sample ends here" in r.stderr
     assert "kept 0 of 2 blocks drawn" in r.stderr
 
 
-@pytest.mark.parametrize("args, message", [
-    (["sample", "--syntax", "python", "--prime", "  x"], "column 0"),
-    (["sample", "--syntax", "python", "--stop", "x"], "do not combine"),
-    (["evaluate", "--prime", "def "], "--python_syntax"),
-    (["evaluate", "--python_syntax", "2", "--prime", "\tdef "], "column 0"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["sample", "--syntax", "python", "--prime", "  x"], "column 0"),
+        (["sample", "--syntax", "python", "--stop", "x"], "do not combine"),
+        (["evaluate", "--prime", "def "], "--python_syntax"),
+        (["evaluate", "--python_syntax", "2", "--prime", "\tdef "], "column 0"),
+    ],
+)
 def test_syntax_usage_errors(python_run, args, message):
     r = run([*args, "--save_dir", str(python_run)])
     assert r.exit_code == 2 and message in r.output, r.output
 
 
 def test_evaluate_reports_the_interval_and_the_prime_measure(python_run):
-    r = run(["evaluate", "--save_dir", str(python_run), "--python_syntax", "6", "-n", "300",
-             "--prime", "def ", "--json"])
+    r = run(
+        [
+            "evaluate",
+            "--save_dir",
+            str(python_run),
+            "--python_syntax",
+            "6",
+            "-n",
+            "300",
+            "--prime",
+            "def ",
+            "--json",
+        ]
+    )
     assert r.exit_code == 0, r.output
     syntax = json.loads(r.stdout)["python_syntax"]
     assert 0 <= syntax["never_at_column_0"] <= 1 and syntax["samples"] == 6
-    assert syntax["interval"] == pytest.approx(list(wilson_interval(syntax["ok"],
-                                                                    syntax["total"])))
+    assert syntax["interval"] == pytest.approx(list(wilson_interval(syntax["ok"], syntax["total"])))
     primed = syntax["prime"]
     assert primed["text"] == "def " and 0 <= primed["ok"] <= primed["finished"] <= 6
-    table = run(["evaluate", "--save_dir", str(python_run), "--python_syntax", "6", "-n",
-                 "300", "--prime", "def "])
+    table = run(
+        [
+            "evaluate",
+            "--save_dir",
+            str(python_run),
+            "--python_syntax",
+            "6",
+            "-n",
+            "300",
+            "--prime",
+            "def ",
+        ]
+    )
     assert "95% CI" in table.stdout and "first blocks finished" in table.stdout
 
 
@@ -241,13 +355,41 @@ def test_evaluate_samples_with_top_k_and_top_p(python_run):
     # top_k 1 is greedy: every seed gives the same samples, so the same counts.
     results = []
     for seed in ("1", "2"):
-        r = run(["evaluate", "--save_dir", str(python_run), "--python_syntax", "3", "-n",
-                 "200", "--top_k", "1", "--seed", seed, "--json"])
+        r = run(
+            [
+                "evaluate",
+                "--save_dir",
+                str(python_run),
+                "--python_syntax",
+                "3",
+                "-n",
+                "200",
+                "--top_k",
+                "1",
+                "--seed",
+                seed,
+                "--json",
+            ]
+        )
         assert r.exit_code == 0, r.output
         results.append(json.loads(r.stdout)["python_syntax"])
     assert results[0]["top_k"] == 1 and results[0]["top_p"] == 1.0
-    assert {k: v for k, v in results[0].items() if k != "seed"} == \
-        {k: v for k, v in results[1].items() if k != "seed"}
-    table = run(["evaluate", "--save_dir", str(python_run), "--python_syntax", "2", "-n",
-                 "100", "--top_p", "0.9", "--temperature", "0.8"])
+    assert {k: v for k, v in results[0].items() if k != "seed"} == {
+        k: v for k, v in results[1].items() if k != "seed"
+    }
+    table = run(
+        [
+            "evaluate",
+            "--save_dir",
+            str(python_run),
+            "--python_syntax",
+            "2",
+            "-n",
+            "100",
+            "--top_p",
+            "0.9",
+            "--temperature",
+            "0.8",
+        ]
+    )
     assert "temperature 0.8, top_p 0.9)" in table.stdout, table.output

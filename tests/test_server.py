@@ -14,12 +14,12 @@ import threading
 import time
 
 import pytest
-
-import kerasgen
 from serving import running_server
 
+import kerasgen
+
 pytest.importorskip("starlette")
-from starlette.testclient import TestClient  # noqa: E402
+from starlette.testclient import TestClient
 
 
 @pytest.fixture(scope="module")
@@ -59,17 +59,18 @@ def test_a_completion_is_the_text_kerasgen_sample_gives(client, model):
     (choice,) = body["choices"]
     assert "KING" + choice["text"] == model.generate(300, prime="KING", seed=5, temperature=0.8)
     assert choice["finish_reason"] == "length" and body["object"] == "text_completion"
-    assert body["usage"] == {"prompt_tokens": 4, "completion_tokens": 300,
-                             "total_tokens": 304}
+    assert body["usage"] == {"prompt_tokens": 4, "completion_tokens": 300, "total_tokens": 304}
     again = complete(client, prompt="KING", max_tokens=300, seed=5, temperature=0.8)
     assert again.json()["choices"][0]["text"] == choice["text"]  # the same seed, twice
 
 
 def test_streamed_pieces_join_to_the_completion(client):
     plain = complete(client, prompt="QUEEN:\n", max_tokens=2000, seed=3).json()
-    with client.stream("POST", "/v1/completions", json={
-            "model": "save", "prompt": "QUEEN:\n", "max_tokens": 2000, "seed": 3,
-            "stream": True}) as r:
+    with client.stream(
+        "POST",
+        "/v1/completions",
+        json={"model": "save", "prompt": "QUEEN:\n", "max_tokens": 2000, "seed": 3, "stream": True},
+    ) as r:
         assert r.headers["content-type"].startswith("text/event-stream")
         got = events(r)
     assert len(got) >= 10
@@ -80,8 +81,9 @@ def test_streamed_pieces_join_to_the_completion(client):
 
 def test_choices_stop_texts_echo_and_greedy(client, model):
     r = complete(client, prompt="KING", max_tokens=200, seed=9, n=2, echo=True).json()
-    assert [c["text"] for c in r["choices"]] == model.generate(200, prime="KING", seed=9,
-                                                               num_samples=2)
+    assert [c["text"] for c in r["choices"]] == model.generate(
+        200, prime="KING", seed=9, num_samples=2
+    )
     r = complete(client, prompt="KING", max_tokens=400, seed=9, stop=["\n\n", "ZZ"]).json()
     (choice,) = r["choices"]
     assert "KING" + choice["text"] == model.generate(400, prime="KING", seed=9, stop=["\n\n"])
@@ -129,8 +131,11 @@ def test_bad_requests_are_openai_errors(client, body, param, status):
     if isinstance(body, dict):
         r = client.post("/v1/completions", json={"model": "save", **body})
     else:
-        r = client.post("/v1/completions", content=body if isinstance(body, str)
-                        else json.dumps(body), headers={"content-type": "application/json"})
+        r = client.post(
+            "/v1/completions",
+            content=body if isinstance(body, str) else json.dumps(body),
+            headers={"content-type": "application/json"},
+        )
     assert r.status_code == status, r.text
     error = r.json()["error"]
     assert error["param"] == param and error["type"] == "invalid_request_error"
@@ -148,11 +153,15 @@ def test_an_api_key_guards_the_api_but_not_the_page(model):
     with TestClient(model.app(api_key="sesame", warm_up=False)) as c:
         assert c.get("/v1/models").status_code == 401
         assert c.get("/metrics").status_code == 401
-        r = c.post("/v1/completions", json={"prompt": "KING"},
-                   headers={"Authorization": "Bearer wrong"})
+        r = c.post(
+            "/v1/completions", json={"prompt": "KING"}, headers={"Authorization": "Bearer wrong"}
+        )
         assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
-        ok = c.post("/v1/completions", json={"prompt": "KING", "max_tokens": 5},
-                    headers={"Authorization": "Bearer sesame"})
+        ok = c.post(
+            "/v1/completions",
+            json={"prompt": "KING", "max_tokens": 5},
+            headers={"Authorization": "Bearer sesame"},
+        )
         assert ok.status_code == 200 and len(ok.json()["choices"][0]["text"]) == 5
         assert c.get("/").status_code == 200 and c.get("/health").json()["api_key_required"]
 
@@ -175,8 +184,9 @@ def test_a_full_queue_is_503_with_retry_after(model):
         assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
         worker.join(60)
         assert done.is_set()
-        assert c.post("/v1/completions", json={"prompt": "KING", "max_tokens": 5}
-                      ).status_code == 200
+        assert (
+            c.post("/v1/completions", json={"prompt": "KING", "max_tokens": 5}).status_code == 200
+        )
 
 
 def test_overlapping_requests_are_batched_and_never_mix(client, model):
@@ -198,6 +208,7 @@ def test_overlapping_requests_are_batched_and_never_mix(client, model):
 
 # ---------------------------------------------------------------- a real server
 
+
 @pytest.fixture(scope="module")
 def server(trained_run):
     # --max_tokens lets a request stream for a minute, longer than any test waits.
@@ -209,8 +220,12 @@ def test_the_openai_client_streams_from_a_real_server(server, model):
     openai = pytest.importorskip("openai")
     url, _ = server
     client = openai.OpenAI(base_url=url + "/v1", api_key="unused")
-    pieces = [c.choices[0].text for c in client.completions.create(
-        model="save", prompt="KING", max_tokens=2000, seed=4, stream=True)]
+    pieces = [
+        c.choices[0].text
+        for c in client.completions.create(
+            model="save", prompt="KING", max_tokens=2000, seed=4, stream=True
+        )
+    ]
     whole = client.completions.create(model="save", prompt="KING", max_tokens=2000, seed=4)
     assert len(pieces) >= 10 and "".join(pieces) == whole.choices[0].text
     assert "KING" + whole.choices[0].text == model.generate(2000, prime="KING", seed=4)
@@ -222,8 +237,12 @@ def test_a_client_that_leaves_mid_stream_frees_its_row(server):
     import httpx
 
     url, _ = server
-    with httpx.stream("POST", url + "/v1/completions", json={
-            "prompt": "KING", "max_tokens": 5000000, "stream": True}, timeout=30) as r:
+    with httpx.stream(
+        "POST",
+        url + "/v1/completions",
+        json={"prompt": "KING", "max_tokens": 5000000, "stream": True},
+        timeout=30,
+    ) as r:
         lines = r.iter_lines()  # held: a dropped iterator closes the connection
         assert next(lines).startswith("data: ")
         assert httpx.get(url + "/health").json()["active_rows"] == 1
@@ -234,8 +253,9 @@ def test_a_client_that_leaves_mid_stream_frees_its_row(server):
     # The same for a client that waits for a whole answer and leaves (the engine is
     # asked within a second; 499 in the log).
     with pytest.raises(httpx.ReadTimeout):
-        httpx.post(url + "/v1/completions", json={"prompt": "KING", "max_tokens": 5000000},
-                   timeout=1.0)
+        httpx.post(
+            url + "/v1/completions", json={"prompt": "KING", "max_tokens": 5000000}, timeout=1.0
+        )
     deadline = time.time() + 10
     while httpx.get(url + "/health").json()["active_rows"] and time.time() < deadline:
         time.sleep(0.05)
@@ -246,15 +266,20 @@ def test_sigterm_lets_streams_finish_then_exits_0(server):
     import httpx
 
     url, proc = server
-    with httpx.stream("POST", url + "/v1/completions", json={
-            "prompt": "KING", "max_tokens": 3000, "stream": True}, timeout=60) as r:
+    with httpx.stream(
+        "POST",
+        url + "/v1/completions",
+        json={"prompt": "KING", "max_tokens": 3000, "stream": True},
+        timeout=60,
+    ) as r:
         lines = r.iter_lines()
         first = next(lines)
         proc.send_signal(signal.SIGTERM)
         rest = [line for line in lines if line]
     assert first.startswith("data: ") and rest[-1] == "data: [DONE]"
     text = json.loads(first[6:])["choices"][0]["text"] + "".join(
-        json.loads(line[6:])["choices"][0]["text"] for line in rest[:-1])
+        json.loads(line[6:])["choices"][0]["text"] for line in rest[:-1]
+    )
     assert len(text) == 3000
     assert proc.wait(timeout=60) == 0
     err = proc.log()
@@ -262,9 +287,13 @@ def test_sigterm_lets_streams_finish_then_exits_0(server):
 
 
 def test_serve_refuses_a_missing_run_in_one_line(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "kerasgen", "serve", "--save_dir",
-                        str(tmp_path / "none")], capture_output=True, text=True, timeout=120,
-                       env={**os.environ, "KERASGEN_API_KEY": ""})
+    r = subprocess.run(
+        [sys.executable, "-m", "kerasgen", "serve", "--save_dir", str(tmp_path / "none")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "KERASGEN_API_KEY": ""},
+    )
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("Error:")
 
 
@@ -288,13 +317,15 @@ def test_the_readme_client_and_curl_line_run_as_written(trained_run):
     if port != 8000:  # another program has the README's port: the same lines on another
         curl, example = (t.replace(":8000", f":{port}") for t in (curl, example))
     with running_server(trained_run[1], port=port):
-        r = subprocess.run([sys.executable, "-c", example], capture_output=True, text=True,
-                           timeout=120)
+        r = subprocess.run(
+            [sys.executable, "-c", example], capture_output=True, text=True, timeout=120
+        )
         assert r.returncode == 0, r.stderr[-2000:]
         assert len(r.stdout) == 300
         if shutil.which("curl"):
-            out = subprocess.run(curl, shell=True, capture_output=True, text=True,
-                                 timeout=120).stdout
+            out = subprocess.run(
+                curl, shell=True, capture_output=True, text=True, timeout=120
+            ).stdout
             assert out.strip().endswith("data: [DONE]") and '"text": ' in out
 
 

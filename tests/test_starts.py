@@ -17,8 +17,15 @@ import kerasgen
 from kerasgen import rundir
 from kerasgen.evaluate import logits_after, start_penalty
 from kerasgen.model import ModelConfig, build_model
-from kerasgen.sampling import (CHUNK, SamplingOptions, Sampler, StopTexts, generate_reference,
-                               prefix_ids, select_next)
+from kerasgen.sampling import (
+    CHUNK,
+    Sampler,
+    SamplingOptions,
+    StopTexts,
+    generate_reference,
+    prefix_ids,
+    select_next,
+)
 from kerasgen.steps import start_rows
 from kerasgen.vocab import Vocabulary
 from kerasgen_cli.main import main
@@ -35,11 +42,18 @@ def tiny_run(tmp_path, vocab, family, preamble="\n"):
     import keras
 
     keras.utils.set_random_seed(3)
-    config = ModelConfig(vocab_size=len(vocab), model=family, rnn_size=16, num_layers=2,
-                         n_head=2, context=8 if family == "transformer" else 0)
+    config = ModelConfig(
+        vocab_size=len(vocab),
+        model=family,
+        rnn_size=16,
+        num_layers=2,
+        n_head=2,
+        context=8 if family == "transformer" else 0,
+    )
     model = build_model(config, 1)
-    model.set_weights([w + 0.3 * np.random.default_rng(4).normal(size=w.shape)
-                       for w in model.get_weights()])  # peaked predictions
+    model.set_weights(
+        [w + 0.3 * np.random.default_rng(4).normal(size=w.shape) for w in model.get_weights()]
+    )  # peaked predictions
     rundir.write_run(str(tmp_path), config, {}, vocab, preamble)
     rundir.save_checkpoint(str(tmp_path), "latest", model)
     return kerasgen.load(str(tmp_path))
@@ -49,7 +63,7 @@ def tiny_run(tmp_path, vocab, family, preamble="\n"):
 def test_sampler_reads_preamble_and_a_long_prime_as_the_reference(family, tiny_text, tmp_path):
     vocab = Vocabulary.from_text(tiny_text)
     model = tiny_run(tmp_path, vocab, family).build(2)
-    prime = tiny_text[:CHUNK * 2 + 37]  # read over three compiled chunks
+    prime = tiny_text[: CHUNK * 2 + 37]  # read over three compiled chunks
     options = SamplingOptions(seed=7)
     expected = generate_reference(model, vocab, 20, prime, options, preamble="\n")
     for jit in (True, False):
@@ -72,7 +86,7 @@ def test_start_penalty_scores_line_starts_cold_and_warm(tiny_text, tmp_path):
     model = tiny_run(tmp_path, Vocabulary.from_text(tiny_text), "lstm")
     penalty = start_penalty(model, tiny_text, count=5, chars=6, before=40)
     assert penalty.lines == 5 and penalty.chars >= 6
-    assert 0 < penalty.warm_nats_per_char and 0 < penalty.cold_nats_per_char
+    assert penalty.warm_nats_per_char > 0 and penalty.cold_nats_per_char > 0
     assert penalty.ratio == pytest.approx(penalty.cold_nats_per_char / penalty.warm_nats_per_char)
     assert start_penalty(model, "no line breaks at all") is None
 
@@ -123,15 +137,30 @@ def test_stream_joins_to_generate(trained_run):
 
 def test_sample_stop_ends_each_sample_at_its_first_stop_text(trained_run):
     _, save = trained_run
-    r = run(["sample", "--save_dir", str(save), "--prime", "KING", "--stop", r"\n\n",
-             "-n", "400", "--num_samples", "4", "--seed", "2"])
+    r = run(
+        [
+            "sample",
+            "--save_dir",
+            str(save),
+            "--prime",
+            "KING",
+            "--stop",
+            r"\n\n",
+            "-n",
+            "400",
+            "--num_samples",
+            "4",
+            "--seed",
+            "2",
+        ]
+    )
     assert r.exit_code == 0, r.output
     samples = r.stdout[:-1].split("\n\n----\n\n")
     assert len(samples) == 4
     full = kerasgen.load(str(save)).generate(400, "KING", seed=2, num_samples=4)
     for cut, whole in zip(samples, full):
         assert "\n\n" not in cut and whole.startswith(cut)
-        assert whole[len(cut):len(cut) + 2] == "\n\n" or cut == whole
+        assert whole[len(cut) : len(cut) + 2] == "\n\n" or cut == whole
     assert any(len(cut) < len(whole) for cut, whole in zip(samples, full))
     r = run(["sample", "--save_dir", str(save), "--stop", ""])
     assert r.exit_code == 2 and "--stop" in r.output
@@ -141,9 +170,25 @@ def test_sample_streams_and_ctrl_c_keeps_what_was_printed(trained_run, tmp_path)
     _, save = trained_run
     out_file = tmp_path / "out.txt"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "kerasgen", "sample", "--save_dir", str(save), "-n", "10000000",
-         "--seed", "1", "--prime", "KING", "-o", str(out_file)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        [
+            sys.executable,
+            "-m",
+            "kerasgen",
+            "sample",
+            "--save_dir",
+            str(save),
+            "-n",
+            "10000000",
+            "--seed",
+            "1",
+            "--prime",
+            "KING",
+            "-o",
+            str(out_file),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         printed = b""
         while len(printed) < 3000:  # text arrives long before ten million characters

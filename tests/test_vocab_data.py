@@ -68,7 +68,7 @@ def test_empty_and_missing_input(tmp_path):
     (tmp_path / "input.txt").write_text("")
     with pytest.raises(DataError, match="empty"):
         data.load_corpus(str(tmp_path))
-    with pytest.raises(FileNotFoundError, match="input.txt"):
+    with pytest.raises(FileNotFoundError, match=r"input\.txt"):
         data.load_corpus(str(tmp_path / "nowhere"))
 
 

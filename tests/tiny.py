@@ -9,5 +9,18 @@ TINY_TEXT = (
 ) * 12
 
 # kerasgen train flags for a tiny, quick model.
-TINY_TRAIN = ["--rnn_size", "16", "--num_layers", "2", "--batch_size", "4",
-              "--seq_length", "16", "--save_every", "5", "--seed", "1", "--no_jit_compile"]
+TINY_TRAIN = [
+    "--rnn_size",
+    "16",
+    "--num_layers",
+    "2",
+    "--batch_size",
+    "4",
+    "--seq_length",
+    "16",
+    "--save_every",
+    "5",
+    "--seed",
+    "1",
+    "--no_jit_compile",
+]
