@@ -15,6 +15,8 @@ from kerasgen.errors import (
     DataError,
     DistributedError,
     DivergedError,
+    Interrupted,
+    ParameterError,
     RunLockedError,
     StorageError,
 )
@@ -54,8 +56,6 @@ def library_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from kerasgen.training import Interrupted
-
         try:
             return fn(*args, **kwargs)
         except Interrupted as e:
@@ -70,6 +70,8 @@ def library_errors(fn):
             raise click.ClickException(OUT_OF_MEMORY.format("")) from None
         except RUNTIME_ERRORS as e:
             raise click.ClickException(str(e)) from None
+        except ParameterError as e:
+            raise UsageFailure(f"{flag_of(e.param)} {e.problem}") from None
         except (ValueError, FileNotFoundError) as e:
             raise UsageFailure(str(e)) from None
         except OSError as e:  # a file the system would not read or write
@@ -84,6 +86,17 @@ def library_errors(fn):
             ) from None
 
     return wrapper
+
+
+def flag_of(param: str) -> str:
+    """The flag that sets the library parameter ``param`` in the running command
+    (``--batch_size``, ``-n``, ``--text`` for ``text_file``), or ``--param`` when the
+    command has none of that name."""
+    ctx = click.get_current_context(silent=True)
+    for option in ctx.command.params if ctx is not None else ():
+        if option.name == param and isinstance(option, click.Option):
+            return max(option.opts, key=len)
+    return f"--{param}"
 
 
 def closed_pipe():

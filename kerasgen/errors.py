@@ -1,9 +1,13 @@
-"""Exceptions the library raises for problems that are not a bad argument.
+"""The exceptions of the library, and what each means to a caller.
 
-Bad arguments raise the built-in ``ValueError`` / ``FileNotFoundError``
-(the CLI turns those into usage errors, exit code 2). The classes here are
-for problems found in files whose arguments were fine (exit code 1).
+A bad argument raises ``ParameterError`` (a ``ValueError`` naming the parameter),
+another ``ValueError`` when several arguments clash, or ``FileNotFoundError``:
+the CLI turns those into usage errors (exit code 2). The other classes are for
+problems found in files whose arguments were fine, or in training itself (exit
+code 1); ``Interrupted`` reports a training stopped by a signal.
 """
+
+import signal
 
 
 class DataError(ValueError):
@@ -31,3 +35,27 @@ class StorageError(RuntimeError):
 
 class RunLockedError(RuntimeError):
     """Another trainer holds the run folder."""
+
+
+class ParameterError(ValueError):
+    """A bad value for one named parameter of the API.
+
+    ``param`` is the parameter's Python name (``batch_size``); the message says what
+    is wrong in the API's own words, so a Python user reads ``batch_size must be at
+    least 1, got 0``. The CLI shows the same problem under the flag that set it
+    (``--batch_size``).
+    """
+
+    def __init__(self, param: str, problem: str):
+        self.param, self.problem = param, problem
+        super().__init__(f"{param} {problem}")
+
+
+
+class Interrupted(Exception):
+    """Training stopped by Ctrl-C or SIGTERM; the latest checkpoint was saved first."""
+
+    def __init__(self, checkpoint: str | None, step: int, signum: int = signal.SIGINT):
+        saved = f"checkpoint saved to {checkpoint}" if checkpoint else "nothing trained yet"
+        super().__init__(f"interrupted at step {step}; {saved}")
+        self.checkpoint, self.step, self.signum = checkpoint, step, signum

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kerasgen import data, rundir
-from kerasgen.errors import DistributedError, DivergedError, StorageError
+from kerasgen.errors import DistributedError, DivergedError, Interrupted, StorageError
 from kerasgen.model import RNN_FAMILIES, ModelConfig, build_model, count_params
 from kerasgen.sampling import check_seed
 from kerasgen.vocab import BYTES, DEFAULT_MAX_VOCAB, DEFAULT_VOCAB_SIZE, LEVELS, MAX_VOCAB_SIZE
@@ -169,15 +169,6 @@ class TrainResult:
     save_dir: str
     log_dir: str
     notes: tuple[str, ...] = ()  # one-line remarks on the data (kerasgen.data.Corpus.notes)
-
-
-class Interrupted(Exception):
-    """Training stopped by Ctrl-C or SIGTERM; the latest checkpoint was saved first."""
-
-    def __init__(self, checkpoint: str | None, step: int, signum: int = signal.SIGINT):
-        saved = f"checkpoint saved to {checkpoint}" if checkpoint else "nothing trained yet"
-        super().__init__(f"interrupted at step {step}; {saved}")
-        self.checkpoint, self.step, self.signum = checkpoint, step, signum
 
 
 # ---------------------------------------------------------------- the parts
