@@ -6,9 +6,9 @@ import json
 
 import click
 
+import kerasgen
 from kerasgen_cli.errors import library_errors
 from kerasgen_cli.options import (
-    POSITIVE,
     keep_prob_options,
     model_shape_options,
     option,
@@ -19,18 +19,18 @@ from kerasgen_cli.options import (
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @model_shape_options()
 @keep_prob_options
-@option("--vocab_size", default=65, type=POSITIVE, help="Vocabulary size (tiny Shakespeare: 65).")
+@option("--vocab_size", default=65, type=int, help="Vocabulary size (tiny Shakespeare: 65).")
 @option(
     "--seconds",
     default=10.0,
-    type=click.FloatRange(0.0, min_open=True),
+    type=float,
     help="Timed seconds per measurement (training, 1-stream and N-stream sampling), "
     "after a warm-up.",
 )
 @option(
     "--sample_streams",
     default=64,
-    type=POSITIVE,
+    type=int,
     help="Streams generated together for the batched sampling figure.",
 )
 @click.option(
@@ -66,11 +66,8 @@ def bench_command(as_json, **options):
     prime_chars_per_s (reading a long prime), peak_rss_mb and gflops
     (achieved training GFLOP/s) among others.
     """
-    from kerasgen.bench import BenchConfig, run_bench
-    from kerasgen.model import configure_cpu_threads
-
-    configure_cpu_threads()
-    result = run_bench(BenchConfig(**options))
+    kerasgen.configure_cpu_threads()
+    result = kerasgen.run_bench(kerasgen.BenchConfig(**options))
     if as_json:
         click.echo(json.dumps(result))
         return

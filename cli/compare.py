@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import click
 
+import kerasgen
 from kerasgen_cli.errors import library_errors
-from kerasgen_cli.options import option, verbose_option
+from kerasgen_cli.options import checkpoint_option, option, verbose_option
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -20,12 +20,7 @@ from kerasgen_cli.options import option, verbose_option
     help="Score the validation split of DATA_DIR/input.txt [default: the first run's "
     "training data].",
 )
-@option(
-    "--checkpoint",
-    default="best",
-    type=click.Choice(["best", "latest"]),
-    help="Weights of each run (runs without a best checkpoint use latest).",
-)
+@checkpoint_option("compare (runs without a best checkpoint use latest)")
 @option(
     "--json",
     "as_json",
@@ -41,14 +36,10 @@ def compare_command(save_dirs, data_dir, checkpoint, as_json):
     Every run is scored on the same characters (see kerasgen evaluate); training
     time and chars/s are those of the training steps up to the compared checkpoint.
     """
-    from kerasgen.compare import compare_runs
-
-    rows = compare_runs(save_dirs, data_dir, checkpoint)
+    rows = kerasgen.compare_runs(save_dirs, data_dir, checkpoint)
     if as_json:
         for row in rows:
-            d = dataclasses.asdict(row)
-            d["loss"]["bits_per_char"] = row.loss.bits_per_char
-            click.echo(json.dumps(d))
+            click.echo(json.dumps(row.to_dict()))
         return
     click.echo(f"held-out text: {rows[0].loss.source}, {rows[0].loss.targets:,} characters")
     header = ("run", "model", "level", "params", "train time", "chars/s", "nats/char", "bits/char")

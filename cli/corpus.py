@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import click
 
-from kerasgen.python_code import DEFAULT_MAX_CHARS, DEFAULT_MAX_FILE_BYTES
+import kerasgen
 from kerasgen_cli.errors import library_errors
 from kerasgen_cli.options import option
-
-NON_NEGATIVE = click.IntRange(min=0)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -71,14 +69,14 @@ def corpus_group():
 )
 @option(
     "--max_file_bytes",
-    default=DEFAULT_MAX_FILE_BYTES,
-    type=NON_NEGATIVE,
+    default=kerasgen.DEFAULT_MAX_FILE_BYTES,
+    type=int,
     help="Skip files larger than this many bytes (0: no limit).",
 )
 @option(
     "--max_chars",
-    default=DEFAULT_MAX_CHARS,
-    type=NON_NEGATIVE,
+    default=kerasgen.DEFAULT_MAX_CHARS,
+    type=int,
     help="Stop adding files once the next would take the text past this many "
     "characters (0: no limit).",
 )
@@ -104,9 +102,7 @@ def python_command(
     not UTF-8 are skipped, never mangled. The same files (and Python version)
     always give a byte-identical OUT.
     """
-    from kerasgen.python_code import SKIP_REASONS, build_python_corpus
-
-    corpus = build_python_corpus(
+    corpus = kerasgen.build_python_corpus(
         out,
         paths,
         include_tests=include_tests,
@@ -119,7 +115,7 @@ def python_command(
     )
     skipped = ", ".join(
         f"{corpus.skipped[r]:,} {r.replace('_', ' ')}"
-        for r in SKIP_REASONS
+        for r in kerasgen.SKIP_REASONS
         if corpus.skipped.get(r)
     )
     click.echo(

@@ -69,11 +69,11 @@ def library_errors(fn):
         except MemoryError:
             raise click.ClickException(OUT_OF_MEMORY.format("")) from None
         except RUNTIME_ERRORS as e:
-            raise click.ClickException(str(e)) from None
+            raise click.ClickException(in_flags(str(e))) from None
         except ParameterError as e:
-            raise UsageFailure(f"{flag_of(e.param)} {e.problem}") from None
+            raise UsageFailure(f"{flag_of(e.param)} {in_flags(e.problem)}") from None
         except (ValueError, FileNotFoundError) as e:
-            raise UsageFailure(str(e)) from None
+            raise UsageFailure(in_flags(str(e))) from None
         except OSError as e:  # a file the system would not read or write
             where = f"{e.filename}: " if e.filename else ""
             raise click.ClickException(f"{where}{e.strerror or e}") from None
@@ -92,11 +92,41 @@ def flag_of(param: str) -> str:
     """The flag that sets the library parameter ``param`` in the running command
     (``--batch_size``, ``-n``, ``--text`` for ``text_file``), or ``--param`` when the
     command has none of that name."""
+    return _flags().get(param, f"--{param}")
+
+
+def in_flags(message: str) -> str:
+    """A library message in the command's words. The parameters it names become the
+    command's flags: a name with an underscore (``save_dir``, ``text_file``) wherever it
+    stands, any name where it is given a value in Python's words (``comments=False``:
+    ``--no_comments``; ``level='bpe'``: ``--level bpe``)."""
+    flags, off = _flags(), _flags(off=True)
+
+    def flag(match):
+        name, value = match.group(1), match.group(2)
+        if name not in flags or not (value or "_" in name):
+            return match.group(0)
+        if value is None:
+            return flags[name]
+        if value == "=True":
+            return flags[name]
+        if value == "=False" and name in off:
+            return off[name]
+        return f"{flags[name]} {value[1:].strip(chr(39) + chr(34))}"
+
+    return re.sub(r"\b([a-z][a-z0-9_]*)\b(='[^']*'|=\"[^\"]*\"|=[\w.-]+)?", flag, message)
+
+
+def _flags(off: bool = False) -> dict[str, str]:
+    """Each option of the running command by its parameter name: its first long flag (with
+    ``off``: the flag that turns a boolean option off, where it has one)."""
     ctx = click.get_current_context(silent=True)
-    for option in ctx.command.params if ctx is not None else ():
-        if option.name == param and isinstance(option, click.Option):
-            return max(option.opts, key=len)
-    return f"--{param}"
+    options = [
+        o for o in (ctx.command.params if ctx is not None else ()) if isinstance(o, click.Option)
+    ]
+    if off:
+        return {o.name: max(o.secondary_opts, key=len) for o in options if o.secondary_opts}
+    return {o.name: max(o.opts, key=len) for o in options}
 
 
 def closed_pipe():

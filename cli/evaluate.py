@@ -6,10 +6,10 @@ import json
 
 import click
 
-from kerasgen.sampling import MAX_SEED
+import kerasgen
 from kerasgen_cli.errors import library_errors
 from kerasgen_cli.options import (
-    check_constrain,
+    checkpoint_option,
     constrain_option,
     option,
     truncation_options,
@@ -35,36 +35,31 @@ from kerasgen_cli.options import (
     "--text",
     "text_file",
     default=None,
-    type=click.Path(exists=True, dir_okay=False),
+    type=click.Path(dir_okay=False),
     help="Score this whole file instead of a validation split.",
 )
 @option(
     "--encoding", default=None, help="Encoding of the text [default: the run's training encoding]."
 )
-@option(
-    "--checkpoint",
-    default="best",
-    type=click.Choice(["best", "latest"]),
-    help="Weights to use: lowest validation loss, or the newest.",
-)
+@checkpoint_option("score")
 @option(
     "--streams",
-    default=32,
-    type=click.IntRange(min=1),
+    default=kerasgen.STREAMS,
+    type=int,
     help="Contiguous streams the text is cut into and scored in parallel; every "
     "character is scored once whatever the number.",
 )
 @option(
     "--python_syntax",
     default=0,
-    type=click.IntRange(min=0),
+    type=int,
     help="Also generate this many samples and report the fraction of their complete "
     "top-level blocks that ast.parse accepts (0: off).",
 )
 @option(
     "--real_words",
     default=0,
-    type=click.IntRange(min=0),
+    type=int,
     help="Also generate this many samples and report the share of their words (runs of "
     "letters, digits and _) that occur in the training text (0: off).",
 )
@@ -72,21 +67,21 @@ from kerasgen_cli.options import (
     "-n",
     "n",
     default=None,
-    type=click.IntRange(min=1),
+    type=int,
     help="Tokens (characters at char level) per sample for --python_syntax [default: "
-    "2000] and --real_words [default: 300].",
+    f"{kerasgen.SYNTAX_SAMPLE_CHARS}] and --real_words [default: {kerasgen.REAL_WORDS_TOKENS}].",
 )
 @option(
     "--temperature",
     default=1.0,
-    type=click.FloatRange(0.0, min_open=True),
+    type=float,
     help="Sampling temperature for --python_syntax and --real_words.",
 )
 @truncation_options
 @option(
     "--seed",
     default=0,
-    type=click.IntRange(0, MAX_SEED),
+    type=int,
     help="Random seed for the samples of --python_syntax and --real_words.",
 )
 @option(
@@ -106,24 +101,7 @@ from kerasgen_cli.options import (
 )
 @verbose_option
 @library_errors
-def evaluate_command(
-    save_dir,
-    data_dir,
-    text_file,
-    encoding,
-    checkpoint,
-    streams,
-    python_syntax,
-    real_words,
-    n,
-    temperature,
-    top_k,
-    top_p,
-    seed,
-    prime,
-    constrain,
-    as_json,
-):
+def evaluate_command(save_dir, checkpoint, data_dir, text_file, prime, as_json, **options):
     """Score the model in SAVE_DIR on held-out text (nats and bits per character).
 
     Every next character (token, at word and bpe levels) of the text is scored
@@ -141,49 +119,23 @@ def evaluate_command(
     N, N samples are generated and the share of their words (runs of
     letters, digits and _) that occur in the training text is reported.
     """
-    import kerasgen
-    from kerasgen.evaluate import REAL_WORDS_TOKENS, count_real_words, evaluate_model
-    from kerasgen.model import configure_cpu_threads
-    from kerasgen.python_code import SYNTAX_SAMPLE_CHARS, check_syntax_prime, sample_syntax
-    from kerasgen.sampling import SamplingOptions, decode_prime
-
-    configure_cpu_threads()
-    if data_dir is not None and text_file is not None:
-        raise click.UsageError("pass --data_dir or --text, not both")
-    prime = decode_prime(prime)
-    if prime and not python_syntax:
-        raise click.UsageError("--prime applies to --python_syntax N only")
+    kerasgen.configure_cpu_threads()
     model = kerasgen.load(save_dir, checkpoint)
-    checkpoint = model.checkpoint
-    check_constrain(model, constrain)
-    if python_syntax:
-        check_syntax_prime(model, prime)  # before the loss, which takes a while
-    loss = evaluate_model(
-        model, data_dir=data_dir, text_file=text_file, encoding=encoding, streams=streams
+    result = model.evaluation(
+        data_dir,
+        text_file=text_file,
+        prime=kerasgen.decode_prime(prime),
+        **options,
     )
-    options = SamplingOptions(
-        temperature=temperature, top_k=top_k, top_p=top_p, seed=seed, constrain=constrain
-    )
-    syntax = None
-    if python_syntax:
-        syntax = sample_syntax(model, python_syntax, n or SYNTAX_SAMPLE_CHARS, options, prime)
-    words = None
-    if real_words:
-        words = count_real_words(model, real_words, n or REAL_WORDS_TOKENS, options)
-
-    result = loss.to_dict(save_dir)
-    if syntax is not None:
-        result["python_syntax"] = syntax.to_dict(options)
-    if words is not None:
-        result["real_words"] = words.to_dict(options)
     if as_json:
-        click.echo(json.dumps(result, ensure_ascii=False))
+        click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
         return
-    rows = _loss_rows(loss, save_dir, checkpoint)
+    loss, syntax, words = result.loss, result.python_syntax, result.real_words
+    rows = _loss_rows(loss, save_dir, model.checkpoint)
     if syntax is not None:
-        rows += _syntax_rows(syntax, prime, options)
+        rows += _syntax_rows(syntax, result.prime, result.options)
     if words is not None:
-        rows += _words_rows(words, loss.level, options)
+        rows += _words_rows(words, loss.level, result.options)
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         click.echo(f"{name:<{width}}  {value}")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
+import kerasgen
 from kerasgen_cli.errors import library_errors
-from kerasgen_cli.options import option, verbose_option
+from kerasgen_cli.options import checkpoint_option, option, verbose_option
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -21,13 +22,7 @@ from kerasgen_cli.options import option, verbose_option
     type=click.Path(),
     help="Folder to write the SavedModel to (must not exist yet).",
 )
-@option(
-    "--checkpoint",
-    default="best",
-    type=click.Choice(["best", "latest"]),
-    help="Weights to export: lowest validation loss (the latest when there is none yet), "
-    "or the newest.",
-)
+@checkpoint_option("export")
 @verbose_option
 @library_errors
 def export_command(save_dir, out, checkpoint):
@@ -39,11 +34,8 @@ def export_command(save_dir, out, checkpoint):
     Load it with tf.saved_model.load (kerasgen is not needed) or serve it with
     TensorFlow Serving. Character-level runs only.
     """
-    from kerasgen.export import export
-    from kerasgen.model import configure_cpu_threads
-
-    configure_cpu_threads()
-    export(save_dir, out, checkpoint)
+    kerasgen.configure_cpu_threads()
+    kerasgen.export(save_dir, out, checkpoint)
     click.echo(
         f"wrote {out}: serving_default(prime: string [batch], n: int32, temperature: "
         "float32, seed: int64) -> text: string [batch]",

@@ -1,11 +1,17 @@
-"""Option spelling shared by the commands: the original underscore names plus dashed aliases."""
+"""Option spelling shared by the commands: the original underscore names plus dashed aliases.
+
+Choices and defaults come from the library's constants; the values are checked
+once, by the library, whose errors name the flag (``errors.library_errors``).
+"""
 
 import click
 
-from kerasgen.model import MAX_LAYERS
+import kerasgen
 
-POSITIVE = click.IntRange(min=1)
-RNN_FAMILIES = ["lstm", "gru", "rnn"]
+TRAIN_DEFAULTS = kerasgen.TrainConfig()  # kerasgen train's defaults, as the library has them
+MODEL_DEFAULTS = kerasgen.ModelConfig  # its fields' defaults (a class: vocab_size has none)
+RECURRENT = [name for name, family in kerasgen.FAMILIES.items() if family.recurrent]
+CHECKPOINT = click.Choice(list(kerasgen.CHECKPOINTS))
 
 
 def option(*spellings, **kwargs):
@@ -32,37 +38,29 @@ def verbose_option(fn):
     )(fn)
 
 
-class Duration(click.ParamType):
-    """A wall-clock duration: ``600``, ``600s``, ``10m`` or ``1h``, as seconds."""
-
-    name = "duration"
-
-    def convert(self, value, param, ctx):
-        from kerasgen.training import parse_duration
-
-        if isinstance(value, (int, float)):
-            return float(value)
-        try:
-            return parse_duration(value)
-        except ValueError as e:
-            self.fail(str(e), param, ctx)
-
-
-KEEP_PROB = click.FloatRange(0.0, 1.0, min_open=True)
+def checkpoint_option(what: str):
+    """``--checkpoint best|latest``: which weights of the run ``what`` uses."""
+    return option(
+        "--checkpoint",
+        default=kerasgen.CHECKPOINTS[0],
+        type=CHECKPOINT,
+        help=f"Weights to {what}: lowest validation loss (the latest when there is none yet), "
+        "or the newest.",
+    )
 
 
 def keep_prob_options(fn):
     """``--output_keep_prob --input_keep_prob``: recurrent dropout, as train and bench share it."""
     fn = option(
         "--input_keep_prob",
-        default=1.0,
-        type=KEEP_PROB,
+        default=MODEL_DEFAULTS.input_keep_prob,
+        type=float,
         help="Keep probability of dropout on each recurrent layer's input.",
     )(fn)
     return option(
         "--output_keep_prob",
-        default=1.0,
-        type=KEEP_PROB,
+        default=MODEL_DEFAULTS.output_keep_prob,
+        type=float,
         help="Keep probability of dropout on each recurrent layer's output.",
     )(fn)
 
@@ -72,14 +70,14 @@ def truncation_options(fn):
     fn = option(
         "--top_p",
         default=1.0,
-        type=click.FloatRange(0.0, 1.0, min_open=True),
+        type=float,
         help="Sample only from the smallest set of characters with this total "
         "probability (1: off).",
     )(fn)
     return option(
         "--top_k",
         default=0,
-        type=click.IntRange(min=0),
+        type=int,
         help="Sample only among the K most likely characters (0: off).",
     )(fn)
 
@@ -89,7 +87,7 @@ def constrain_option(default_help: str):
     return option(
         "--constrain",
         default=None,
-        type=click.Choice(["python", "none"]),
+        type=click.Choice([*kerasgen.CONSTRAINTS, "none"]),
         help="python: never draw a character that breaks Python's rules where the "
         "next character decides them (strings, brackets, indentation, a ':' or "
         "'else' a line still needs, def headers, two operands in a row, try "
@@ -97,23 +95,13 @@ def constrain_option(default_help: str):
     )
 
 
-def check_constrain(model, constrain: str | None) -> None:
-    """--constrain python on a run that cannot take it is a usage error (exit 2)."""
-    try:
-        model.check_constrain(constrain)
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--constrain") from None
-
-
-def model_shape_options(
-    families=RNN_FAMILIES, model_help="Recurrent cell type.", transformer=False
-):
+def model_shape_options(families=RECURRENT, model_help="Recurrent cell type.", transformer=False):
     """``--model --rnn_size --num_layers --seq_length --batch_size``, as train and bench
     share them; ``transformer`` adds the spelling ``--n_embd`` and says what each means
     for a transformer."""
     extra_size_spellings = ("--n_embd", "rnn_size") if transformer else ()
     size_help = "Units per recurrent layer."
-    layers_help = "Number of recurrent layers."
+    layers_help = f"Number of recurrent layers (at most {kerasgen.MAX_LAYERS})."
     length_help = "Characters per stream per step."
     if transformer:
         size_help = "Units per recurrent layer; a transformer's width (also --n_embd)."
@@ -122,12 +110,23 @@ def model_shape_options(
             "Tokens (characters at char level) per stream per step; a transformer's context length."
         )
     options = [
-        option("--model", default="lstm", type=click.Choice(families), help=model_help),
-        option("--rnn_size", *extra_size_spellings, default=128, type=POSITIVE, help=size_help),
-        option("--num_layers", default=2, type=click.IntRange(1, MAX_LAYERS), help=layers_help),
-        option("--seq_length", default=50, type=POSITIVE, help=length_help),
         option(
-            "--batch_size", default=50, type=POSITIVE, help="Parallel streams per training step."
+            "--model", default=MODEL_DEFAULTS.model, type=click.Choice(families), help=model_help
+        ),
+        option(
+            "--rnn_size",
+            *extra_size_spellings,
+            default=MODEL_DEFAULTS.rnn_size,
+            type=int,
+            help=size_help,
+        ),
+        option("--num_layers", default=MODEL_DEFAULTS.num_layers, type=int, help=layers_help),
+        option("--seq_length", default=TRAIN_DEFAULTS.seq_length, type=int, help=length_help),
+        option(
+            "--batch_size",
+            default=TRAIN_DEFAULTS.batch_size,
+            type=int,
+            help="Parallel streams per training step.",
         ),
     ]
 

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import tempfile
 
 import click
 
-from kerasgen.sampling import MAX_SEED
+import kerasgen
+from kerasgen.errors import ParameterError
 from kerasgen_cli.errors import library_errors
 from kerasgen_cli.options import (
-    check_constrain,
+    checkpoint_option,
     constrain_option,
     option,
     truncation_options,
@@ -32,7 +32,7 @@ SEPARATOR = "\n\n----\n\n"  # between samples
     "-n",
     "n",
     default=500,
-    type=click.IntRange(min=0),
+    type=int,
     help="Number of characters to generate (tokens, for a word- or bpe-level model).",
 )
 @option(
@@ -52,43 +52,37 @@ SEPARATOR = "\n\n----\n\n"  # between samples
     "--sample",
     "sample",
     default=1,
-    type=click.IntRange(0, 2),
+    type=int,
     help="0: argmax at each step; 1: sample at each step; 2: sample only after a space.",
 )
 @option(
     "--temperature",
     default=1.0,
-    type=click.FloatRange(0.0, min_open=True),
+    type=float,
     help="Divide the logits by this (< 1: safer, > 1: wilder).",
 )
 @truncation_options
 @option(
     "--seed",
     default=None,
-    type=click.IntRange(0, MAX_SEED),
-    help="Random seed: the same seed gives the same text.",
+    type=int,
+    help="Random seed: the same seed gives the same text. [default: a fresh one]",
 )
 @option(
     "--num_samples",
     default=1,
-    type=click.IntRange(min=1),
+    type=int,
     help="Generate this many independent samples together as one batch.",
 )
-@option(
-    "--checkpoint",
-    default="best",
-    type=click.Choice(["best", "latest"]),
-    help="Weights to use: lowest validation loss (the latest when there is none yet), "
-    "or the newest.",
-)
+@checkpoint_option("use")
 @click.option(
     "--jit_compile/--no_jit_compile",
     "--jit-compile/--no-jit-compile",
     "jit_compile",
     default=True,
     show_default=True,
-    help="XLA-compile the sampling loop: about 5x faster, but compiling takes about "
-    "120 MB more peak memory.",
+    help="XLA-compile the sampling loop: much faster, at the cost of more peak memory "
+    "while it compiles.",
 )
 @option(
     "--output",
@@ -101,7 +95,7 @@ SEPARATOR = "\n\n----\n\n"  # between samples
 @option(
     "--syntax",
     default=None,
-    type=click.Choice(["python"]),
+    type=click.Choice(list(kerasgen.SYNTAXES)),
     help="python: print only complete top-level blocks that ast.parse accepts, drawing a "
     "block again when it fails (the prime is part of the first block); blocks are "
     "added until -n characters follow the prime. The counts go to stderr.",
@@ -109,118 +103,51 @@ SEPARATOR = "\n\n----\n\n"  # between samples
 @constrain_option("[default: python with --syntax python on a character-level run, else none]")
 @option(
     "--tries",
-    default=20,
-    type=click.IntRange(min=1),
+    default=kerasgen.DEFAULT_TRIES,
+    type=int,
     help="With --syntax: draws per block; when all fail, a note says so and the sample ends.",
 )
 @verbose_option
 @library_errors
-def sample_command(
-    save_dir,
-    n,
-    prime,
-    stop,
-    sample,
-    temperature,
-    top_k,
-    top_p,
-    seed,
-    num_samples,
-    checkpoint,
-    jit_compile,
-    output,
-    syntax,
-    constrain,
-    tries,
-):
+def sample_command(save_dir, n, prime, stop, checkpoint, jit_compile, output, **options):
     """Generate text from the model in SAVE_DIR, printing it as it comes.
 
     With --num_samples N the first sample is printed as it is generated and
     the others follow it, separated by ----. Ctrl-C stops at once and keeps
     what was printed (exit code 130).
     """
-    import kerasgen
-    from kerasgen.model import configure_cpu_threads
-    from kerasgen.python_code import BlockSampler
-    from kerasgen.sampling import SamplingOptions, decode_prime
-
-    configure_cpu_threads()
-    prime = decode_prime(prime)
-    stop = [decode_prime(s) for s in stop]
-    if not all(stop):
-        raise click.BadParameter("must not be empty", param_hint="--stop")
+    kerasgen.configure_cpu_threads()
+    stop = [kerasgen.decode_prime(s) for s in stop]
     model = kerasgen.load(save_dir, checkpoint, jit_compile=jit_compile)
-    try:
-        model.check_prime(prime)
-    except ValueError as e:
-        raise click.BadParameter(
-            str(e).removeprefix("--prime has "), param_hint="--prime"
-        ) from None
     if model.checkpoint != checkpoint:
         click.echo(
             f"{save_dir} has no {checkpoint} checkpoint yet; using {model.checkpoint}", err=True
         )
-    if seed is None:
-        seed = int.from_bytes(os.urandom(4), "little")
-    if constrain is None:
-        constrain = model.default_constrain(syntax)
-    check_constrain(model, constrain)
-    if syntax is not None:
-        if stop:
-            raise click.UsageError(
-                "--stop and --syntax do not combine: blocks are whole "
-                "statements; bound the length with -n"
-            )
-        options = SamplingOptions(
-            sample=sample,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            seed=seed,
-            constrain=constrain,
-        )
-        with _Output(output) as out:
-            _write_blocks(BlockSampler(model, tries), n, prime, options, num_samples, out)
-        return
-    pieces = model.stream(
-        n,
-        prime,
-        sample=sample,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        seed=seed,
-        num_samples=num_samples,
-        stop=stop,
-        constrain=constrain,
-    )
+    stats = kerasgen.BlockStats() if options["syntax"] else None
+    num_samples = options["num_samples"]
+    pieces = model.stream(n, kerasgen.decode_prime(prime), stop=stop, block_stats=stats, **options)
     with _Output(output) as out:
         if num_samples == 1:
             for piece in pieces:
                 out.write(piece)
         else:
             _write_samples(pieces, num_samples, out)
-        out.write("\n")
+        if stats is None:
+            out.write("\n")
+    if stats is not None:
+        _report_blocks(stats, options["tries"])
 
 
-def _write_blocks(blocks, n: int, prime: str, options, num_samples: int, out) -> None:
-    """Each sample's blocks as they are kept, the samples one after the other; the counts
-    (and any sample that ran out of tries) on stderr."""
-    stats = blocks.stats
-    for row in range(num_samples):
-        if row:
-            out.write(SEPARATOR)
-        gave_up = stats.gave_up
-        for block in blocks.stream(n, prime, options, sample=row):
-            out.write(block)
-        if stats.gave_up > gave_up:
-            click.echo(
-                f"python syntax: no draw of the next block parsed in {blocks.tries} "
-                "tries; the sample ends here",
-                err=True,
-            )
+def _report_blocks(stats, tries: int) -> None:
+    """The counts of ``--syntax python`` (and each sample that ran out of tries) on stderr."""
+    for sample in stats.gave_up_samples:
+        click.echo(
+            f"python syntax: sample {sample + 1}: no draw of the next block parsed in {tries} "
+            "tries; the sample ends there",
+            err=True,
+        )
     unfinished = (
-        f", {stats.unfinished} of them unfinished after {blocks.limit(n):,} characters"
+        f", {stats.unfinished} of them unfinished after {stats.limit:,} characters"
         if stats.unfinished
         else ""
     )
@@ -263,10 +190,10 @@ def _allow_open_files(needed: int) -> None:
     if soft == resource.RLIM_INFINITY or soft >= needed:
         return
     if hard != resource.RLIM_INFINITY and hard < needed:
-        raise click.BadParameter(
+        raise ParameterError(
+            "num_samples",
             f"needs about {needed:,} open files (one per sample) and this "
             f"system allows {hard:,}; ask for fewer samples at once",
-            param_hint="--num_samples",
         )
     resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 

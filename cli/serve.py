@@ -6,8 +6,9 @@ import logging
 
 import click
 
+import kerasgen
 from kerasgen_cli.errors import library_errors
-from kerasgen_cli.options import option, verbose_option
+from kerasgen_cli.options import checkpoint_option, option, verbose_option
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -22,30 +23,24 @@ from kerasgen_cli.options import option, verbose_option
     default="127.0.0.1",
     help="Address to listen on; anything but loopback lets other machines in.",
 )
-@option("--port", default=8000, type=click.IntRange(0, 65535), help="Port to listen on.")
-@option(
-    "--checkpoint",
-    default="best",
-    type=click.Choice(["best", "latest"]),
-    help="Weights to serve: lowest validation loss (the latest when there is none yet), "
-    "or the newest.",
-)
+@option("--port", default=8000, type=int, help="Port to listen on.")
+@checkpoint_option("serve")
 @option(
     "--max_batch",
-    default=32,
-    type=click.IntRange(1, 1024),
+    default=kerasgen.SERVE_DEFAULTS["max_batch"],
+    type=int,
     help="Samples generated at once, as rows of one batch; more wait in the queue.",
 )
 @option(
     "--max_queue",
-    default=256,
-    type=click.IntRange(min=0),
+    default=kerasgen.SERVE_DEFAULTS["max_queue"],
+    type=int,
     help="Samples that may wait for a row; beyond it a request gets 503 with Retry-After.",
 )
 @option(
     "--max_tokens",
-    default=4096,
-    type=click.IntRange(min=1),
+    default=kerasgen.SERVE_DEFAULTS["max_tokens"],
+    type=int,
     help="The most tokens (characters at char level) one request may ask for.",
 )
 @option(
@@ -69,10 +64,7 @@ def serve_command(
     Runs until Ctrl-C or SIGTERM; streams in flight end first. One log line per
     request goes to stderr.
     """
-    import kerasgen
-    from kerasgen.model import configure_cpu_threads
-
-    configure_cpu_threads()
+    kerasgen.configure_cpu_threads()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     model = kerasgen.load(save_dir, checkpoint)
     click.echo(

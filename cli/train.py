@@ -7,13 +7,11 @@ import sys
 import click
 from click.core import ParameterSource
 
-from kerasgen.sampling import MAX_SEED
-from kerasgen.vocab import BYTES, DEFAULT_MAX_VOCAB, DEFAULT_VOCAB_SIZE, LEVELS, MAX_VOCAB_SIZE
+import kerasgen
 from kerasgen_cli.errors import library_errors
 from kerasgen_cli.options import (
-    POSITIVE,
-    RNN_FAMILIES,
-    Duration,
+    MODEL_DEFAULTS,
+    TRAIN_DEFAULTS,
     keep_prob_options,
     model_shape_options,
     option,
@@ -27,44 +25,27 @@ PRESET_HELP = (
 
 
 class PresetName(click.ParamType):
-    """A shipped preset's name; the names come from the package's preset files."""
+    """A shipped preset's name (the library checks it); the names come from the package's
+    preset files."""
 
     name = "preset"
 
     def get_metavar(self, param, ctx=None):
-        from kerasgen.presets import preset_names
-
-        return "[" + "|".join(preset_names()) + "]"
-
-    def convert(self, value, param, ctx):
-        from kerasgen.presets import load_preset
-
-        try:
-            load_preset(value)
-        except ValueError as e:
-            self.fail(str(e), param, ctx)
-        return value
+        return "[" + "|".join(kerasgen.preset_names()) + "]"
 
     def shell_complete(self, ctx, param, incomplete):
         from click.shell_completion import CompletionItem
 
-        from kerasgen.presets import preset_names
-
-        return [CompletionItem(n) for n in preset_names() if n.startswith(incomplete)]
+        return [CompletionItem(n) for n in kerasgen.preset_names() if n.startswith(incomplete)]
 
 
 class PresetOption(click.Option):
     """``--preset``, whose help lists each preset's flags, read from the files when shown."""
 
     def get_help_record(self, ctx):
-        from kerasgen.presets import as_flags, load_preset, preset_names
-
-        self.help = (
-            PRESET_HELP
-            + " "
-            + "; ".join(f"{name}: {as_flags(load_preset(name))}" for name in preset_names())
-            + "."
-        )
+        presets = kerasgen.preset_names()
+        flags = (f"{name}: {kerasgen.as_flags(kerasgen.load_preset(name))}" for name in presets)
+        self.help = PRESET_HELP + " " + "; ".join(flags) + "."
         return super().get_help_record(ctx)
 
 
@@ -72,37 +53,37 @@ class PresetOption(click.Option):
 @click.option("--preset", default=None, type=PresetName(), cls=PresetOption, help=PRESET_HELP)
 @option(
     "--data_dir",
-    default="data/tinyshakespeare",
+    default=TRAIN_DEFAULTS.data_dir,
     type=click.Path(file_okay=False),
     help="Folder holding input.txt, or else *.txt files, one document each, joined "
     "in name order with a blank line between (tiny Shakespeare is downloaded if "
     "missing). The id cache goes beside them, or under $KERASGEN_CACHE_DIR "
     "(default ~/.cache/kerasgen) if the folder is read-only.",
 )
-@option("--encoding", default="utf-8", help="Text encoding of the text files.")
+@option("--encoding", default=TRAIN_DEFAULTS.encoding, help="Text encoding of the text files.")
 @option(
     "--keep_cr",
     is_flag=True,
-    default=False,
+    default=TRAIN_DEFAULTS.keep_cr,
     help="Keep carriage returns: without it CRLF and lone CR line ends are read as LF.",
 )
 @option(
     "--save_dir",
-    default="save",
+    default=TRAIN_DEFAULTS.save_dir,
     type=click.Path(file_okay=False),
     help="Run folder for config, vocabulary and checkpoints (with --init_from: that run's "
     "folder unless given).",
 )
 @option(
     "--log_dir",
-    default="logs",
+    default=TRAIN_DEFAULTS.log_dir,
     type=click.Path(file_okay=False),
     help="TensorBoard folder; each run gets its own subfolder.",
 )
 @option(
     "--save_every",
-    default=1000,
-    type=click.IntRange(min=0),
+    default=TRAIN_DEFAULTS.save_every,
+    type=int,
     help="Save the latest checkpoint every N steps (and at every epoch end).",
 )
 @option(
@@ -113,28 +94,26 @@ class PresetOption(click.Option):
     "every setting not typed again).",
 )
 @model_shape_options(
-    RNN_FAMILIES + ["bigram", "transformer"],
-    "Recurrent cell type; bigram: the next token from the current one only (a "
-    "V x V table; the baseline); transformer: a small decoder-only transformer "
-    "(causal self-attention, learned positions).",
+    list(kerasgen.FAMILIES),
+    "Model family: " + "; ".join(f"{n}: {f.help}" for n, f in kerasgen.FAMILIES.items()) + ".",
     transformer=True,
 )
 @option(
     "--n_head",
-    default=4,
-    type=POSITIVE,
+    default=MODEL_DEFAULTS.n_head,
+    type=int,
     help="Attention heads per transformer block (must divide --n_embd).",
 )
 @option(
     "--dropout",
-    default=0.0,
-    type=click.FloatRange(0.0, 1.0, max_open=True),
+    default=MODEL_DEFAULTS.dropout,
+    type=float,
     help="Transformer dropout on attention, residual branches and embeddings.",
 )
 @option(
     "--level",
-    default="char",
-    type=click.Choice(list(LEVELS)),
+    default=TRAIN_DEFAULTS.level,
+    type=click.Choice(list(kerasgen.LEVELS)),
     help="char: one token per character; word: words and punctuation marks with the "
     "space before them, newlines and other whitespace as tokens; bpe: byte-level "
     "BPE subwords learned from the training text (decoding gives the text back "
@@ -142,35 +121,40 @@ class PresetOption(click.Option):
 )
 @option(
     "--max_vocab",
-    default=DEFAULT_MAX_VOCAB,
-    type=POSITIVE,
+    default=TRAIN_DEFAULTS.max_vocab,
+    type=int,
     help="Word level: keep this many most frequent tokens of the training text; the "
     "rest become <unk>.",
 )
 @option(
     "--vocab_size",
-    default=DEFAULT_VOCAB_SIZE,
-    type=click.IntRange(BYTES, MAX_VOCAB_SIZE),
+    default=TRAIN_DEFAULTS.vocab_size,
+    type=int,
     help="Bpe level: tokens in the vocabulary, the 256 single bytes included (fewer "
     "when the training text has no more pairs seen twice).",
 )
-@option("--num_epochs", default=50, type=POSITIVE, help="Passes over the training text.")
+@option(
+    "--num_epochs",
+    default=TRAIN_DEFAULTS.num_epochs,
+    type=int,
+    help="Passes over the training text.",
+)
 @option(
     "--grad_clip",
-    default=5.0,
-    type=click.FloatRange(0.0, min_open=True),
+    default=TRAIN_DEFAULTS.grad_clip,
+    type=float,
     help="Clip the global gradient norm to this value.",
 )
 @option(
     "--learning_rate",
-    default=0.002,
-    type=click.FloatRange(0.0, min_open=True),
+    default=TRAIN_DEFAULTS.learning_rate,
+    type=float,
     help="Adam learning rate of the first epoch.",
 )
 @option(
     "--decay_rate",
-    default=0.97,
-    type=click.FloatRange(0.0, 1.0, min_open=True),
+    default=TRAIN_DEFAULTS.decay_rate,
+    type=float,
     help="Per-epoch learning-rate decay: lr = learning_rate * decay_rate**epoch "
     "(Adam, not RMSprop).",
 )
@@ -178,55 +162,55 @@ class PresetOption(click.Option):
 @option(
     "--time_budget",
     default=None,
-    type=Duration(),
+    type=str,
     help="Stop after this much wall-clock time (validation included), e.g. 600s, 10m, "
     "1h; then validate, save and report. [default: none]",
 )
 @option(
     "--lr_schedule",
-    default="epoch",
-    type=click.Choice(["epoch", "cosine"]),
+    default=TRAIN_DEFAULTS.lr_schedule,
+    type=click.Choice(list(kerasgen.LR_SCHEDULES)),
     help="epoch: multiply by --decay_rate after every epoch (char-rnn). cosine: warm up "
     "over --warmup_steps, then follow a cosine down to 10% of --learning_rate at "
     "the end of --time_budget (or of --num_epochs).",
 )
 @option(
     "--warmup_steps",
-    default=100,
-    type=click.IntRange(min=0),
+    default=TRAIN_DEFAULTS.warmup_steps,
+    type=int,
     help="Linear learning-rate warm-up steps of --lr_schedule cosine.",
 )
 @option(
     "--eval_every",
-    default=0,
-    type=click.IntRange(min=0),
+    default=TRAIN_DEFAULTS.eval_every,
+    type=int,
     help="Also validate every this many steps (the best checkpoint is judged each "
     "time; 0: at epoch ends only).",
 )
 @option(
     "--eval_chars",
-    default=250_000,
-    type=click.IntRange(min=0),
+    default=TRAIN_DEFAULTS.eval_chars,
+    type=int,
     help="Validate on this many characters at the start of the held-out split (a fixed "
     "subset; 0: all of it). kerasgen evaluate scores the whole split.",
 )
 @option(
     "--val_frac",
-    default=0.1,
-    type=click.FloatRange(0.0, 1.0, max_open=True),
+    default=TRAIN_DEFAULTS.val_frac,
+    type=float,
     help="Hold out the LAST fraction of the text for validation (0: none).",
 )
 @option(
     "--seed",
     default=None,
-    type=click.IntRange(0, MAX_SEED),
+    type=int,
     help="Random seed for weights and dropout.",
 )
 @click.option(
     "--jit_compile/--no_jit_compile",
     "--jit-compile/--no-jit-compile",
     "jit_compile",
-    default=False,
+    default=TRAIN_DEFAULTS.jit_compile,
     show_default=True,
     help="XLA-compile the training and validation steps.",
 )
@@ -241,8 +225,8 @@ class PresetOption(click.Option):
 )
 @option(
     "--strategy",
-    default="default",
-    type=click.Choice(["auto", "default", "mirrored", "multiworker"]),
+    default=TRAIN_DEFAULTS.strategy,
+    type=click.Choice(list(kerasgen.STRATEGIES)),
     help="tf.distribute strategy: auto (mirrored when more than one GPU is visible), "
     "default (one device), mirrored (all local GPUs), multiworker (the cluster in "
     "TF_CONFIG). --batch_size is the global batch.",
@@ -250,7 +234,7 @@ class PresetOption(click.Option):
 @option(
     "--mixed_precision",
     is_flag=True,
-    default=False,
+    default=TRAIN_DEFAULTS.mixed_precision,
     help="Compute in float16 with float32 logits and loss (for GPUs; uses the Keras "
     "layers, so cuDNN on a GPU).",
 )
@@ -272,11 +256,7 @@ def train_command(ctx, **options):
     learning rate...), the default shown. With --init_from the run is
     continued in place unless --save_dir says otherwise.
     """
-    import kerasgen
-    from kerasgen.model import configure_cpu_threads
-    from kerasgen.progress import training_progress
-
-    configure_cpu_threads()
+    kerasgen.configure_cpu_threads()
     # Only what was typed: the library fills in the rest (the saved run's
     # settings when continuing one, else the defaults shown in --help).
     typed = {
@@ -284,7 +264,7 @@ def train_command(ctx, **options):
         for name, value in options.items()
         if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)
     }
-    progress = training_progress(
+    progress = kerasgen.training_progress(
         live=sys.stdout.isatty(), write=click.echo, notes=lambda line: click.echo(line, err=True)
     )
     kerasgen.train(callbacks=[progress], **typed)

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kerasgen.model import ModelConfig
+from kerasgen.errors import ParameterError
+from kerasgen.model import DEFAULT_FAMILY, ModelConfig, family
 
 WINDOWS = 5  # timed windows per measurement; the median is reported
 PRIME_CHARS = 20_000  # the long prime whose reading is timed
@@ -25,7 +26,7 @@ PRIME_CHARS = 20_000  # the long prime whose reading is timed
 
 @dataclass(frozen=True)
 class BenchConfig:
-    model: str = "lstm"
+    model: str = DEFAULT_FAMILY
     rnn_size: int = 128
     num_layers: int = 2
     vocab_size: int = 65  # tiny Shakespeare's
@@ -41,7 +42,7 @@ class BenchConfig:
 
     def __post_init__(self):
         if not self.seconds > 0:
-            raise ValueError(f"--seconds must be > 0, got {self.seconds}")
+            raise ParameterError("seconds", f"must be > 0, got {self.seconds}")
 
 
 def flops_per_char(config: ModelConfig) -> tuple[float, float]:
@@ -53,7 +54,7 @@ def flops_per_char(config: ModelConfig) -> tuple[float, float]:
     fused path skips the first layer's input product, so its real work is
     lower: GFLOP/s figures use this count, the same for every implementation.
     """
-    gates = {"lstm": 4, "gru": 3, "rnn": 1}[config.model]
+    gates = family(config.model).gates
     h = config.rnn_size
     forward = config.num_layers * 2 * (2 * h * gates * h) + 2 * h * config.vocab_size
     return 3.0 * forward, float(forward)
@@ -83,11 +84,7 @@ def run_bench(config: BenchConfig) -> dict:
     """Measure; returns the figures as a flat dict (see ``kerasgen bench --help``)."""
     import keras
 
-    from kerasgen import data
-    from kerasgen.model import build_model, count_params
-    from kerasgen.sampling import Sampler, SamplingOptions
-    from kerasgen.steps import compile_steps
-    from kerasgen.vocab import Vocabulary
+    from kerasgen.model import count_params
 
     keras.utils.set_random_seed(config.seed)
     model_config = ModelConfig(
@@ -98,12 +95,39 @@ def run_bench(config: BenchConfig) -> dict:
         input_keep_prob=config.input_keep_prob,
         output_keep_prob=config.output_keep_prob,
     )
+    rng = np.random.default_rng(config.seed)
+    model, train_rate, train_warmup_s = _training(config, model_config, rng)
+    sample_1, sample_warmup_s, sample_n, prime_rate = _sampling(config, model_config, model, rng)
+    train_flop, forward_flop = flops_per_char(model_config)
+    return {
+        "train_chars_per_s": round(train_rate, 1),
+        "sample_chars_per_s": round(sample_1, 1),
+        "sample_batched_chars_per_s": round(sample_n, 1),
+        "sample_streams": config.sample_streams,
+        "prime_chars_per_s": round(prime_rate, 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "gflops": round(train_rate * train_flop / 1e9, 2),
+        "train_flop_per_char": train_flop,
+        "sample_flop_per_char": forward_flop,
+        "train_warmup_s": round(train_warmup_s, 2),
+        "sample_warmup_s": round(sample_warmup_s, 2),
+        "params": count_params(model),
+        "config": dataclasses.asdict(config),
+    }
+
+
+def _training(config: BenchConfig, model_config: ModelConfig, rng):
+    """The model, its training chars/s and the warm-up seconds."""
+    import keras
+
+    from kerasgen import data
+    from kerasgen.model import build_model
+    from kerasgen.steps import compile_steps
+
     batch, seq = config.batch_size, config.seq_length
     # Synthetic text: uniform random ids. Throughput does not depend on content.
-    rng = np.random.default_rng(config.seed)
     ids = rng.integers(0, config.vocab_size, size=batch * seq * 64 + 1)
     batches_of_ids = data.StreamBatches(ids, batch, seq)
-
     model = build_model(model_config, batch)
     optimizer = keras.optimizers.Adam(learning_rate=0.002, global_clipnorm=5.0)
     optimizer.build(model.trainable_variables)
@@ -121,8 +145,16 @@ def run_bench(config: BenchConfig) -> dict:
     started = time.perf_counter()
     for _ in range(3):
         one_step()
-    train_warmup_s = time.perf_counter() - started
-    train_rate = _median_rate(one_step, config.seconds)
+    warmup = time.perf_counter() - started
+    return model, _median_rate(one_step, config.seconds), warmup
+
+
+def _sampling(config: BenchConfig, model_config: ModelConfig, model, rng):
+    """Sampling chars/s of 1 stream and its warm-up, of N streams, and of reading a prime."""
+    from kerasgen.model import build_model
+    from kerasgen.sampler import Sampler
+    from kerasgen.sampling import SamplingOptions
+    from kerasgen.vocab import Vocabulary
 
     vocab = Vocabulary(
         tuple(chr(0x4E00 + i) for i in range(config.vocab_size)), (1,) * config.vocab_size
@@ -145,7 +177,7 @@ def run_bench(config: BenchConfig) -> dict:
         ), warmup
 
     one = sampler(1)
-    sample_1, sample_warmup_s = sample_rate(one)
+    sample_1, warmup = sample_rate(one)
     sample_n, _ = sample_rate(sampler(config.sample_streams))
     # Reading a long prime: the characters a sample starts after, per second.
     prime = vocab.decode(rng.integers(0, config.vocab_size, size=PRIME_CHARS))
@@ -154,20 +186,4 @@ def run_bench(config: BenchConfig) -> dict:
         one.generate_ids(0, prime, options)
         return len(prime)
 
-    prime_rate = _median_rate(read_prime, config.seconds)
-    train_flop, forward_flop = flops_per_char(model_config)
-    return {
-        "train_chars_per_s": round(train_rate, 1),
-        "sample_chars_per_s": round(sample_1, 1),
-        "sample_batched_chars_per_s": round(sample_n, 1),
-        "sample_streams": config.sample_streams,
-        "prime_chars_per_s": round(prime_rate, 1),
-        "peak_rss_mb": round(peak_rss_mb(), 1),
-        "gflops": round(train_rate * train_flop / 1e9, 2),
-        "train_flop_per_char": train_flop,
-        "sample_flop_per_char": forward_flop,
-        "train_warmup_s": round(train_warmup_s, 2),
-        "sample_warmup_s": round(sample_warmup_s, 2),
-        "params": count_params(model),
-        "config": dataclasses.asdict(config),
-    }
+    return sample_1, warmup, sample_n, _median_rate(read_prime, config.seconds)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from kerasgen import rundir
 from kerasgen.evaluate import STREAMS, LossResult
+from kerasgen.model import family
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,19 @@ class RunSummary:
     train_seconds: float | None  # in training steps, over the run and its continuations
     chars_per_s: float | None
     loss: LossResult
+
+    def to_dict(self) -> dict:
+        """What ``kerasgen compare --json`` prints per run: the summary, and under "loss"
+        the object ``kerasgen evaluate --json`` prints."""
+        return {
+            "save_dir": self.save_dir,
+            "model": self.model,
+            "level": self.level,
+            "params": self.params,
+            "train_seconds": self.train_seconds,
+            "chars_per_s": self.chars_per_s,
+            "loss": self.loss.to_dict(self.save_dir),
+        }
 
 
 def compare_runs(
@@ -51,7 +65,7 @@ def compare_runs(
         rows.append(
             RunSummary(
                 save_dir,
-                describe_model(run.model_config),
+                family(run.model_config.model).describe(run.model_config),
                 run.vocab.level,
                 count_params(model.build(1)),
                 seconds,
@@ -60,14 +74,3 @@ def compare_runs(
             )
         )
     return rows
-
-
-def describe_model(config) -> str:
-    """Family and size in a few characters: ``bigram``, ``lstm 2x128``,
-    ``transformer 4x128 h4 ctx64``."""
-    if config.model == "bigram":
-        return "bigram"
-    size = f"{config.model} {config.num_layers}x{config.rnn_size}"
-    if config.model == "transformer":
-        size += f" h{config.n_head} ctx{config.context}"
-    return size

@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import os
 
+from kerasgen.errors import ParameterError
+
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 # A collective (gradient all-reduce) that takes longer than this means a worker
 # is gone; KERASGEN_COLLECTIVE_TIMEOUT_S overrides it (tests use a short one).
@@ -33,7 +35,7 @@ def make_strategy(name: str):
     import tensorflow as tf
 
     if name not in STRATEGIES:
-        raise ValueError(f"unknown --strategy {name!r}; choose one of " + ", ".join(STRATEGIES))
+        raise ParameterError("strategy", f"{name!r} is not one of " + ", ".join(STRATEGIES))
     if name == "auto":  # physical devices: listing them does not start the runtime
         name = "mirrored" if len(tf.config.list_physical_devices("GPU")) > 1 else "default"
     if name == "default":
@@ -44,9 +46,10 @@ def make_strategy(name: str):
         ]
         return tf.distribute.MirroredStrategy(devices=devices)
     if not os.environ.get("TF_CONFIG"):
-        raise ValueError(
-            "--strategy multiworker needs the TF_CONFIG environment variable "
-            "(the cluster and this machine's task); see docs/distributed.md"
+        raise ParameterError(
+            "strategy",
+            "multiworker needs the TF_CONFIG environment variable "
+            "(the cluster and this machine's task); see docs/distributed.md",
         )
     try:
         json.loads(os.environ["TF_CONFIG"])
@@ -75,8 +78,8 @@ def replica_batch(batch_size: int, strategy) -> int:
     """Rows per replica; the global batch must split evenly."""
     replicas = strategy.num_replicas_in_sync
     if batch_size % replicas:
-        raise ValueError(
-            f"--batch_size {batch_size} does not split over {replicas} replicas; "
-            f"use a multiple of {replicas}"
+        raise ParameterError(
+            "batch_size",
+            f"{batch_size} does not split over {replicas} replicas; use a multiple of {replicas}",
         )
     return batch_size // replicas

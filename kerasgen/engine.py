@@ -2,7 +2,7 @@
 
 Every sample a request asks for is a ``Stream``. ``Engine.submit`` puts streams
 in a bounded queue (``Busy`` when it is full); one engine thread runs the
-sampler's rows (``kerasgen.sampling.Rows``) chunk after chunk. At each chunk
+sampler's rows (``kerasgen.sampler.Rows``) chunk after chunk. At each chunk
 boundary it admits waiting streams into free rows (continuous batching: they
 start while the others go on), runs one chunk of every row on the smallest
 batch that holds them, hands each stream its new text through its
@@ -22,9 +22,15 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
-from kerasgen.sampling import SamplingOptions, StopTexts
+from kerasgen import checks
+from kerasgen.sampling import SamplingOptions
+from kerasgen.streams import StopTexts
 
 LOG = logging.getLogger("kerasgen.server")
+# A server's limits by default: rows generated at once (at most MAX_ROWS), samples that
+# may wait for a row, and the most tokens one request may ask for.
+SERVE_DEFAULTS = {"max_batch": 32, "max_queue": 256, "max_tokens": 4096}
+MAX_ROWS = 1024
 FINISH_LENGTH, FINISH_STOP, FINISH_CANCELLED, FINISH_ERROR = "length", "stop", "cancelled", "error"
 
 
@@ -63,10 +69,10 @@ class Engine:
     """
 
     def __init__(self, model, max_batch: int = 32, max_queue: int = 256):
-        from kerasgen.sampling import Rows
+        from kerasgen.sampler import Rows
 
-        if max_batch < 1 or max_queue < 0:
-            raise ValueError("max_batch must be at least 1 and max_queue at least 0")
+        checks.in_range("max_batch", max_batch, 1, MAX_ROWS)
+        checks.at_least("max_queue", max_queue, 0)
         self.model, self.max_batch, self.max_queue = model, max_batch, max_queue
         sizes = [1 << k for k in range(max_batch.bit_length()) if 1 << k < max_batch]
         self.rows = Rows(max_batch, model.sampler, sizes + [max_batch])

@@ -18,6 +18,10 @@ class CheckpointError(ValueError):
     """A run folder or checkpoint file is missing pieces, corrupt or truncated."""
 
 
+class NewerFormatError(CheckpointError):
+    """A run folder written by a newer kerasgen, in a format this one does not read."""
+
+
 class DistributedError(RuntimeError):
     """Multi-device or multi-worker training failed (e.g. a worker died)."""
 
@@ -49,7 +53,6 @@ class ParameterError(ValueError):
     def __init__(self, param: str, problem: str):
         self.param, self.problem = param, problem
         super().__init__(f"{param} {problem}")
-
 
 
 class Interrupted(Exception):

@@ -35,7 +35,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kerasgen import data, rundir
+from kerasgen import checks, data, rundir, textfiles
+from kerasgen.model import family
 from kerasgen.vocab import Vocabulary
 
 STREAMS = 32  # parallel streams the held-out text is cut into
@@ -52,8 +53,7 @@ def stream_layout(ids: np.ndarray, streams: int) -> tuple[np.ndarray, np.ndarray
     Row j holds positions ``j*L .. (j+1)*L - 1`` of ``ids[:-1]`` (inputs) and
     ``ids[1:]`` (targets); the positions past the end are 0 with mask 0.
     """
-    if streams < 1:
-        raise ValueError(f"--streams must be at least 1, got {streams}")
+    checks.at_least("streams", streams, 1)
     n = len(ids) - 1  # next-character targets
     if n < 1:
         raise ValueError(
@@ -80,7 +80,7 @@ def evaluate_loss(
     """
     import tensorflow as tf
 
-    from kerasgen.model import context_length, reset_states, rnn_layers
+    from kerasgen.model import context_length, family_of, reset_states
 
     if chunk_length < 1:
         raise ValueError(f"chunk_length must be at least 1, got {chunk_length}")
@@ -94,7 +94,7 @@ def evaluate_loss(
         pad = (windows - 1) * hop + context - x.shape[1]
         starts = [k * hop for k in range(windows)]
     else:
-        steps = min(chunk_length, x.shape[1]) if rnn_layers(model) else x.shape[1]
+        steps = min(chunk_length, x.shape[1]) if family_of(model).recurrent else x.shape[1]
         pad = -x.shape[1] % steps  # one chunk shape for every call: no retracing
         starts = range(0, x.shape[1] + pad, steps)
     x, y, mask = (np.pad(a, ((0, 0), (0, pad))) for a in (x, y, mask))
@@ -227,41 +227,43 @@ def held_out_ids(
     encoding = encoding or train.get("encoding", "utf-8")
     tokens = run.vocab.level != "char"  # encoded from the text, not the character cache
     if sum(x is not None for x in (data_dir, text_file, text)) > 1:
-        raise ValueError("pass --data_dir or --text, not both")
+        raise ValueError("pass only one of data_dir, text and text_file")
     source = "the given text"
     if text_file is not None:
         if not os.path.isfile(text_file):
-            raise FileNotFoundError(f"--text {text_file} is not a file")
-        text = data.read_text(text_file, encoding, keep_cr=train.get("keep_cr", False))
+            raise FileNotFoundError(f"text_file {text_file} is not a file")
+        text = textfiles.read_text(text_file, encoding, keep_cr=train.get("keep_cr", False))
         source = text_file
     if text is not None:
         try:
             ids = None if tokens else run.vocab.encode(text)
         except ValueError as e:  # names the characters the model never saw
-            raise ValueError(f"--text {source}: {e}") from None
+            raise ValueError(f"text {source}: {e}") from None
         return _held_out(run, ids, source, text)
 
     if data_dir is None:
         data_dir = train.get("data_dir")
         if data_dir is None:
             raise ValueError(
-                f"{run.save_dir} does not record its training data; pass --data_dir or --text"
+                f"{run.save_dir} does not record its training data; pass data_dir or text_file"
             )
     val_frac = train.get("val_frac", 0.0)
     if not val_frac:
         raise ValueError(
-            f"{run.save_dir} was trained with --val_frac 0, so it has no held-out "
-            "split; pass --text FILE to evaluate on a file"
+            f"{run.save_dir} was trained with val_frac 0, so it has no held-out "
+            "split; pass a text_file to evaluate on"
         )
     keep_cr = train.get("keep_cr", False)  # read the text as training read it
     try:
         if tokens:
-            corpus = data.read_corpus_text(data_dir, encoding, keep_cr)
+            corpus = textfiles.read_corpus_text(data_dir, encoding, keep_cr)
         else:
             corpus = data.load_corpus(data_dir, encoding, keep_cr)
     except FileNotFoundError as e:
-        raise FileNotFoundError(f"{e}; or pass --data_dir or --text") from None
-    what = f"validation split of {data.describe_files(corpus.files)} (last {val_frac * 100:g}%)"
+        raise FileNotFoundError(f"{e}; or pass data_dir or text_file") from None
+    what = (
+        f"validation split of {textfiles.describe_files(corpus.files)} (last {val_frac * 100:g}%)"
+    )
     if tokens:
         _, val_text = data.split_text(corpus.text, val_frac)
         return _held_out(run, None, what, val_text)
@@ -347,7 +349,7 @@ def start_penalty(
     transformer sees at most its context of either). None when ``text`` has no
     such line.
     """
-    from kerasgen.sampling import prefix_ids
+    from kerasgen.streams import prefix_ids
 
     vocab = model.vocab
     starts = line_starts(text, count, chars, before)
@@ -400,7 +402,7 @@ def logits_after(model, contexts: list[np.ndarray], targets: list[np.ndarray]):
         seqs[r, :start], seqs[r, start : start + len(target)] = context, target
         mask[r, : len(target)] = 1.0
     labels = seqs[:, start:]  # (K, J)
-    window = model.config.context if model.config.model == "transformer" else 0
+    window = model.config.context if family(model.config.model).windowed else 0
     if not window:
         # Targets sit at the same positions in every row: one call from a zero state.
         net = model.build(rows)
@@ -425,84 +427,3 @@ def logits_after(model, contexts: list[np.ndarray], targets: list[np.ndarray]):
             picked.append(out[np.arange(len(part)), filled[b : b + WINDOW_BATCH] - 1])
         logits = np.concatenate(picked).reshape(rows, span, -1)
     return np.asarray(logits), labels, mask
-
-
-# ---------------------------------------------------------------- real words
-
-WORD = re.compile(r"\w+")  # a word of the text: a maximal run of letters, digits and _
-REAL_WORDS_TOKENS = 300  # tokens per sample
-
-
-@dataclass(frozen=True)
-class RealWords:
-    """How many words of generated samples occur in the training text."""
-
-    found: int  # generated words that are words of the training text
-    total: int  # generated words (maximal \w+ runs; "<unk>" counts as the word "unk")
-    samples: int
-    tokens: int  # generated tokens per sample
-    missing: tuple[str, ...]  # the most frequent words not found, most frequent first
-
-    @property
-    def rate(self) -> float | None:
-        return self.found / self.total if self.total else None
-
-    def to_dict(self, options) -> dict:
-        """The ``real_words`` object of ``kerasgen evaluate --json``."""
-        return {
-            "found": self.found,
-            "total": self.total,
-            "rate": self.rate,
-            "samples": self.samples,
-            "tokens": self.tokens,
-            "missing": list(self.missing),
-            **options.settings(),
-        }
-
-
-def count_real_words(
-    model,
-    num_samples: int,
-    length: int = REAL_WORDS_TOKENS,
-    options=None,
-    training_text: str | None = None,
-) -> RealWords:
-    """Generate ``num_samples`` samples of ``length`` tokens (one batch, from where
-    ``kerasgen sample`` starts) and count their words that occur in the training text.
-
-    A word is a maximal run of ``\\w`` characters, so two words run together
-    (``"theking"``) and a word cut short count as not found. ``training_text``:
-    default the training split of the run's data, read and cut as training did.
-    """
-    from collections import Counter
-
-    from kerasgen.sampling import SamplingOptions
-
-    if num_samples < 1:
-        raise ValueError(f"--real_words must be at least 1, got {num_samples}")
-    if training_text is None:
-        training_text = _training_text(model.run)
-    known = set(WORD.findall(training_text))
-    texts = model.sampler(num_samples).generate(length, "", options or SamplingOptions())
-    words = [w for text in texts for w in WORD.findall(text)]
-    missing = Counter(w for w in words if w not in known)
-    return RealWords(
-        len(words) - sum(missing.values()),
-        len(words),
-        num_samples,
-        length,
-        tuple(w for w, _ in missing.most_common(10)),
-    )
-
-
-def _training_text(run: rundir.Run) -> str:
-    """The training split of the run's recorded data, read as training read it."""
-    train = run.train_config
-    if train.get("data_dir") is None:
-        raise ValueError(
-            f"{run.save_dir} does not record its training data, which --real_words compares against"
-        )
-    corpus = data.read_corpus_text(
-        train["data_dir"], train.get("encoding", "utf-8"), train.get("keep_cr", False)
-    )
-    return data.split_text(corpus.text, train.get("val_frac", 0.0))[0]

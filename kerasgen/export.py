@@ -10,7 +10,8 @@ The ``serving_default`` signature takes
 and returns ``text`` (string, shape [batch]): each prime followed by its
 generated text, exactly what ``kerasgen sample --prime P --seed S`` prints for
 the same run (row r of a batch draws as sample r of ``--num_samples``). The
-whole loop runs in the graph (``Sampler.graph_generate``): the run's preamble,
+whole loop runs in the graph (``graph_generate``, over the family's step
+provider, as ``kerasgen.sampler`` runs it): the run's preamble,
 the prime read from its UTF-8 bytes through the vocabulary, the draws, the
 decoding. Nothing of kerasgen is needed to load it (``tf.saved_model.load``),
 so TensorFlow Serving can serve it.
@@ -27,7 +28,10 @@ import shutil
 
 import numpy as np
 
-from kerasgen.errors import StorageError
+from kerasgen.errors import ParameterError, StorageError
+from kerasgen.model import family
+from kerasgen.sampling import SamplingOptions, glue_rule, select_next, space_id
+from kerasgen.streams import prefix_ids
 
 
 def export(save_dir: str, out: str, checkpoint: str = "best") -> str:
@@ -38,31 +42,52 @@ def export(save_dir: str, out: str, checkpoint: str = "best") -> str:
     import tensorflow as tf
 
     from kerasgen.run import load
-    from kerasgen.sampling import Sampler, prefix_ids
 
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
-        raise ValueError(f"{out} already exists; export into a new folder (--out)")
+        raise ParameterError("out", f"{out} already exists; export into a new folder")
     try:  # before the model is built: the folder the export goes into
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     except OSError as e:
         raise _unwritable(out, e) from None
     model = load(save_dir, checkpoint, jit_compile=False)
-    vocab = model.vocab
-    if vocab.level != "char":
-        raise ValueError(
-            f"{save_dir} is a {vocab.level}-level run; kerasgen export supports "
-            "character-level runs (a word-level tokenizer does not fit in the graph)"
+    if model.vocab.level != "char":
+        raise ParameterError(
+            "save_dir",
+            f"{save_dir} is a {model.vocab.level}-level run; kerasgen export supports "
+            "character-level runs (a word-level tokenizer does not fit in the graph)",
         )
-    recurrent = model.config.model in ("lstm", "gru", "rnn")
+    module = _generator(model)
+    tmp = out.rstrip("/") + ".partial"
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tf.saved_model.save(
+            module, tmp, signatures={"serving_default": module.generate.get_concrete_function()}
+        )
+        if os.path.isdir(out):
+            os.rmdir(out)  # empty, checked above
+        os.replace(tmp, out)
+    except (OSError, tf.errors.OpError) as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _unwritable(out, e) from None
+    return out
+
+
+def _generator(model):
+    """The ``tf.Module`` whose ``generate`` is the serving signature."""
+    import tensorflow as tf
+
+    from kerasgen.families import step_provider
+
+    vocab = model.vocab
     # Recurrent models run the fused math on the weights, at any batch; the
     # others are Keras models built for any batch.
-    net = model.build(1 if recurrent else None)
-    sampler = Sampler(net, vocab, model.run.preamble, jit_compile=False, fused=True)
+    net = model.build(1 if family(model.config.model).recurrent else None)
+    steps = step_provider(net, fused=True)
+    rules = (space_id(vocab), glue_rule(vocab))
     codes = np.array([ord(c) for c in vocab.chars], np.int32)
     order = np.argsort(codes)
-    preamble = (
-        prefix_ids(vocab, model.run.preamble, "") if model.run.preamble else np.zeros(0, np.int32)
-    )
+    preamble = model.run.preamble
+    preamble = prefix_ids(vocab, preamble, "") if preamble else np.zeros(0, np.int32)
 
     class Generator(tf.Module):
         def __init__(self):
@@ -84,6 +109,13 @@ def export(save_dir: str, out: str, checkpoint: str = "best") -> str:
         def generate(self, prime, n, temperature, seed):
             tf.debugging.assert_greater(temperature, 0.0, message="temperature must be > 0")
             tf.debugging.assert_non_negative(n, message="n must be >= 0")
+            prefix, lengths = self.prefix(prime)
+            generated = graph_generate(steps, prefix, lengths, n, seed, temperature, *rules)
+            text = tf.strings.unicode_encode(tf.gather(self.codes, generated), "UTF-8")
+            return {"text": prime + text}
+
+        def prefix(self, prime):
+            """Each row's preamble and prime as ids, padded: (N, longest + 1), lengths (N,)."""
             points = tf.strings.unicode_decode(prime, "UTF-8")  # ragged (N, ?)
             flat = points.flat_values
             at = tf.minimum(tf.searchsorted(self.sorted_codes, flat), len(codes) - 1)
@@ -94,37 +126,47 @@ def export(save_dir: str, out: str, checkpoint: str = "best") -> str:
                 message="the prime has characters that are not in the model's vocabulary",
             )
             ids = points.with_flat_values(tf.gather(self.ids_of_sorted, at))
-            # The prefix: preamble then prime; an empty one reads the most
-            # frequent character (id 0, the padding), as prefix_ids does.
-            prefix = tf.concat(
-                [
-                    tf.RaggedTensor.from_tensor(
-                        tf.tile(self.preamble[None], [tf.shape(prime)[0], 1])
-                    ),
-                    ids,
-                ],
-                axis=1,
+            # An empty prefix reads the most frequent character (id 0, the padding), as
+            # prefix_ids does.
+            rows = tf.RaggedTensor.from_tensor(
+                tf.tile(self.preamble[None], [tf.shape(prime)[0], 1])
             )
+            prefix = tf.concat([rows, ids], axis=1)
             lengths = tf.maximum(tf.cast(prefix.row_lengths(), tf.int32), 1)
-            prefix = tf.pad(prefix.to_tensor(), [[0, 0], [0, 1]])  # (N, longest + 1)
-            generated = sampler.graph_generate(prefix, lengths, n, seed, temperature)
-            text = tf.strings.unicode_encode(tf.gather(self.codes, generated), "UTF-8")
-            return {"text": prime + text}
+            return tf.pad(prefix.to_tensor(), [[0, 0], [0, 1]]), lengths
 
-    module = Generator()
-    tmp = out.rstrip("/") + ".partial"
-    try:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tf.saved_model.save(
-            module, tmp, signatures={"serving_default": module.generate.get_concrete_function()}
-        )
-        if os.path.isdir(out):
-            os.rmdir(out)  # empty, checked above
-        os.replace(tmp, out)
-    except (OSError, tf.errors.OpError) as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise _unwritable(out, e) from None
-    return out
+    return Generator()
+
+
+def graph_generate(steps, prefix, lengths, n, seed, temperature, space, glue):
+    """The sampler's loop in TensorFlow ops, one prefix per row: ids (N, n) of ``n``
+    tokens after each row's prefix.
+
+    ``steps``: the family's step provider; ``prefix`` (N, L) int32, row r's prefix
+    left-aligned in its first ``lengths[r]`` >= 1 places; ``n``, ``seed``,
+    ``temperature``: scalar tensors. Draws are those of ``Sampler.stream_ids`` for
+    the same prefix and seed (generation index g of row r uses the uniform of
+    (seed, g, r)).
+    """
+    import tensorflow as tf
+
+    state, read, ids = steps.graph_start(prefix, lengths)
+    prepared = steps.prepare()
+    options = SamplingOptions()
+    # Row r reads its first read[r] tokens, then draws; the loop runs until the
+    # row with the longest prefix has drawn n.
+    total = tf.reduce_max(read) - 1 + n
+    out = tf.TensorArray(tf.int32, size=total)
+    width = tf.shape(prefix)[1]
+    for k in tf.range(total):
+        logits, state = steps.step(ids, state, prepared)
+        drawn = select_next(logits, ids, k + 1 - read, seed, temperature, options, space, glue)
+        forced = tf.gather(prefix, tf.minimum(k + 1, width - 1)[None], axis=1)[:, 0]
+        ids = tf.where(k + 1 < read, forced, drawn)
+        out = out.write(k, ids)
+    taken = tf.transpose(out.stack())  # (N, total)
+    columns = (read - 1)[:, None] + tf.range(n)[None, :]  # (N, n)
+    return tf.gather(taken, columns, batch_dims=1)
 
 
 def _unwritable(out: str, error) -> StorageError:
@@ -132,6 +174,4 @@ def _unwritable(out: str, error) -> StorageError:
         reason = f"{error.filename} is a file, not a folder"
     else:
         reason = error.strerror if isinstance(error, OSError) else error.message.splitlines()[0]
-    return StorageError(
-        f"could not write {out} ({reason}); pass an --out in a folder you can write"
-    )
+    return StorageError(f"could not write {out} ({reason}); pass an out folder you can write")

@@ -5,26 +5,31 @@ A provider knows one family's state and nothing of sampling:
 - ``zeros(batch)``: the state of ``batch`` rows that have read nothing
 - ``start(prefix)``: a row about to read ``prefix`` (ids): the first id it reads,
   the ids still to read one step at a time, and the row's state (batch 1)
+- ``graph_start(prefix, lengths)``: the same in TensorFlow ops for rows of padded
+  prefixes (N, L), row r's in its first ``lengths[r]`` places: the state, how
+  many of each row's tokens are read before it draws, and the ids read first
 - ``prepare()``: constants derived from the weights once per compiled call
 - ``step(ids, state, prepared)``: ids read now (N,) and the state in, logits
   (N, V) and the new state out; a pure function, so every row owns its state
 
-``Sampler`` (kerasgen.sampling) is the loop over any provider; the server's
-batches, ``kerasgen sample``, evaluate's samples and the export all run it.
+``Sampler`` (kerasgen.sampler) is the loop over any provider; the server's
+batches, ``kerasgen sample`` and evaluate's samples run it, and the export runs
+the same steps in its graph (``kerasgen.export``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from kerasgen.model import context_length, rnn_layers
+from kerasgen.model import context_length, family_of, rnn_layers
 
 
 def step_provider(model, fused: bool = True):
     """The provider for ``model``'s family (``fused``: recurrent layers on the fast path)."""
-    if context_length(model) is not None:
+    kind = family_of(model)
+    if kind.windowed:
         return WindowSteps(model)
-    if rnn_layers(model):
+    if kind.recurrent:
         return FusedRecurrentSteps(model) if fused else KerasRecurrentSteps(model)
     return BigramSteps(model)
 
@@ -46,6 +51,11 @@ class RecurrentSteps:
     def start(self, prefix: np.ndarray):
         # The whole prefix is read in the loop, from a zero state.
         return int(prefix[0]), prefix[1:], self.zeros(1)
+
+    def graph_start(self, prefix, lengths):
+        import tensorflow as tf
+
+        return self.zeros(tf.shape(prefix)[0]), lengths, prefix[:, 0]
 
 
 class FusedRecurrentSteps(RecurrentSteps):
@@ -111,6 +121,19 @@ class WindowSteps:
             (tf.constant(window), tf.constant([len(before)], tf.int32)),
         )
 
+    def graph_start(self, prefix, lengths):
+        import tensorflow as tf
+
+        # The window holds what comes before the last prefix token.
+        context = self.context
+        before = tf.minimum(lengths - 1, context)  # (N,)
+        src = (lengths - 1 - before)[:, None] + tf.range(context)[None, :]  # (N, C)
+        valid = tf.range(context)[None, :] < before[:, None]
+        src = tf.minimum(src, tf.shape(prefix)[1] - 1)
+        window = tf.where(valid, tf.gather(prefix, src, batch_dims=1), 0)
+        last = tf.gather(prefix, lengths - 1, batch_dims=1)
+        return (window, before), tf.ones_like(lengths), last
+
     def prepare(self):
         return ()
 
@@ -140,6 +163,13 @@ class BigramSteps:
         import tensorflow as tf
 
         return tf.zeros(tf.stack([batch, 0]))  # nothing per row
+
+    def graph_start(self, prefix, lengths):
+        import tensorflow as tf
+
+        # Only the last token matters.
+        last = tf.gather(prefix, lengths - 1, batch_dims=1)
+        return self.zeros(tf.shape(prefix)[0]), tf.ones_like(lengths), last
 
     def start(self, prefix: np.ndarray):
         return int(prefix[-1]), prefix[:0], self.zeros(1)

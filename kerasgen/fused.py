@@ -28,9 +28,7 @@ recurrent activation; GRU gates z, r, h with ``reset_after=True``).
 
 from __future__ import annotations
 
-from kerasgen.model import rnn_layers
-
-FAMILY_OF_LAYER = {"LSTM": "lstm", "GRU": "gru", "SimpleRNN": "rnn"}
+from kerasgen.model import family_of, rnn_layers
 
 
 class FusedModel:
@@ -43,7 +41,7 @@ class FusedModel:
     def __init__(self, model):
         self.embedding = model.get_layer("embedding").embeddings  # (V, H)
         self.layers = rnn_layers(model)
-        self.family = FAMILY_OF_LAYER[type(self.layers[0]).__name__]
+        self.family = family_of(model)
         names = {layer.name: layer for layer in model.layers}
         self.input_drop = getattr(names.get("input_dropout_1"), "rate", 0.0)
         self.output_drop = getattr(names.get("output_dropout_1"), "rate", 0.0)
@@ -62,12 +60,12 @@ class FusedModel:
         """
         import tensorflow as tf
 
-        family = self.family
+        split = self.family.split_recurrent
         weights = []
         for i, layer in enumerate(self.layers):
             cell = layer.cell
             kernel, recurrent, bias = cell.kernel, cell.recurrent_kernel, cell.bias
-            input_bias, recurrent_bias = (bias[0], bias[1]) if family == "gru" else (bias, None)
+            input_bias, recurrent_bias = (bias[0], bias[1]) if split else (bias, None)
             if i == 0 and fuse_embedding:
                 weights.append(
                     (
@@ -76,7 +74,7 @@ class FusedModel:
                         recurrent_bias,
                     )
                 )
-            elif i > 0 and family != "gru":
+            elif i > 0 and not split:
                 weights.append((tf.concat([kernel, recurrent], axis=0), input_bias, None))
             else:
                 weights.append((kernel, recurrent, (input_bias, recurrent_bias)))
@@ -91,7 +89,7 @@ class FusedModel:
         """
         import tensorflow as tf
 
-        family = self.family
+        split, cell = self.family.split_recurrent, CELLS[self.family.cell]
         steps = ids_tm.shape[0]
         if steps is None:
             raise ValueError("the fused model needs a static sequence length")
@@ -136,18 +134,18 @@ class FusedModel:
                     x = x * masks_in[i - 1][t]
                 if i == 0:
                     pre, recurrent_term = first_inputs[t], None
-                    if family == "gru":
+                    if split:
                         recurrent_term = tf.matmul(h_prev, w0[1]) + (w0[2] if fuse else w0[2][1])
                     else:
                         pre = pre + tf.matmul(h_prev, w0[1])
-                elif family == "gru":
+                elif split:
                     kernel, recurrent, (input_bias, recurrent_bias) = weights[i]
                     pre = tf.matmul(x, kernel) + input_bias
                     recurrent_term = tf.matmul(h_prev, recurrent) + recurrent_bias
                 else:
                     stacked, bias, _ = weights[i]
                     pre = tf.matmul(tf.concat([x, h_prev], axis=1), stacked) + bias
-                states[i] = _cell(family, pre, states[i], recurrent_term)
+                states[i] = cell(pre, states[i], recurrent_term)
                 x = states[i][0]
                 if output_drop and i < last:
                     x = x * masks_out[i][t]
@@ -189,19 +187,33 @@ def _keep_masks(rate: float, steps: int, batch, units: int, dtype) -> list | Non
     return tf.unstack(tf.cast(keep, dtype) / (1.0 - rate), num=steps)
 
 
-def _cell(family: str, pre, state: list, recurrent_term=None) -> list:
-    """One step of one layer: the new state list from the pre-activations."""
+def _lstm(pre, state: list, recurrent_term=None) -> list:
+    """One LSTM step: gates i, f, c, o from the pre-activations (B, 4H); state [h, c]."""
     import tensorflow as tf
 
-    if family == "lstm":
-        i, f, g, o = tf.split(pre, 4, axis=1)
-        c = tf.sigmoid(f) * state[1] + tf.sigmoid(i) * tf.tanh(g)
-        return [tf.sigmoid(o) * tf.tanh(c), c]
-    if family == "gru":
-        x_z, x_r, x_h = tf.split(pre, 3, axis=1)
-        r_z, r_r, r_h = tf.split(recurrent_term, 3, axis=1)
-        z = tf.sigmoid(x_z + r_z)
-        r = tf.sigmoid(x_r + r_r)
-        candidate = tf.tanh(x_h + r * r_h)
-        return [z * state[0] + (1.0 - z) * candidate]
+    i, f, g, o = tf.split(pre, 4, axis=1)
+    c = tf.sigmoid(f) * state[1] + tf.sigmoid(i) * tf.tanh(g)
+    return [tf.sigmoid(o) * tf.tanh(c), c]
+
+
+def _gru(pre, state: list, recurrent_term) -> list:
+    """One GRU step (reset after): gates z, r, h from the input and recurrent terms."""
+    import tensorflow as tf
+
+    x_z, x_r, x_h = tf.split(pre, 3, axis=1)
+    r_z, r_r, r_h = tf.split(recurrent_term, 3, axis=1)
+    z = tf.sigmoid(x_z + r_z)
+    r = tf.sigmoid(x_r + r_r)
+    candidate = tf.tanh(x_h + r * r_h)
+    return [z * state[0] + (1.0 - z) * candidate]
+
+
+def _tanh(pre, state: list, recurrent_term=None) -> list:
+    """One simple RNN step: h = tanh(pre)."""
+    import tensorflow as tf
+
     return [tf.tanh(pre)]
+
+
+# The step equations a family's layers use, by the name its Family.cell gives.
+CELLS = {"lstm": _lstm, "gru": _gru, "tanh": _tanh}

@@ -19,9 +19,83 @@ import functools
 import math
 from dataclasses import dataclass
 
-RNN_FAMILIES = ("lstm", "gru", "rnn")
-MODEL_FAMILIES = ("bigram",) + RNN_FAMILIES + ("transformer",)
+from kerasgen import checks
+from kerasgen.errors import ParameterError
+
 MAX_LAYERS = 128  # far beyond any useful depth; Keras's graph recursion ends near 500
+
+
+@dataclass(frozen=True)
+class Family:
+    """What the rest of kerasgen may ask about a model family; ``FAMILIES`` has them all.
+
+    Code outside this module never compares family names: it asks these fields.
+    """
+
+    name: str
+    help: str  # one line for --help
+    recurrent: bool = False  # stateful layers whose state carries across batches
+    windowed: bool = False  # sees at most ``context`` tokens and carries no state
+    layer: str = ""  # the Keras layer class of a recurrent family's layers
+    gates: int = 0  # gate blocks in a recurrent layer's kernels (G in G*H)
+    cell: str = ""  # the step equations of its layers: a key of kerasgen.fused.CELLS
+    # Its gates take the recurrent product apart from the input's (a GRU's reset gate
+    # multiplies only the recurrent part), so the two are never summed in one matmul.
+    split_recurrent: bool = False
+
+    @property
+    def sized(self) -> bool:
+        """Whether ``rnn_size`` and ``num_layers`` apply (not to the bigram's table)."""
+        return self.recurrent or self.windowed
+
+    @property
+    def distributable(self) -> bool:
+        """Trains under a multi-device strategy (the fused recurrent path does)."""
+        return self.recurrent
+
+    def describe(self, config: ModelConfig) -> str:
+        """Family and size in a few characters: ``bigram``, ``lstm 2x128``,
+        ``transformer 4x128 h4 ctx64``."""
+        if not self.sized:
+            return self.name
+        size = f"{self.name} {config.num_layers}x{config.rnn_size}"
+        if self.windowed:
+            size += f" h{config.n_head} ctx{config.context}"
+        return size
+
+
+FAMILIES = {
+    f.name: f
+    for f in (
+        Family("lstm", "long short-term memory layers", True, False, "LSTM", 4, "lstm"),
+        Family("gru", "gated recurrent unit layers", True, False, "GRU", 3, "gru", True),
+        Family("rnn", "simple (Elman) RNN layers", True, False, "SimpleRNN", 1, "tanh"),
+        Family("bigram", "the next token from the current one only (a V x V table; the baseline)"),
+        Family(
+            "transformer",
+            "a small decoder-only transformer (causal self-attention, learned positions)",
+            windowed=True,
+        ),
+    )
+}
+MODEL_FAMILIES = tuple(FAMILIES)
+RNN_FAMILIES = tuple(name for name, f in FAMILIES.items() if f.recurrent)
+DEFAULT_FAMILY = "lstm"
+
+
+def family(name: str) -> Family:
+    """The family named ``name``; ParameterError for a name that is none."""
+    try:
+        return FAMILIES[name]
+    except (KeyError, TypeError):
+        raise ParameterError(
+            "model", f"{name!r} is not a model family; choose one of " + ", ".join(FAMILIES)
+        ) from None
+
+
+def family_of(model) -> Family:
+    """The family of a Keras model ``build_model`` made (it names each ``char_<family>``)."""
+    return family(model.name.removeprefix("char_"))
 
 
 @dataclass(frozen=True)
@@ -29,7 +103,7 @@ class ModelConfig:
     """Everything needed to rebuild the network; stored in the run folder's config.json."""
 
     vocab_size: int
-    model: str = "lstm"
+    model: str = DEFAULT_FAMILY
     rnn_size: int = 128
     num_layers: int = 2
     input_keep_prob: float = 1.0  # dropout on each RNN layer's input, as char-rnn
@@ -40,34 +114,26 @@ class ModelConfig:
     context: int = 0  # tokens it can see: training's --seq_length (0 for other families)
 
     def __post_init__(self):
-        if self.model not in MODEL_FAMILIES:
-            raise ValueError(
-                f"unknown --model {self.model!r}; choose one of " + ", ".join(MODEL_FAMILIES)
-            )
+        kind = family(self.model)
         for name in ("vocab_size", "rnn_size", "num_layers"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
-        if self.num_layers > MAX_LAYERS:
-            raise ValueError(f"--num_layers must be at most {MAX_LAYERS}, got {self.num_layers}")
+            checks.at_least(name, getattr(self, name), 1)
+        checks.at_most("num_layers", self.num_layers, MAX_LAYERS)
         for name in ("input_keep_prob", "output_keep_prob"):
-            if not 0.0 < getattr(self, name) <= 1.0:
-                raise ValueError(f"--{name} must be in (0, 1], got {getattr(self, name)}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
-        if self.model == "transformer":
+            checks.in_range(name, getattr(self, name), 0.0, 1.0, low_open=True)
+        checks.in_range("dropout", self.dropout, 0.0, 1.0, high_open=True)
+        if kind.windowed:
             if self.n_head < 1 or self.rnn_size % self.n_head:
-                raise ValueError(
-                    f"--n_head {self.n_head} must divide --n_embd (--rnn_size) "
-                    f"{self.rnn_size}; pick e.g. --n_head 4 with --n_embd 128"
+                raise ParameterError(
+                    "n_head",
+                    f"{self.n_head} must divide rnn_size (the width, also n_embd) "
+                    f"{self.rnn_size}; pick e.g. n_head=4 with rnn_size=128",
                 )
-            if self.context < 1:
-                raise ValueError(
-                    f"a transformer needs its context length (--seq_length), got {self.context}"
-                )
+            checks.at_least("context", self.context, 1)
         elif self.dropout:
-            raise ValueError(
-                "--dropout applies to --model transformer; recurrent models use "
-                "--input_keep_prob / --output_keep_prob"
+            raise ParameterError(
+                "dropout",
+                f"applies to model='transformer'; a {self.model} model uses input_keep_prob / "
+                "output_keep_prob",
             )
 
     def to_dict(self) -> dict:
@@ -88,7 +154,7 @@ class ModelConfig:
 
 
 def rnn_layer_names(config: ModelConfig) -> list[str]:
-    if config.model not in RNN_FAMILIES:
+    if not family(config.model).recurrent:
         return []
     return [f"{config.model}_{i + 1}" for i in range(config.num_layers)]
 
@@ -102,13 +168,12 @@ def build_model(config: ModelConfig, batch_size: int, stateful: bool = True):
     """
     import keras
 
-    if config.model == "bigram":
-        return _build_bigram(config, batch_size)
-    if config.model == "transformer":
+    kind = family(config.model)
+    if kind.windowed:
         return _build_transformer(config, batch_size)
-    rnn_class = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU, "rnn": keras.layers.SimpleRNN}[
-        config.model
-    ]
+    if not kind.recurrent:
+        return _build_bigram(config, batch_size)
+    rnn_class = getattr(keras.layers, kind.layer)
     ids = keras.Input(batch_shape=(batch_size, None), dtype="int32", name="ids")  # (B, T)
     # Unit-variance embeddings, as PyTorch's nn.Embedding and torch-rnn: Keras's
     # default uniform(-0.05, 0.05) makes the first layer's input ~30x weaker,
@@ -150,7 +215,7 @@ def _build_bigram(config: ModelConfig, batch_size: int):
         embeddings_initializer="zeros",
         dtype="float32",
     )(ids)
-    return keras.Model(ids, logits, name="char_bigram")  # (B, T, vocab)
+    return keras.Model(ids, logits, name=f"char_{config.model}")  # (B, T, vocab)
 
 
 @functools.cache  # one class per process; defined lazily so importing kerasgen stays light
@@ -223,15 +288,14 @@ def _build_transformer(config: ModelConfig, batch_size: int):
     logits = keras.layers.Dense(
         config.vocab_size, name="logits", dtype="float32", kernel_initializer=init
     )(x)  # (B, T, vocab)
-    return keras.Model(ids, logits, name="char_transformer")
+    return keras.Model(ids, logits, name=f"char_{config.model}")
 
 
 def context_length(model) -> int | None:
-    """How many tokens a transformer sees at once; None for models without a limit."""
-    for layer in model.layers:
-        if layer.name == "position":
-            return int(layer.context)
-    return None
+    """How many tokens a windowed model sees at once; None for models without a limit."""
+    if not family_of(model).windowed:
+        return None
+    return int(model.get_layer("position").context)
 
 
 def rnn_layers(model) -> list:

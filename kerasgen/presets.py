@@ -8,13 +8,15 @@ from the folder, never written down twice.
 
 Where a setting comes from, first match wins: flags typed on the command line
 (arguments to ``kerasgen.train``), the preset, what the ``--init_from`` run
-recorded, the defaults (``training.resolve_options`` applies the order).
+recorded, the defaults (``settings.resolve_options`` applies the order).
 """
 
 from __future__ import annotations
 
 import json
 from importlib import resources
+
+from kerasgen.errors import ParameterError
 
 SUFFIX = ".json"
 
@@ -33,10 +35,10 @@ def preset_names() -> list[str]:
 
 
 def load_preset(name: str) -> dict:
-    """The options of preset ``name``; ValueError naming the presets for an unknown one."""
+    """The options of preset ``name``; ParameterError naming the presets for an unknown one."""
     names = preset_names()
     if name not in names:
-        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(names)}")
+        raise ParameterError("preset", f"{name!r} is unknown; choose one of {', '.join(names)}")
     text = _folder().joinpath(name + SUFFIX).read_text(encoding="utf-8")
     options = json.loads(text)
     # Shipped files, checked by the tests; a damaged install still gets a clear message.

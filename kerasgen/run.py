@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from kerasgen import rundir
+from kerasgen import checks, rundir
+from kerasgen.errors import ParameterError
+from kerasgen.python_syntax import DEFAULT_TRIES, BlockSampler
 from kerasgen.sampling import SamplingOptions
+from kerasgen.streams import stream_text
 
 DEFAULT_CHECKPOINT = "best"
+CONSTRAINTS = ("python",)  # what constrain= may name ("none" or None: no constraint)
+SYNTAXES = ("python",)  # what syntax= may name
 
 
 def resolve_checkpoint(run: rundir.Run, checkpoint: str = DEFAULT_CHECKPOINT) -> str:
     """``checkpoint``, or "latest" when "best" is asked for and the run has none yet
-    (trained with --val_frac 0, or stopped before its first validation)."""
-    if checkpoint not in rundir.CHECKPOINTS:
-        raise ValueError(
-            f"checkpoint must be one of {', '.join(rundir.CHECKPOINTS)}, got {checkpoint!r}"
-        )
+    (trained with val_frac 0, or stopped before its first validation)."""
+    checks.one_of("checkpoint", checkpoint, rundir.CHECKPOINTS)
     if checkpoint == "best" and not run.has_checkpoint("best"):
         return "latest"
     return checkpoint
@@ -68,35 +70,34 @@ class TrainedModel:
         return model
 
     def _sampler_for(self, model):
-        from kerasgen.sampling import Sampler
+        from kerasgen.sampler import Sampler
 
         return Sampler(model, self.run.vocab, self.run.preamble, jit_compile=self.jit_compile)
 
     def sampler(self, num_samples: int = 1):
         """The compiled ``Sampler`` generating ``num_samples`` streams at once."""
-        if num_samples < 1:
-            raise ValueError(f"num_samples must be at least 1, got {num_samples}")
+        checks.at_least("num_samples", num_samples, 1)
         if num_samples not in self._samplers:
             self._samplers[num_samples] = self._sampler_for(self.build(num_samples))
         return self._samplers[num_samples]
 
     def check_prime(self, prime: str) -> None:
-        """Raise ValueError naming the characters of ``prime`` the model never saw."""
+        """Raise ParameterError naming the characters of ``prime`` the model never saw."""
         unknown = self.run.vocab.unknown(prime)
         if unknown:
-            raise ValueError(
-                "--prime has characters not in the model's vocabulary: "
+            raise ParameterError(
+                "prime",
+                "has characters not in the model's vocabulary: "
                 + ", ".join(repr(c) for c in unknown)
-                + "; use only characters seen in training"
+                + "; use only characters seen in training",
             )
 
     def check_constrain(self, constrain: str | None) -> None:
-        """Raise ValueError unless this run can be sampled with ``constrain`` ("python"
+        """Raise ParameterError unless this run can be sampled with ``constrain`` ("python"
         needs a character-level run that writes line breaks; None and "none" always can)."""
         from kerasgen.python_lexer import character_classes
 
-        if constrain not in (None, "none", "python"):
-            raise ValueError(f"constrain must be 'python', 'none' or None, got {constrain!r}")
+        checks.one_of("constrain", constrain, CONSTRAINTS + ("none", None))
         if constrain == "python":
             character_classes(self.run.vocab)
 
@@ -119,12 +120,17 @@ class TrainedModel:
         sample: int = 1,
         syntax: str | None = None,
         constrain: str | None = None,
+        tries: int = DEFAULT_TRIES,
+        block_stats=None,
     ):
-        """Yield the text as it is generated, in pieces whose join is ``generate``'s text.
+        """The text as it is generated, in pieces whose join is ``generate``'s text.
 
         One sample: each piece is a string (the first is the prime). With
         ``num_samples > 1``: each piece is a list of ``num_samples`` strings,
-        one per sample. Arguments as for ``generate``.
+        one per sample. The arguments are checked at once, before anything is drawn;
+        they are those ``generate`` describes. With ``syntax``, a
+        ``block_stats`` (``kerasgen.BlockStats()``) is filled in with the blocks
+        drawn, kept and given up on as they are.
         """
         self.check_prime(prime)
         if constrain is None:
@@ -138,45 +144,40 @@ class TrainedModel:
             seed=_seed(seed),
             constrain=constrain,
         )
+        checks.at_least("n", n, 0)
         stop = [stop] if isinstance(stop, str) else list(stop or ())
-        if syntax is not None:
-            yield from self._stream_blocks(n, prime, options, num_samples, stop, syntax)
-            return
-        for pieces in self.sampler(num_samples).stream(n, prime, options, stop):
-            if num_samples > 1:
-                yield pieces
-            elif pieces[0]:
-                yield pieces[0]
-
-    def _stream_blocks(self, n, prime, options, num_samples, stop, syntax):
-        """``stream`` with ``syntax="python"``: each piece a kept block, one sample after the
-        other (with ``num_samples > 1``, a list that is empty but for that sample's piece)."""
-        from kerasgen.python_code import BlockSampler
-
-        if syntax != "python":
-            raise ValueError(f"syntax must be 'python' or None, got {syntax!r}")
-        if stop:
-            raise ValueError(
-                "stop and syntax='python' do not combine: blocks are whole "
-                "statements; use -n to bound the length"
+        if not all(stop):
+            raise ParameterError("stop", "must not be empty")
+        if syntax is None:
+            return _pieces(
+                stream_text(self.sampler(num_samples), n, prime, options, stop), num_samples
             )
-        blocks = BlockSampler(self)
-        for row in range(num_samples):
-            for block in blocks.stream(n, prime, options, sample=row):
-                if num_samples == 1:
-                    yield block
-                else:
-                    yield [block if r == row else "" for r in range(num_samples)]
+        checks.one_of("syntax", syntax, SYNTAXES)
+        if stop:
+            raise ParameterError(
+                "stop",
+                "does not combine with syntax='python': blocks are whole statements; bound "
+                "the length with n",
+            )
+        blocks = BlockSampler(self, tries, block_stats)
+        return _blocks(blocks, n, prime, options, num_samples)
 
-    def evaluate(self, data_dir: str | None = None, *, text: str | None = None) -> dict:
-        """Held-out loss and start penalty: the dict ``kerasgen evaluate --json`` prints.
+    def evaluate(self, data_dir: str | None = None, **options) -> dict:
+        """Held-out loss and start penalty, and the measures asked for: the dict
+        ``kerasgen evaluate --json`` prints (``options``: its flags, by name).
 
         By default the validation split of the run's training data; ``data_dir``:
-        another folder's, cut the same way; ``text``: the whole of this string.
+        another folder's, cut the same way; ``text``: the whole of this string;
+        ``python_syntax=N``, ``real_words=N``: measures of N samples
+        (``kerasgen.evaluation.evaluate_run`` lists every option).
         """
-        from kerasgen.evaluate import evaluate_model
+        return self.evaluation(data_dir, **options).to_dict()
 
-        return evaluate_model(self, data_dir, text=text).to_dict(self.save_dir)
+    def evaluation(self, data_dir: str | None = None, **options):
+        """``evaluate`` as an ``Evaluation``: the results as objects (a table's rows)."""
+        from kerasgen.evaluation import evaluate_run
+
+        return evaluate_run(self, data_dir, **options)
 
     def serve(self, host: str = "127.0.0.1", port: int = 8000, **options) -> None:
         """Serve this model over HTTP until SIGTERM or Ctrl-C: an OpenAI-compatible
@@ -191,67 +192,68 @@ class TrainedModel:
 
         return create_app(self, **options)
 
-    def generate(
-        self,
-        n: int = 500,
-        prime: str = "",
-        *,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        seed: int | None = None,
-        num_samples: int = 1,
-        stop=None,
-        sample: int = 1,
-        syntax: str | None = None,
-        constrain: str | None = None,
-    ):
+    def generate(self, n: int = 500, prime: str = "", **options):
         """The prime followed by ``n`` generated tokens (characters at char level).
 
-        ``temperature`` divides the logits; ``top_k`` (0: off) and ``top_p``
-        (1: off) limit the draw to the most likely tokens; the same ``seed``
-        gives the same text (None: a random one). ``stop``: a text or a list of
+        ``options``, as ``stream`` takes them: ``temperature`` divides the logits;
+        ``top_k`` (0: off) and ``top_p`` (1: off) limit the draw to the most
+        likely tokens; the same ``seed`` gives the same text (None: a random one).
+        ``num_samples``: that many samples at once. ``stop``: a text or a list of
         texts; each sample ends just before the first one it generates.
         ``sample``: 1 draws every token, 0 takes the most likely, 2 draws only
         after a space. ``syntax="python"``: only complete top-level blocks that
-        ``ast.parse`` accepts, each redrawn until it does (the prime is part of
-        the first; about ``n`` characters: whole blocks are added until at
-        least ``n`` follow the prime; ``kerasgen.python_code.BlockSampler``).
-        ``constrain="python"``: never draw a character that breaks Python's
-        rules where the next one decides them (``kerasgen.python_lexer``;
-        character-level runs); the
-        default with ``syntax="python"`` on such a run, which ``constrain="none"``
-        turns off.
+        ``ast.parse`` accepts, each redrawn until it does, at most ``tries``
+        times (the prime is part of the first; whole blocks are added until at
+        least ``n`` characters follow the prime; ``python_syntax.BlockSampler``).
+        ``constrain="python"``: never draw a character that breaks Python's rules
+        where the next one decides them (``kerasgen.python_lexer``; character-level
+        runs); the default with ``syntax="python"`` on such a run, which
+        ``constrain="none"`` turns off.
         Returns a string, or a list of ``num_samples`` strings.
         """
-        pieces = self.stream(
-            n,
-            prime,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            seed=seed,
-            num_samples=num_samples,
-            stop=stop,
-            sample=sample,
-            syntax=syntax,
-            constrain=constrain,
-        )
-        if num_samples == 1:
-            return "".join(pieces)
-        texts = [[] for _ in range(num_samples)]
-        for row in pieces:
-            for text, piece in zip(texts, row):
-                text.append(piece)
-        return ["".join(text) for text in texts]
+        pieces = self.stream(n, prime, **options)
+        num_samples = options.get("num_samples", 1)
+        return "".join(pieces) if num_samples == 1 else _joined(pieces, num_samples)
+
+
+def _pieces(stream, num_samples: int):
+    """A sampler's pieces (lists of strings) as ``stream`` yields them: strings for one
+    sample, the first of them the prime."""
+    for pieces in stream:
+        if num_samples > 1:
+            yield pieces
+        elif pieces[0]:
+            yield pieces[0]
+
+
+def _blocks(blocks, n: int, prime: str, options, num_samples: int):
+    """``stream`` with ``syntax="python"``: each piece a kept block, one sample after the
+    other (with ``num_samples > 1``, a list that is empty but for that sample's piece)."""
+    streams = [blocks.stream(n, prime, options, sample=row) for row in range(num_samples)]
+    for row, stream in enumerate(streams):  # each checked its arguments at once
+        for block in stream:
+            yield (
+                block
+                if num_samples == 1
+                else [block if r == row else "" for r in range(num_samples)]
+            )
+
+
+def _joined(pieces, num_samples: int) -> list[str]:
+    """The texts of ``num_samples`` samples from pieces that are lists of strings."""
+    texts = [[] for _ in range(num_samples)]
+    for row in pieces:
+        for text, piece in zip(texts, row):
+            text.append(piece)
+    return ["".join(text) for text in texts]
 
 
 def _seed(seed: int | None) -> int:
-    """``seed``, checked, or a random one for None."""
-    from kerasgen.sampling import MAX_SEED, check_seed
-
-    check_seed(seed)
-    return int(np.random.default_rng().integers(0, MAX_SEED + 1)) if seed is None else int(seed)
+    """``seed``, checked, or a fresh random one for None: the one seeding rule."""
+    checks.seed("seed", seed)
+    if seed is None:
+        return int(np.random.default_rng().integers(0, checks.MAX_SEED + 1))
+    return int(seed)
 
 
 def load(

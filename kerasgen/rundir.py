@@ -1,8 +1,8 @@
 """The run folder: the one module that knows its layout.
 
     save/
-      config.json        model settings (ModelConfig) + training settings + the
-                         preamble samples start after, JSON
+      config.json        the run format (RUN_FORMAT), model settings (ModelConfig) +
+                         training settings + the preamble samples start after, JSON
       vocab.json         the vocabulary, JSON (at bpe level with the whole tokenizer)
       latest.ckpt.h5     newest weights + optimizer state + counters
       best.ckpt.h5       weights with the lowest validation loss so far
@@ -40,7 +40,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from kerasgen import __version__, atomic
-from kerasgen.errors import CheckpointError, DivergedError, RunLockedError, StorageError
+from kerasgen.errors import (
+    CheckpointError,
+    DivergedError,
+    NewerFormatError,
+    RunLockedError,
+    StorageError,
+)
 from kerasgen.model import ModelConfig
 from kerasgen.vocab import BpeVocabulary, Vocabulary, WordVocabulary, vocabulary_from_json
 
@@ -51,6 +57,10 @@ LOCK_NAME = ".lock"
 TEXT_DIR = "text"
 CHECKPOINTS = ("best", "latest")
 CHECKPOINT_FORMAT = 1
+# The layout this module writes, recorded in config.json as "format": 1 (kerasgen 0.1,
+# which wrote no "format"), 2 (0.2: the key itself). Raise it, and the package version,
+# with every change a reader must know of; read_run refuses a newer one.
+RUN_FORMAT = 2
 
 
 def checkpoint_path(save_dir: str, which: str) -> str:
@@ -275,6 +285,7 @@ def write_run(
             os.path.join(save_dir, CONFIG_NAME),
             json.dumps(
                 {
+                    "format": RUN_FORMAT,
                     "kerasgen_version": __version__,
                     "model": model_config.to_dict(),
                     "train": train_config,
@@ -316,12 +327,15 @@ def read_run(save_dir: str) -> Run:
     try:
         with open(config_path, encoding="utf-8") as f:
             config = json.load(f)
+        _check_format(save_dir, config)
         with open(vocab_path, encoding="utf-8") as f:
             vocab = vocabulary_from_json(f.read())
         model_config = ModelConfig.from_dict(config["model"])
         preamble = config.get("sampling", {}).get("preamble", "")
         if not isinstance(preamble, str):
             raise ValueError("the preamble is not a string")
+    except NewerFormatError:
+        raise
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise CheckpointError(
             f"{save_dir} has an unreadable {CONFIG_NAME} or {VOCAB_NAME} "
@@ -333,6 +347,17 @@ def read_run(save_dir: str) -> Run:
             f"but {VOCAB_NAME} has {len(vocab)}; the folder is inconsistent"
         )
     return Run(save_dir, model_config, config.get("train", {}), vocab, preamble)
+
+
+def _check_format(save_dir: str, config) -> None:
+    """Refuse a run folder of a format newer than this kerasgen reads."""
+    found = config.get("format", 1) if isinstance(config, dict) else 1
+    if not isinstance(found, int) or isinstance(found, bool) or found > RUN_FORMAT:
+        made_by = config.get("kerasgen_version", "?")
+        raise NewerFormatError(
+            f"{save_dir} was made by a newer kerasgen ({made_by}, run format {found}); this "
+            f"kerasgen {__version__} reads run formats up to {RUN_FORMAT}: upgrade kerasgen"
+        )
 
 
 def _sha256(path: str) -> str:

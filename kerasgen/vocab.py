@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kerasgen import checks
+
 LEVELS = ("char", "word", "bpe")
 
 # Word level, version 2 (the current one). A word (\w+) or a single punctuation
@@ -233,8 +235,7 @@ class WordVocabulary:
     def from_text(cls, text: str, max_vocab: int) -> WordVocabulary:
         """The ``max_vocab`` most frequent tokens of ``text``; the space token is
         always one of them (it takes the last place when it is rarer)."""
-        if max_vocab < 1:
-            raise ValueError(f"--max_vocab must be at least 1, got {max_vocab}")
+        checks.at_least("max_vocab", max_vocab, 1)
         ordered = _by_frequency(tokenize(text))
         kept = ordered[:max_vocab]
         if all(t != SPACE for t, _ in kept):
@@ -414,10 +415,7 @@ class BpeVocabulary:
         text runs out of pairs seen at least twice)."""
         from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
-        if vocab_size < BYTES:
-            raise ValueError(
-                f"--vocab_size must be at least {BYTES} (one token per byte), got {vocab_size}"
-            )
+        checks.at_least("vocab_size", vocab_size, BYTES, "one token per byte")
         tokenizer = Tokenizer(models.BPE())
         tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
             [
@@ -528,8 +526,7 @@ def build_vocabulary(
 ):
     """The vocabulary of ``text`` at ``level`` (``max_vocab``: word level only;
     ``vocab_size``: bpe level only)."""
-    if level not in LEVELS:
-        raise ValueError(f"unknown --level {level!r}; choose one of " + ", ".join(LEVELS))
+    checks.one_of("level", level, LEVELS)
     if level == "word":
         return WordVocabulary.from_text(text, max_vocab or DEFAULT_MAX_VOCAB)
     if level == "bpe":

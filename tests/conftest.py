@@ -3,7 +3,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest
-from tiny import TINY_TEXT, TINY_TRAIN
+from tiny import TINY_TEXT, TINY_TRAIN, TRAINED_EPOCHS
 
 
 def pytest_addoption(parser):
@@ -40,36 +40,30 @@ def tiny_train():
 
 
 @pytest.fixture(scope="session")
-def trained_run(tmp_path_factory):
-    """A tiny run trained once per session through the CLI: (data folder, run folder).
+def trained_training(tmp_path_factory):
+    """A tiny run trained once per session through the CLI: (base folder, run folder,
+    TensorBoard folder, what ``kerasgen train`` printed); the text is in base/data.
 
-    Tests must not change it; copy it first (``shutil.copytree``) to damage it.
+    Tests must not change it; copy it first (``own_run``) to damage it.
     """
-    from click.testing import CliRunner
-
-    from kerasgen_cli.main import main
+    from runner import run
 
     base = tmp_path_factory.mktemp("trained")
     (base / "data").mkdir()
     (base / "data" / "input.txt").write_text(TINY_TEXT, encoding="utf-8")
-    save = base / "save"
-    result = CliRunner().invoke(
-        main,
-        [
-            "train",
-            "--data_dir",
-            str(base / "data"),
-            "--save_dir",
-            str(save),
-            "--log_dir",
-            str(base / "logs"),
-            "--num_epochs",
-            "3",
-            *TINY_TRAIN,
-        ],
-        catch_exceptions=False,
+    save, logs = base / "save", base / "logs"
+    result = run(
+        ["train", "--data_dir", base / "data", "--save_dir", save, "--log_dir", logs]
+        + ["--num_epochs", TRAINED_EPOCHS, *TINY_TRAIN]
     )
     assert result.exit_code == 0, result.output
+    return base, save, logs, result.output
+
+
+@pytest.fixture(scope="session")
+def trained_run(trained_training):
+    """The session's trained run: (data folder, run folder)."""
+    base, save, _, _ = trained_training
     return base / "data", save
 
 

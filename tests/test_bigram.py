@@ -6,7 +6,8 @@ from tiny import TINY_TEXT
 
 from kerasgen import data
 from kerasgen.model import ModelConfig, build_model, rnn_layers
-from kerasgen.sampling import Sampler, SamplingOptions, generate_reference
+from kerasgen.sampler import Sampler, generate_reference
+from kerasgen.sampling import SamplingOptions
 from kerasgen.vocab import Vocabulary
 from kerasgen_cli.main import main
 

@@ -7,8 +7,9 @@ from click.testing import CliRunner
 from tiny import TINY_TRAIN
 
 from kerasgen import rundir
+from kerasgen.loop import learning_rate_at
 from kerasgen.model import build_model
-from kerasgen.training import TrainConfig, learning_rate_at, parse_duration
+from kerasgen.settings import TrainConfig, parse_duration
 from kerasgen.training import run_training as train
 from kerasgen_cli.main import main
 

@@ -3,51 +3,26 @@ import os
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
-from tiny import TINY_TRAIN
+from runner import run
+from tiny import TINY_TRAIN, TRAINED_EPOCHS
 
 from kerasgen import rundir
-from kerasgen_cli.main import main
 
 
-def run(args):
-    return CliRunner().invoke(main, args, catch_exceptions=False)
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    from tiny import TINY_TEXT
-
-    base = tmp_path_factory.mktemp("run")
-    (base / "data").mkdir()
-    (base / "data" / "input.txt").write_text(TINY_TEXT, encoding="utf-8")
-    save, logs = base / "save", base / "logs"
-    r = run(
-        [
-            "train",
-            "--data_dir",
-            str(base / "data"),
-            "--save_dir",
-            str(save),
-            "--log_dir",
-            str(logs),
-            "--num_epochs",
-            "2",
-            *TINY_TRAIN,
-        ]
-    )
-    assert r.exit_code == 0, r.output
-    return base, save, logs, r.output
+@pytest.fixture
+def trained(trained_training):
+    """The session's run: (base folder, run folder, TensorBoard folder, train's output)."""
+    return trained_training
 
 
 def test_train_writes_self_contained_run_folder(trained):
     _base, save, _, output = trained
     assert {"config.json", "vocab.json", "latest.ckpt.h5", "best.ckpt.h5"} <= set(os.listdir(save))
-    assert "epoch 2/2" in output and "val_loss" in output
+    assert f"epoch {TRAINED_EPOCHS}/{TRAINED_EPOCHS}" in output and "val_loss" in output
     config = json.loads((save / "config.json").read_text())
     assert config["model"]["rnn_size"] == 16 and config["train"]["batch_size"] == 4
     state = rundir.read_checkpoint_state(str(save), "latest")
-    assert state["epoch"] == 2 and state["step"] > 0
+    assert state["epoch"] == TRAINED_EPOCHS and state["step"] > 0
 
 
 def test_sample_prints_real_text_without_training_data(trained, tmp_path):
@@ -116,7 +91,8 @@ def test_tensorboard_event_files_hold_the_tags(trained):
                 if value.tag == "loss/val":
                     val_losses.append(float(tf.make_ndarray(value.tensor)))
     assert {"loss/train", "loss/val", "learning_rate", "chars_per_s", "sample"} <= set(tags)
-    assert tags["loss/val"] == 2 and tags["sample"] == 2 and tags["loss/train"] > 2
+    epochs = TRAINED_EPOCHS
+    assert tags["loss/val"] == epochs and tags["sample"] == epochs and tags["loss/train"] > epochs
     assert all(np.isfinite(v) and 0 < v < 10 for v in val_losses)
 
 
@@ -136,7 +112,7 @@ def test_init_from_continues_counters_and_loss(trained, tmp_path):
             "--log_dir",
             str(tmp_path / "logs"),
             "--num_epochs",
-            "3",
+            TRAINED_EPOCHS + 1,
             "--batch_size",
             "4",
             "--seq_length",
@@ -146,8 +122,9 @@ def test_init_from_continues_counters_and_loss(trained, tmp_path):
     )
     assert r.exit_code == 0, r.output
     after = rundir.read_checkpoint_state(str(cont), "latest")
-    assert after["epoch"] == 3 and after["step"] == before["step"] * 3 // 2
-    assert "epoch 3/3" in r.output and "epoch 1/" not in r.output
+    epochs = TRAINED_EPOCHS + 1
+    assert after["epoch"] == epochs and after["step"] == before["step"] * epochs // TRAINED_EPOCHS
+    assert f"epoch {epochs}/{epochs}" in r.output and "epoch 1/" not in r.output
     assert after["train_loss"] < before["train_loss"] + 0.3  # continues, no jump back
     # the saved architecture was inherited without repeating --rnn_size
     assert json.loads((cont / "config.json").read_text())["model"]["rnn_size"] == 16

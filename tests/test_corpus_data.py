@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from tiny import TINY_TEXT, TINY_TRAIN
 
-from kerasgen import atomic, data
+from kerasgen import atomic, data, idcache, textfiles
 from kerasgen.errors import DataError
 from kerasgen.vocab import Vocabulary
 
@@ -28,7 +28,7 @@ def text_of(corpus) -> str:
     return corpus.vocab.decode(corpus.ids)
 
 
-@pytest.mark.parametrize("chunk_bytes", [1, 2, 3, 5, 7, 64, data.CHUNK_BYTES])
+@pytest.mark.parametrize("chunk_bytes", [1, 2, 3, 5, 7, 64, textfiles.CHUNK_BYTES])
 def test_chunked_preprocessing_equals_the_in_memory_result(tmp_path, chunk_bytes):
     folder = write_input(tmp_path / "d", MIXED.encode("utf-8"))
     corpus = data.load_corpus(folder, chunk_bytes=chunk_bytes)
@@ -51,7 +51,7 @@ def test_ids_are_memory_mapped_in_the_smallest_dtype(data_dir):
         corpus = data.load_corpus(str(data_dir))
         assert isinstance(corpus.ids, np.memmap) and not corpus.ids.flags.writeable
         assert corpus.ids.dtype == np.uint8 and corpus.cache_dir == str(data_dir)
-    assert np.load(data_dir / data.CACHE_IDS).dtype == np.uint8
+    assert np.load(data_dir / idcache.CACHE_IDS).dtype == np.uint8
     assert text_of(corpus) == TINY_TEXT
     assert Vocabulary.from_text("abc").id_dtype == np.uint8
     assert Vocabulary.from_text("".join(map(chr, range(300)))).id_dtype == np.uint16
@@ -110,10 +110,10 @@ def test_word_level_reads_line_ends_the_same_way(tmp_path):
     assert not any("\r" in t or "\ufeff" in t for t in vocab.tokens)
     train_text, _ = data.split_text(TINY_TEXT, 0.1)
     assert train_chars == len(train_text) and len(notes) == 2
-    assert data.read_text(os.path.join(folder, "input.txt")) == TINY_TEXT
-    assert data.read_text(os.path.join(folder, "input.txt"), keep_cr=True) == TINY_TEXT.replace(
-        "\n", "\r\n"
-    )
+    assert textfiles.read_text(os.path.join(folder, "input.txt")) == TINY_TEXT
+    assert textfiles.read_text(
+        os.path.join(folder, "input.txt"), keep_cr=True
+    ) == TINY_TEXT.replace("\n", "\r\n")
 
 
 # ---------------------------------------------------------------- where the cache goes
@@ -161,7 +161,7 @@ def read_only(monkeypatch):
 
 def test_read_only_folder_chmod(data_dir, tmp_path, monkeypatch):
     """The real thing, where chmod stops this user (not root)."""
-    monkeypatch.setenv(data.CACHE_DIR_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(idcache.CACHE_DIR_ENV, str(tmp_path / "cache"))
     os.chmod(data_dir, 0o555)
     try:
         if os.access(data_dir, os.W_OK):
@@ -176,33 +176,33 @@ def test_read_only_folder_chmod(data_dir, tmp_path, monkeypatch):
 def test_read_only_folder_caches_elsewhere_and_says_where(
     data_dir, tmp_path, monkeypatch, read_only
 ):
-    monkeypatch.setenv(data.CACHE_DIR_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(idcache.CACHE_DIR_ENV, str(tmp_path / "cache"))
     read_only(data_dir)
     corpus = data.load_corpus(str(data_dir))
-    expected = data.fallback_cache_dir(str(data_dir))
+    expected = idcache.fallback_cache_dir(str(data_dir))
     assert corpus.cache_dir == expected and os.path.dirname(expected) == str(tmp_path / "cache")
     assert corpus.notes == (
         f"{data_dir} is not writable (Permission denied), so the data cache is in {expected}",
     )
     assert isinstance(corpus.ids, np.memmap) and text_of(corpus) == TINY_TEXT
-    assert not (data_dir / data.CACHE_JSON).exists()
+    assert not (data_dir / idcache.CACHE_JSON).exists()
     again = data.load_corpus(str(data_dir))
     assert again.notes == (f"read the data cache from {expected}",)
     np.testing.assert_array_equal(again.ids, corpus.ids)
 
 
 def test_default_fallback_is_under_the_home_cache(monkeypatch, tmp_path):
-    monkeypatch.delenv(data.CACHE_DIR_ENV, raising=False)
+    monkeypatch.delenv(idcache.CACHE_DIR_ENV, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    a, b = data.fallback_cache_dir("x/one"), data.fallback_cache_dir("x/two")
+    a, b = idcache.fallback_cache_dir("x/one"), idcache.fallback_cache_dir("x/two")
     assert os.path.dirname(a) == str(tmp_path / "home" / ".cache" / "kerasgen") and a != b
-    assert data.fallback_cache_dir(os.path.abspath("x/one")) == a  # by absolute path
+    assert idcache.fallback_cache_dir(os.path.abspath("x/one")) == a  # by absolute path
 
 
 def test_no_writable_cache_anywhere_keeps_ids_in_memory(data_dir, tmp_path, monkeypatch, read_only):
     cache = tmp_path / "cache"
     cache.mkdir()
-    monkeypatch.setenv(data.CACHE_DIR_ENV, str(cache))
+    monkeypatch.setenv(idcache.CACHE_DIR_ENV, str(cache))
     read_only(data_dir)
     read_only(cache)
     corpus = data.load_corpus(str(data_dir))
@@ -210,7 +210,7 @@ def test_no_writable_cache_anywhere_keeps_ids_in_memory(data_dir, tmp_path, monk
     assert text_of(corpus) == TINY_TEXT and corpus.ids.dtype == np.uint8
     (note,) = corpus.notes
     assert note.startswith("no data cache could be written") and str(cache) in note
-    assert data.CACHE_DIR_ENV in note and "\n" not in note
+    assert idcache.CACHE_DIR_ENV in note and "\n" not in note
 
 
 # ---------------------------------------------------------------- folders of documents
@@ -230,15 +230,15 @@ def test_folder_of_txt_files_is_a_corpus_of_documents(tmp_path):
     corpus = data.load_corpus(str(folder), chunk_bytes=3)
     assert text_of(corpus) == "alpha\n\nbeta\nline two\n\ndelta\n"
     assert [os.path.basename(f) for f in corpus.files] == ["a.txt", "b.txt", "c.txt", "d.txt"]
-    assert data.read_corpus_text(str(folder)).text == text_of(corpus)
+    assert textfiles.read_corpus_text(str(folder)).text == text_of(corpus)
     assert len(corpus.notes) == 2  # the BOM and the CRLF of d.txt
     # The validation split is the last characters: the end of the last documents.
     _, val = data.split(corpus.ids, 0.25)
     assert corpus.vocab.decode(val) == "\ndelta\n"
-    assert data.describe_files(corpus.files) == f"the 4 *.txt files in {folder}"
+    assert textfiles.describe_files(corpus.files) == f"the 4 *.txt files in {folder}"
 
     # The cache covers every file: a changed, added or removed one rebuilds it.
-    listed = json.loads((folder / data.CACHE_JSON).read_text())["files"]
+    listed = json.loads((folder / idcache.CACHE_JSON).read_text())["files"]
     assert [f[0] for f in listed] == ["a.txt", "b.txt", "c.txt", "d.txt"]
     (folder / "a.txt").write_text("ALPHA")
     assert text_of(data.load_corpus(str(folder))).startswith("ALPHA\n\nbeta")
@@ -331,7 +331,7 @@ def train_cli(data_dir, tmp_path, *extra):
 
 
 def test_cli_trains_on_a_read_only_folder(data_dir, tmp_path, monkeypatch, read_only):
-    monkeypatch.setenv(data.CACHE_DIR_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(idcache.CACHE_DIR_ENV, str(tmp_path / "cache"))
     read_only(data_dir)
     r, _ = train_cli(data_dir, tmp_path)
     assert r.exit_code == 0, r.output
@@ -339,7 +339,7 @@ def test_cli_trains_on_a_read_only_folder(data_dir, tmp_path, monkeypatch, read_
     notes = [line for line in r.output.splitlines() if line.startswith("note: ")]
     assert notes == [
         f"note: {data_dir} is not writable (Permission denied), so the data "
-        f"cache is in {data.fallback_cache_dir(str(data_dir))}"
+        f"cache is in {idcache.fallback_cache_dir(str(data_dir))}"
     ]
 
 

@@ -4,19 +4,13 @@ import math
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
-from tiny import TINY_TEXT, TINY_TRAIN
+from runner import run
+from tiny import TINY_TEXT
 
 from kerasgen import data, rundir
-from kerasgen import python_code as corpus
+from kerasgen import python_corpus as corpus
 from kerasgen.evaluate import evaluate_loss, stream_layout
-from kerasgen.python_code import python_blocks, syntax_rate
-from kerasgen_cli.main import main
-
-
-def run(args):
-    return CliRunner().invoke(main, args, catch_exceptions=False)
-
+from kerasgen.python_syntax import python_blocks, syntax_rate
 
 # ---------------------------------------------------------------- corpus python
 
@@ -126,7 +120,7 @@ SOURCE = (
 
 
 def test_strip_python_drops_comments_and_docstrings_and_keeps_the_code():
-    from kerasgen.python_code import strip_python
+    from kerasgen.python_corpus import strip_python
 
     bare = strip_python(SOURCE, docstrings=False, comments=False)
     assert bare == (
@@ -171,7 +165,7 @@ def test_corpus_python_leaves_out_comments_and_docstrings_unless_asked(tmp_path)
 
 
 def test_reformat_python_rewrites_the_layout_and_keeps_the_code():
-    from kerasgen.python_code import reformat_python
+    from kerasgen.python_corpus import reformat_python
 
     source = 'x = f(1,\n      "two")  # a call over two lines\ndef g():\n\treturn {"a" : 1}\n'
     text = reformat_python(source)
@@ -284,27 +278,10 @@ def cut_off(
 # ---------------------------------------------------------------- evaluate
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    base = tmp_path_factory.mktemp("evalrun")
-    (base / "data").mkdir()
-    (base / "data" / "input.txt").write_text(TINY_TEXT, encoding="utf-8")
-    save = base / "save"
-    r = run(
-        [
-            "train",
-            "--data_dir",
-            str(base / "data"),
-            "--save_dir",
-            str(save),
-            "--log_dir",
-            str(base / "logs"),
-            "--num_epochs",
-            "1",
-            *TINY_TRAIN,
-        ]
-    )
-    assert r.exit_code == 0, r.output
+@pytest.fixture
+def trained(trained_training):
+    """The session's run: (base folder, run folder)."""
+    base, save, _, _ = trained_training
     return base, save
 
 
@@ -395,7 +372,11 @@ def test_evaluate_text_file_and_python_syntax(trained, tmp_path):
     "setup, args, message",
     [
         ("unknown", ["--text", "{tmp}/x.txt"], "'€'"),
-        ("unknown", ["--text", "{tmp}/x.txt", "--data_dir", "{tmp}"], "not both"),
+        (
+            "unknown",
+            ["--text", "{tmp}/x.txt", "--data_dir", "{tmp}"],
+            "only one of --data_dir and --text",
+        ),
         ("other", ["--data_dir", "{tmp}"], "'z'"),
         ("missing", ["--data_dir", "{tmp}/nowhere"], "does not exist"),
     ],

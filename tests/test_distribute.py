@@ -33,7 +33,8 @@ MIRRORED_SCRIPT = textwrap.dedent("""
     import keras
     from kerasgen import distribute
     from kerasgen.steps import DistributedSteps
-    from kerasgen.training import TrainConfig, run_training as train
+    from kerasgen.settings import TrainConfig
+    from kerasgen.training import run_training as train
 
     class Losses(keras.callbacks.Callback):
         def __init__(self):
@@ -143,7 +144,7 @@ def test_mixed_precision_trains_with_float32_logits(data_dir, tmp_path):
     import keras
 
     from kerasgen.model import ModelConfig, build_model
-    from kerasgen.training import TrainConfig
+    from kerasgen.settings import TrainConfig
     from kerasgen.training import run_training as train
 
     config = TrainConfig(

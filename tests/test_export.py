@@ -8,13 +8,12 @@ import sys
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from runner import run
 
 import kerasgen
 from kerasgen import rundir
 from kerasgen.model import ModelConfig, build_model
 from kerasgen.vocab import Vocabulary, WordVocabulary
-from kerasgen_cli.main import main
 
 # Loads each exported model in a Python where kerasgen cannot be imported, and
 # prints the text of serving_default for the primes given.
@@ -30,10 +29,6 @@ for folder in sys.argv[1:]:
     out[folder] = [t.decode("utf-8") for t in text.numpy()]
 print("RESULT " + json.dumps(out))
 """
-
-
-def run(args):
-    return CliRunner().invoke(main, args, catch_exceptions=False)
 
 
 def tiny_run(folder, vocab, family):

@@ -14,7 +14,9 @@ from tiny import TINY_TEXT
 from kerasgen import data, rundir
 from kerasgen.evaluate import evaluate_loss, stream_layout
 from kerasgen.model import ModelConfig, build_model, context_length, reset_states
-from kerasgen.sampling import Sampler, SamplingOptions, generate_reference
+from kerasgen.sampler import Sampler, generate_reference
+from kerasgen.sampling import SamplingOptions
+from kerasgen.streams import generate_text
 from kerasgen.vocab import UNKNOWN_TOKEN, Vocabulary, WordVocabulary, tokenize, vocabulary_from_json
 from kerasgen_cli.main import main
 
@@ -98,7 +100,7 @@ def test_sampling_works(family):
     ids = Sampler(model, V).generate_ids(20, "KING", options)
     assert ids.shape == (2, 20) and ids.min() >= 0 and ids.max() < len(V)
     np.testing.assert_array_equal(Sampler(model, V).generate_ids(20, "KING", options), ids)
-    assert Sampler(model, V).generate(5, "KING", options)[0].startswith("KING")
+    assert generate_text(Sampler(model, V), 5, "KING", options)[0].startswith("KING")
     # The recurrent families and the bigram are checked against the step-by-step
     # reference in test_model_sampling and test_bigram; the transformer here:
     if family == "transformer":
@@ -138,7 +140,7 @@ def test_rows_join_leave_and_move_while_others_stream(family):
     # lower row, each with its own prime and settings (a constraint, top-k, top-p,
     # --sample 2); the batch runs on the smallest size that holds its rows. Each stream
     # takes exactly the ids it takes alone.
-    from kerasgen.sampling import Rows
+    from kerasgen.sampler import Rows
 
     base, samplers = tiny(family, 1), {}
 
@@ -250,7 +252,7 @@ def test_bad_transformer_shapes_are_usage_errors(data_dir, tmp_path):
             str(tmp_path / "s"),
         ],
     )
-    assert r.exit_code == 2 and "--n_head 4 must divide --n_embd" in r.output
+    assert r.exit_code == 2 and "--n_head 4 must divide --rnn_size" in r.output
     r = CliRunner().invoke(
         main,
         [
@@ -523,5 +525,5 @@ def test_compare_lists_levels_and_families(data_dir, tmp_path):
         ("lstm 2x16", "word"),
     ]
     # The same held-out characters; the word row scores all but its first token's.
-    assert rows[0]["loss"]["source"] == rows[1]["loss"]["source"]
+    assert rows[0]["loss"]["text"] == rows[1]["loss"]["text"]
     assert 0 <= rows[0]["loss"]["targets"] - rows[1]["loss"]["chars"] < 20

@@ -13,16 +13,11 @@ import sys
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from runner import run
 
 import kerasgen
-from kerasgen import data, rundir
-from kerasgen.sampling import MAX_SEED
-from kerasgen_cli.main import main
-
-
-def run(args):
-    return CliRunner().invoke(main, args, catch_exceptions=False)
+from kerasgen import data, idcache, rundir
+from kerasgen.checks import MAX_SEED
 
 
 def tree_bytes(folder: pathlib.Path) -> dict:
@@ -191,7 +186,7 @@ def test_two_streams_of_one_loaded_model_keep_their_own_text(trained_run):
 @pytest.mark.parametrize("damage", ["outside the vocabulary", "inside the vocabulary"])
 def test_a_damaged_data_cache_is_rebuilt(data_dir, tmp_path, tiny_train, damage):
     good = np.array(data.load_corpus(str(data_dir)).ids)
-    path = data_dir / data.CACHE_IDS
+    path = data_dir / idcache.CACHE_IDS
     raw = bytearray(path.read_bytes())
     raw[-10] = 250 if damage == "outside the vocabulary" else (raw[-10] + 1) % int(good.max())
     path.write_bytes(bytes(raw))

@@ -16,7 +16,9 @@ from tiny import TINY_TEXT
 
 from kerasgen import data, rundir
 from kerasgen.model import ModelConfig, build_model
-from kerasgen.sampling import Sampler, SamplingOptions
+from kerasgen.sampler import Sampler
+from kerasgen.sampling import SamplingOptions
+from kerasgen.streams import generate_text, stream_text
 from kerasgen.vocab import (
     UNKNOWN_TOKEN,
     BpeVocabulary,
@@ -91,10 +93,10 @@ def test_words_carry_the_space_before_them_so_samples_cannot_glue():
 def test_the_sampler_never_draws_a_word_straight_after_a_word():
     import tensorflow as tf
 
-    from kerasgen.sampling import _glue_rule, select_next
+    from kerasgen.sampling import glue_rule, select_next
 
     vocab = WordVocabulary.from_text(TINY_TEXT, max_vocab=1000)
-    ends, starts = _glue_rule(vocab)
+    ends, starts = glue_rule(vocab)
     tokens = tokenize(TINY_TEXT)
     pairs = {(vocab.token_id(a), vocab.token_id(b)) for a, b in zip(tokens, tokens[1:])}
     assert not [(a, b) for a, b in pairs if ends[a] and starts[b]]  # never in the text
@@ -111,7 +113,7 @@ def test_the_sampler_never_draws_a_word_straight_after_a_word():
     ids = Sampler(model, vocab).generate_ids(200, "", SamplingOptions(seed=3, temperature=3.0))
     for row in ids:
         assert not [(a, b) for a, b in zip(row, row[1:]) if ends[a] and starts[b]]
-    assert _glue_rule(BPE) is None  # subwords join by design
+    assert glue_rule(BPE) is None  # subwords join by design
 
 
 def test_unknown_words_keep_the_space_before_them():
@@ -236,22 +238,22 @@ def _chain_bigram(vocab, ids):
 
 
 def test_sampler_stream_decodes_characters_split_across_chunks():
-    from kerasgen.sampling import CHUNK
+    from kerasgen.sampler import CHUNK
 
     ids = BPE.encode("日")  # three byte tokens; CHUNK is not a multiple of 3
     assert len(ids) == 3 and CHUNK % 3
     sampler = Sampler(_chain_bigram(BPE, ids), BPE, "\n")
     options = SamplingOptions(sample=0)
     n = 3 * CHUNK
-    pieces = [p[0] for p in sampler.stream(n, "", options)]
+    pieces = [p[0] for p in stream_text(sampler, n, "", options)]
     assert "".join(pieces) == BPE.decode(sampler.generate_ids(n, "", options)[0]) == "日" * CHUNK
     # Decoding each chunk on its own would have broken characters at the chunk ends.
     naive = "".join(BPE.decode(chunk[0]) for chunk in sampler.stream_ids(n, "", options))
     assert "\ufffd" in naive
     # A sample that ends inside a character shows its bytes as U+FFFD, as decode does.
-    assert sampler.generate(4, "", options) == ["日\ufffd"]
+    assert generate_text(sampler, 4, "", options) == ["日\ufffd"]
     # --sample 2 finds the space token (none is generated here, so it stays greedy).
-    assert sampler.generate(6, "", SamplingOptions(sample=2, seed=1)) == ["日日"]
+    assert generate_text(sampler, 6, "", SamplingOptions(sample=2, seed=1)) == ["日日"]
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -262,7 +264,7 @@ def test_every_family_builds_and_samples_at_bpe_level(family):
     prime = "QUEEN:\nZyzzyva 日本"
     ids = sampler.generate_ids(40, prime, options)
     assert ids.shape == (2, 40) and ids.min() >= 0 and ids.max() < len(BPE)
-    texts = sampler.generate(40, prime, options)
+    texts = generate_text(sampler, 40, prime, options)
     assert texts == [prime + BPE.decode(row) for row in ids]
 
 
@@ -387,21 +389,35 @@ def test_vocab_size_is_refused_off_bpe_level(data_dir, tmp_path):
 
 
 class _Texts:
-    """What count_real_words uses of a loaded model: a sampler that returns set texts."""
+    """What count_real_words uses of a loaded model: a sampler (its batch, its vocabulary's
+    decoders, its ids) whose one chunk decodes to set texts."""
 
     def __init__(self, texts):
-        self.texts, self.asked = texts, []
+        self.texts, self.asked, self.batch, self.vocab = texts, [], len(texts), self
 
     def sampler(self, num_samples):
         self.asked.append(num_samples)
         return self
 
-    def generate(self, n, prime, options):
-        return self.texts
+    def decoder(self):
+        return _AsIs()
+
+    def stream_ids(self, n, prime, options):
+        yield self.texts
+
+
+class _AsIs:
+    """A decoder of 'ids' that are already text."""
+
+    def decode(self, piece):
+        return piece
+
+    def flush(self):
+        return ""
 
 
 def test_real_words_counts_glued_and_unknown_words_as_not_found():
-    from kerasgen.evaluate import count_real_words
+    from kerasgen.evaluation import count_real_words
 
     model = _Texts(["the king is gone,\nthe queen", "theking <unk> KING RICHARD:"])
     result = count_real_words(model, 2, 40, training_text=TINY_TEXT)

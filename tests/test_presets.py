@@ -6,18 +6,14 @@ import pathlib
 import re
 
 import pytest
-from click.testing import CliRunner
+from runner import run
 
 import kerasgen
 from kerasgen.presets import as_flags, load_preset, preset_names
-from kerasgen.training import TrainConfig, parse_duration, resolve_options
-from kerasgen_cli.main import main
+from kerasgen.rundir import read_run
+from kerasgen.settings import TrainConfig, parse_duration, resolve_options
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-
-
-def run(args):
-    return CliRunner().invoke(main, args, catch_exceptions=False)
 
 
 def test_shipped_presets_load_and_resolve():
@@ -58,13 +54,13 @@ def test_typed_options_override_the_preset_and_the_preset_overrides_the_recorded
     recorded = json.loads((save / "config.json").read_text())["train"]
     assert recorded["lr_schedule"] == "epoch" and recorded["batch_size"] == 4
     config, model = resolve_options(
-        {"preset": "shakespeare-10min", "learning_rate": 0.01}, init_from=str(save)
+        {"preset": "shakespeare-10min", "learning_rate": 0.01}, read_run(str(save))
     )
     assert config.learning_rate == 0.01  # typed
     assert config.lr_schedule == "cosine" and model["rnn_size"] == 256  # the preset's
     assert config.batch_size == 4 and config.save_dir == str(save)  # recorded
     assert config.preset == "shakespeare-10min"
-    config, _ = resolve_options({}, init_from=str(save))
+    config, _ = resolve_options({}, read_run(str(save)))
     assert config.lr_schedule == "epoch" and config.preset is None
 
 
@@ -81,7 +77,7 @@ def test_unknown_preset_is_a_usage_error_naming_the_presets(tmp_path):
     r = run(["train", "--preset", "python-5min", "--save_dir", str(tmp_path / "x")])
     assert r.exit_code == 2
     error = r.output.strip().splitlines()[-1]
-    assert "unknown preset 'python-5min'" in error
+    assert "--preset 'python-5min' is unknown" in error
     assert all(name in error for name in preset_names())
     with pytest.raises(ValueError, match=r"choose one of .*shakespeare-10min"):
         kerasgen.train(text="x = 1\n" * 100, save_dir=str(tmp_path / "y"), preset="nope")

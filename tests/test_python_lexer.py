@@ -10,23 +10,19 @@ import tokenize
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from runner import run
 
 import kerasgen
-from kerasgen.python_code import reformat_python, strip_python
+from kerasgen.errors import ParameterError
+from kerasgen.python_corpus import reformat_python, strip_python
 from kerasgen.python_lexer import PythonLexer
 from kerasgen.sampling import SamplingOptions
 from kerasgen.vocab import Vocabulary
 from kerasgen_cli.evaluate import _settings
-from kerasgen_cli.main import main
 
 CHARS = string.ascii_letters + string.digits + string.punctuation + " \n\t"
 VOCAB = Vocabulary.from_text(CHARS)
 LEXER = PythonLexer(VOCAB)
-
-
-def run(args):
-    return CliRunner().invoke(main, args, catch_exceptions=False)
 
 
 def allowed_after(text: str) -> set[str]:
@@ -43,7 +39,7 @@ def forbidden_positions(text: str) -> list[int]:
     import tensorflow as tf
 
     if len(text) > SCAN_CHARS:
-        raise ValueError(f"a text of at most {SCAN_CHARS} characters, got {len(text)}")
+        raise ParameterError("text", f"must be at most {SCAN_CHARS} characters, got {len(text)}")
     # Blank lines after the text (always allowed) give every call one shape: one compile.
     ids = VOCAB.encode(text + "\n" * (SCAN_CHARS - len(text))).astype(np.int32)[None, :]
     return [int(i) for i in np.flatnonzero(~_scan()(tf.constant(ids)).numpy()[: len(text)])]
@@ -407,7 +403,8 @@ def test_the_constraint_needs_a_character_level_run(tmp_path, tiny_train):
         ["evaluate", "--python_syntax", "2", "--constrain", "python"],
     ):
         r = run([*args, "--save_dir", str(save)])
-        assert r.exit_code == 2 and "character-level" in r.output, r.output
+        assert r.exit_code == 2, r.output
+        assert "python needs a character-level run" in r.output, r.output
     # --syntax python alone still parses and redraws blocks, unconstrained.
     r = run(
         [
@@ -425,5 +422,12 @@ def test_the_constraint_needs_a_character_level_run(tmp_path, tiny_train):
         ]
     )
     assert r.exit_code == 0 and "blocks drawn" in r.stderr, r.output
-    with pytest.raises(ValueError, match="character-level"):
+    with pytest.raises(ParameterError, match=r"^constrain python needs a character-level run") as e:
         kerasgen.load(str(save)).generate(10, constrain="python")
+    assert e.value.param == "constrain"
+
+
+def test_the_constraint_needs_a_vocabulary_with_line_breaks():
+    with pytest.raises(ParameterError, match=r"^constrain python needs a model that writes line"):
+        PythonLexer(Vocabulary.from_text("def f(x): return x"))
+    PythonLexer(Vocabulary.from_text("def f(x): return x\n"))

@@ -6,11 +6,11 @@ import string
 from types import SimpleNamespace
 
 import pytest
-from click.testing import CliRunner
+from runner import run
 
 import kerasgen
-from kerasgen import python_code
-from kerasgen.python_code import (
+from kerasgen import python_syntax
+from kerasgen.python_syntax import (
     BlockSampler,
     first_block,
     measure_syntax,
@@ -19,7 +19,6 @@ from kerasgen.python_code import (
 )
 from kerasgen.sampling import SamplingOptions
 from kerasgen.vocab import Vocabulary
-from kerasgen_cli.main import main
 
 # Simple Python a tiny model learns in seconds: short blocks, two blank lines between.
 PY_TEXT = (
@@ -28,10 +27,6 @@ PY_TEXT = (
     "def sub(a, b):\n    return a - b\n\n\n"
     "x = add(1, 2)\n\n\n"
 ) * 40
-
-
-def run(args):
-    return CliRunner().invoke(main, args, catch_exceptions=False)
 
 
 # ---------------------------------------------------------------- the measure
@@ -169,7 +164,7 @@ def test_block_sampler_gives_up_after_its_tries_and_counts_unfinished_draws():
 
 
 def test_block_sampler_reads_at_most_about_context_chars_back(monkeypatch):
-    monkeypatch.setattr(python_code, "CONTEXT_CHARS", 12)
+    monkeypatch.setattr(python_syntax, "CONTEXT_CHARS", 12)
     model = ScriptedModel(["a = 1\nb = 2\n", "c = 3\n", "d = 4\n", "e = 5\n"])
     out = list(BlockSampler(model).stream(24, "", SamplingOptions(seed=1)))
     assert out == ["a = 1\n", "b = 2\n", "c = 3\n", "d = 4\n"]
@@ -296,7 +291,9 @@ def test_sample_syntax_python_ends_a_sample_that_runs_out_of_tries(python_run):
     )
     assert r.exit_code == 0, r.output
     assert r.stdout == ""
-    assert "no draw of the next block parsed in 2 tries; the sample ends here" in r.stderr
+    assert (
+        "sample 1: no draw of the next block parsed in 2 tries; the sample ends there" in r.stderr
+    )
     assert "kept 0 of 2 blocks drawn" in r.stderr
 
 
@@ -304,7 +301,10 @@ def test_sample_syntax_python_ends_a_sample_that_runs_out_of_tries(python_run):
     "args, message",
     [
         (["sample", "--syntax", "python", "--prime", "  x"], "column 0"),
-        (["sample", "--syntax", "python", "--stop", "x"], "do not combine"),
+        (
+            ["sample", "--syntax", "python", "--stop", "x"],
+            "--stop does not combine with --syntax python",
+        ),
         (["evaluate", "--prime", "def "], "--python_syntax"),
         (["evaluate", "--python_syntax", "2", "--prime", "\tdef "], "column 0"),
     ],

@@ -13,14 +13,9 @@ import subprocess
 import sys
 import time
 
-from click.testing import CliRunner
+from runner import run
 
 from kerasgen import rundir
-from kerasgen_cli.main import main
-
-
-def run(args):
-    return CliRunner().invoke(main, args, catch_exceptions=False)
 
 
 def train_args(data, save, tmp_path, tiny_train, *extra):

@@ -211,7 +211,7 @@ def test_overlapping_requests_are_batched_and_never_mix(client, model):
 
 @pytest.fixture(scope="module")
 def server(trained_run):
-    # --max_tokens lets a request stream for a minute, longer than any test waits.
+    # --max_tokens lets a request stream for longer than any test waits.
     with running_server(trained_run[1], "--max_tokens", "5000000") as (url, proc):
         yield url, proc
 
@@ -327,6 +327,18 @@ def test_the_readme_client_and_curl_line_run_as_written(trained_run):
                 curl, shell=True, capture_output=True, text=True, timeout=120
             ).stdout
             assert out.strip().endswith("data: [DONE]") and '"text": ' in out
+
+
+def test_bad_server_settings_name_their_parameter(model):
+    from kerasgen.engine import Engine
+    from kerasgen.errors import ParameterError
+
+    with pytest.raises(ParameterError, match=r"^max_tokens must be at least 1, got 0$"):
+        model.app(max_tokens=0, warm_up=False)
+    for settings, param in (({"max_batch": 0}, "max_batch"), ({"max_queue": -1}, "max_queue")):
+        with pytest.raises(ParameterError) as e:
+            Engine(model, **settings)
+        assert e.value.param == param and str(e.value).startswith(param + " must be ")
 
 
 def test_only_loopback_addresses_count_as_this_machine():

@@ -11,30 +11,19 @@ import sys
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from runner import run
 
 import kerasgen
 from kerasgen import rundir
 from kerasgen.evaluate import logits_after, start_penalty
 from kerasgen.model import ModelConfig, build_model
-from kerasgen.sampling import (
-    CHUNK,
-    Sampler,
-    SamplingOptions,
-    StopTexts,
-    generate_reference,
-    prefix_ids,
-    select_next,
-)
+from kerasgen.sampler import CHUNK, Sampler, generate_reference
+from kerasgen.sampling import SamplingOptions, select_next
 from kerasgen.steps import start_rows
+from kerasgen.streams import StopTexts, prefix_ids
 from kerasgen.vocab import Vocabulary
-from kerasgen_cli.main import main
 
 FAMILIES = ["bigram", "rnn", "gru", "lstm", "transformer"]
-
-
-def run(args):
-    return CliRunner().invoke(main, args, catch_exceptions=False)
 
 
 def tiny_run(tmp_path, vocab, family, preamble="\n"):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from kerasgen import data
+from kerasgen import data, idcache, textfiles
 from kerasgen.errors import DataError
 from kerasgen.vocab import Vocabulary
 
@@ -50,7 +50,7 @@ def test_split_holds_out_last_fraction():
 
 def test_cache_is_rebuilt_when_input_changes(data_dir):
     first = data.load_corpus(str(data_dir))
-    assert (data_dir / data.CACHE_JSON).exists() and (data_dir / data.CACHE_IDS).exists()
+    assert (data_dir / idcache.CACHE_JSON).exists() and (data_dir / idcache.CACHE_IDS).exists()
     again = data.load_corpus(str(data_dir))  # from the cache
     assert again.vocab == first.vocab and np.array_equal(first.ids, again.ids)
     (data_dir / "input.txt").write_text("xyz" * 10, encoding="utf-8")
@@ -73,7 +73,7 @@ def test_empty_and_missing_input(tmp_path):
 
 
 def test_tiny_shakespeare_download_failure_says_where_to_put_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "TINY_SHAKESPEARE_URL", "file:///nonexistent/input.txt")
+    monkeypatch.setattr(textfiles, "TINY_SHAKESPEARE_URL", "file:///nonexistent/input.txt")
     target = tmp_path / "tinyshakespeare"
     with pytest.raises(FileNotFoundError, match="save it as"):
         data.load_corpus(str(target))

@@ -24,3 +24,4 @@ TINY_TRAIN = [
     "1",
     "--no_jit_compile",
 ]
+TRAINED_EPOCHS = 3  # of the session's trained run (conftest.trained_training)
