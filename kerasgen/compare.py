@@ -53,7 +53,7 @@ def compare_runs(
     fracs = {run.train_config.get("val_frac") for run in runs}
     if len(fracs) > 1:
         raise ValueError(
-            "the runs held out different fractions (--val_frac "
+            "the runs held out different fractions (val_frac "
             + ", ".join(str(f) for f in sorted(fracs, key=str))
             + "), so their validation splits differ; compare runs with the same one"
         )

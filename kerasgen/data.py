@@ -33,7 +33,7 @@ from kerasgen.textfiles import (
     read_pieces,
     stamp,
 )
-from kerasgen.vocab import Vocabulary
+from kerasgen.vocab import TokenVocabulary, Vocabulary
 
 # numpy turns index arrays into intp (8 bytes per element) for bincount and
 # fancy indexing; working in blocks of this many keeps that copy at 8 MB.
@@ -268,9 +268,9 @@ def split_text(text: str, val_frac: float) -> tuple[str, str]:
 
 
 class TokenSplits(NamedTuple):
-    """What ``load_token_splits`` returns."""
+    """What ``load_splits`` returns, at any level."""
 
-    vocab: object  # a WordVocabulary or BpeVocabulary
+    vocab: TokenVocabulary
     train_ids: np.ndarray
     val_ids: np.ndarray
     train_chars: int  # characters the training tokens stand for
@@ -310,6 +310,44 @@ def load_token_splits(
     )
 
 
+def load_splits(
+    data_dir: str,
+    encoding: str,
+    val_frac: float,
+    level: str = "char",
+    max_vocab: int | None = None,
+    vocab_size: int | None = None,
+    vocab=None,
+    keep_cr: bool = False,
+    progress=None,
+) -> TokenSplits:
+    """The training and validation ids of the corpus at any level: the one way to them.
+
+    Character level: through the id cache (``load_corpus``), the vocabulary the
+    text's own unless ``vocab`` (a saved run's) is given, whose ids then encode it
+    (ParameterError when the text has characters it lacks). Other levels:
+    ``load_token_splits``. Every level holds out the same characters.
+    """
+    if level != "char":
+        return load_token_splits(
+            data_dir, encoding, val_frac, level, max_vocab, vocab_size, vocab, keep_cr, progress
+        )
+    corpus = load_corpus(data_dir, encoding, keep_cr=keep_cr, progress=progress)
+    ids = corpus.ids
+    if vocab is not None:
+        missing = [c for c in corpus.vocab.chars if c not in vocab.index]
+        if missing:
+            shown = ", ".join(repr(c) for c in missing[:20])
+            raise ParameterError(
+                "data_dir",
+                f"{data_dir} has characters not in the vocabulary of the run being "
+                f"continued ({shown}); train a new model on it instead",
+            )
+        ids = np.array([vocab.index[c] for c in corpus.vocab.chars], vocab.id_dtype)[ids]
+    train_ids, val_ids = split(ids, val_frac)
+    return TokenSplits(vocab or corpus.vocab, train_ids, val_ids, len(train_ids), corpus.notes)
+
+
 # ---------------------------------------------------------------- batches
 
 
@@ -324,8 +362,8 @@ def _check_one_batch(num_ids: int, batch_size: int, seq_length: int, what: str) 
         need = batch_size * seq_length + 1
         raise ValueError(
             f"the {what} has {num_ids} characters, too short for one batch of "
-            f"--batch_size {batch_size} x --seq_length {seq_length} (needs {need}); "
-            "use a smaller --batch_size or --seq_length, or more text"
+            f"batch_size {batch_size} x seq_length {seq_length} (needs {need}); "
+            "use a smaller batch_size or seq_length, or more text"
         )
     return n
 

@@ -176,8 +176,8 @@ def build_model(config: ModelConfig, batch_size: int, stateful: bool = True):
     rnn_class = getattr(keras.layers, kind.layer)
     ids = keras.Input(batch_shape=(batch_size, None), dtype="int32", name="ids")  # (B, T)
     # Unit-variance embeddings, as PyTorch's nn.Embedding and torch-rnn: Keras's
-    # default uniform(-0.05, 0.05) makes the first layer's input ~30x weaker,
-    # and the model then learns much more slowly at first (docs/results.md).
+    # default uniform(-0.05, 0.05) makes the first layer's input far weaker, and
+    # the model then learns much more slowly at first (docs/results.md).
     x = keras.layers.Embedding(
         config.vocab_size,
         config.rnn_size,

@@ -374,8 +374,8 @@ def build_python_corpus(
         raise ValueError(
             "no Python file was kept"
             + (f" (skipped: {reasons})" if reasons else " (no *.py files found)")
-            + "; pass folders holding .py files, --include_tests, --include_generated, "
-            "or a larger --max_file_bytes / --max_chars"
+            + "; pass folders holding .py files, include_tests=True, include_generated=True, "
+            "or a larger max_file_bytes / max_chars"
         )
     atomic.write_text(out, corpus.text)
     return corpus

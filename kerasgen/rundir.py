@@ -305,7 +305,7 @@ def read_run(save_dir: str) -> Run:
     if not os.path.isdir(save_dir):
         raise FileNotFoundError(
             f"run folder {save_dir} does not exist; train a model first "
-            "(kerasgen train --save_dir ...) or pass the right --save_dir"
+            "(kerasgen train --save_dir ...) or pass the right save_dir"
         )
     if not os.path.exists(os.path.join(save_dir, LOCK_NAME)):  # no trainer is at work here
         with contextlib.suppress(OSError):  # a folder this process may not write
@@ -322,7 +322,7 @@ def read_run(save_dir: str) -> Run:
             )
         raise FileNotFoundError(
             f"{save_dir} holds no checkpoint; train a model first "
-            "(kerasgen train --save_dir ...) or pass the right --save_dir"
+            "(kerasgen train --save_dir ...) or pass the right save_dir"
         )
     try:
         with open(config_path, encoding="utf-8") as f:
@@ -339,7 +339,7 @@ def read_run(save_dir: str) -> Run:
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise CheckpointError(
             f"{save_dir} has an unreadable {CONFIG_NAME} or {VOCAB_NAME} "
-            f"({e}); retrain into a fresh --save_dir"
+            f"({e}); retrain into a fresh save_dir"
         ) from None
     if model_config.vocab_size != len(vocab):
         raise CheckpointError(
@@ -403,7 +403,7 @@ def verify_checkpoint(save_dir: str, which: str) -> None:
         other = next(w for w in CHECKPOINTS if w != which)
         raise CheckpointError(
             f"{path} is damaged (its sha256 does not match {CHECKSUMS_NAME}); "
-            f"use --checkpoint {other} or retrain"
+            f"use checkpoint='{other}' or retrain"
         )
 
 
@@ -472,7 +472,7 @@ def save_checkpoint(save_dir: str, which: str, model, optimizer=None, state: dic
     except OSError as e:
         raise StorageError(
             f"could not write {path} ({_reason(e)}); free some disk space and "
-            "continue with --init_from; the earlier checkpoints are intact"
+            "continue with init_from; the earlier checkpoints are intact"
         ) from None
     return path
 
@@ -529,7 +529,7 @@ def load_checkpoint(save_dir: str, which: str, model, optimizer=None) -> dict:
     except (OSError, KeyError, ValueError, TypeError) as e:
         raise CheckpointError(
             f"{path} is corrupt or truncated ({str(e).splitlines()[0]}); "
-            "use the other --checkpoint or retrain"
+            "use the other checkpoint or retrain"
         ) from None
     if opt_values is not None and (
         len(opt_values) != len(optimizer.variables)
@@ -564,5 +564,5 @@ def read_checkpoint_state(save_dir: str, which: str) -> dict:
     except (OSError, KeyError, ValueError, TypeError) as e:
         raise CheckpointError(
             f"{path} is corrupt or truncated ({str(e).splitlines()[0]}); "
-            "use the other --checkpoint or retrain"
+            "use the other checkpoint or retrain"
         ) from None

@@ -195,7 +195,7 @@ def _decode(decoder, raw: bytes, final: bool, offset: int, path: str, encoding: 
         at = offset - pending + e.start
         raise DataError(
             f"{path}: byte 0x{e.object[e.start]:02x} at offset {at} is not valid {encoding}; "
-            "convert the file to UTF-8 or pass the right --encoding (e.g. latin-1)"
+            "convert the file to UTF-8 or pass the right encoding (e.g. latin-1)"
         ) from None
 
 

@@ -19,8 +19,6 @@ import dataclasses
 import os
 from dataclasses import dataclass
 
-import numpy as np
-
 from kerasgen import data, rundir, textfiles
 from kerasgen.errors import (
     ParameterError,
@@ -29,6 +27,7 @@ from kerasgen.errors import (
 from kerasgen.loop import Budget, StopSignals, TensorBoardLog, TrainResult, run_loop
 from kerasgen.model import DEFAULT_FAMILY, ModelConfig, build_model, family
 from kerasgen.settings import TrainConfig, resolve_options
+from kerasgen.vocab import TokenVocabulary
 
 LINE_START = "\n"  # the token sampling starts with: a zero state reads it first
 
@@ -40,7 +39,7 @@ LINE_START = "\n"  # the token sampling starts with: a zero state reads it first
 class TrainingData:
     """What training reads: the vocabulary, the batches and what samples start with."""
 
-    vocab: object  # kerasgen.vocab.Vocabulary or WordVocabulary
+    vocab: TokenVocabulary  # at the run's level
     model_config: ModelConfig
     train: data.StreamBatches
     val: data.StreamBatches | None  # None: no validation
@@ -57,34 +56,23 @@ def prepare_data(
 
     ``progress(done_bytes, total_bytes, stage)``: see ``data.load_corpus``.
     """
-    chars_per_token = 1.0
-    if config.level != "char":
-        vocab, train_ids, val_ids, train_chars, notes = data.load_token_splits(
-            config.data_dir,
-            config.encoding,
-            config.val_frac,
-            config.level,
-            config.max_vocab,
-            config.vocab_size,
-            vocab=None if run is None else run.vocab,
-            keep_cr=config.keep_cr,
-            progress=progress,
-        )
-        chars_per_token = train_chars / max(len(train_ids), 1)
-        model_config = ModelConfig(vocab_size=len(vocab), **model_options)
-        if run is not None:
-            _check_resumable(run, model_config, None)
-            model_config = run.model_config
-    else:
-        corpus = data.load_corpus(
-            config.data_dir, config.encoding, keep_cr=config.keep_cr, progress=progress
-        )
-        vocab, ids, notes = corpus.vocab, corpus.ids, corpus.notes
-        model_config = ModelConfig(vocab_size=len(vocab), **model_options)
-        if run is not None:
-            ids = _check_resumable(run, model_config, vocab)[ids]
-            vocab, model_config = run.vocab, run.model_config
-        train_ids, val_ids = data.split(ids, config.val_frac)
+    splits = data.load_splits(
+        config.data_dir,
+        config.encoding,
+        config.val_frac,
+        config.level,
+        config.max_vocab,
+        config.vocab_size,
+        vocab=None if run is None else run.vocab,
+        keep_cr=config.keep_cr,
+        progress=progress,
+    )
+    vocab, train_ids, val_ids, train_chars, notes = splits
+    chars_per_token = train_chars / max(len(train_ids), 1)
+    model_config = ModelConfig(vocab_size=len(vocab), **model_options)
+    if run is not None:
+        _check_resumable(run, model_config)
+        model_config = run.model_config
     train = data.StreamBatches(
         train_ids, config.batch_size, config.seq_length, what="training text"
     )
@@ -113,12 +101,8 @@ def prepare_data(
     )
 
 
-def _check_resumable(run: rundir.Run, model_config: ModelConfig, vocab):
-    """Refuse an ``--init_from`` run that does not fit; return data-id -> run-id mapping.
-
-    ``vocab`` None (word level: the text is encoded with the run's vocabulary)
-    checks the model only.
-    """
+def _check_resumable(run: rundir.Run, model_config: ModelConfig) -> None:
+    """Refuse a run to continue whose model differs from the one the options describe."""
     diffs = run.model_config.differences(model_config)
     diffs = [
         d.replace("context:", "context (seq_length):")
@@ -132,17 +116,6 @@ def _check_resumable(run: rundir.Run, model_config: ModelConfig, vocab):
             + "; ".join(f"saved {d.replace(' != ', ', requested ')}" for d in diffs)
             + "); drop the differing options or train into a new save_dir",
         )
-    if vocab is None:
-        return None
-    missing = [c for c in vocab.chars if c not in run.vocab.index]
-    if missing:
-        shown = ", ".join(repr(c) for c in missing[:20])
-        raise ParameterError(
-            "init_from",
-            f"{run.save_dir} has a different vocabulary: the text has "
-            f"characters the model never saw ({shown}); train a new model instead",
-        )
-    return np.array([run.vocab.index[c] for c in vocab.chars], dtype=run.vocab.id_dtype)
 
 
 class Trainee:

@@ -53,11 +53,9 @@ SPACE = " "  # always a word-level token: unknown words keep their separation th
 
 BPE_VERSION = 1
 BYTES = 256  # a byte-level BPE vocabulary starts from one token per byte
-# Chosen on tiny Shakespeare: held-out nats/char of a 2x128 LSTM after 90 s of
-# training on 2 CPU cores were 1.83 at 256 (bytes only), 1.77 at 512, 1.94 at
-# 1024 and 2.04 at 2048 tokens (1.00, 1.88, 2.26 and 2.56 characters per
-# token). A larger vocabulary puts more text in each step, but its softmax
-# costs more and most of its tokens are too rare in 1 MB to learn quickly.
+# Chosen on tiny Shakespeare, where it gave the lowest held-out loss in a fixed training
+# time (docs/results.md): a larger vocabulary puts more text in each step, but its
+# softmax costs more and most of its tokens are too rare in a small text to learn.
 DEFAULT_VOCAB_SIZE = 512
 MAX_VOCAB_SIZE = 1 << 20  # bpe: beyond it the embedding alone outgrows any machine
 
@@ -114,8 +112,56 @@ class Utf8Decoder:
         return self._utf8.decode(b"", final=True)
 
 
+class TokenVocabulary:
+    """What every vocabulary gives, at any level (``Vocabulary``, ``WordVocabulary``,
+    ``BpeVocabulary``); code that takes a vocabulary takes one of these.
+
+    ``level``; ``len()`` (ids are 0..len-1); ``index`` (token text -> id);
+    ``encode``/``decode`` between text and ids, and ``encode_pieces`` (the ids and the
+    text of each); ``decoder()`` (decodes streamed ids piece by piece); ``unknown(text)``
+    (what ``encode`` would refuse); ``to_json()``.
+    """
+
+    level = ""
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def index(self) -> dict[str, int]:
+        raise NotImplementedError
+
+    def token_id(self, text: str) -> int | None:
+        """The id of the one token that is exactly ``text``, or None."""
+        return self.index.get(text)
+
+    @property
+    def id_dtype(self) -> np.dtype:
+        """The smallest unsigned integer type that holds every id."""
+        return _id_dtype(len(self))
+
+    def unknown(self, text: str) -> list[str]:
+        """What of ``text`` ``encode`` would refuse (nothing, where every text encodes)."""
+        return []
+
+    def encode(self, text: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def encode_pieces(self, text: str) -> tuple[np.ndarray, list[str]]:
+        raise NotImplementedError
+
+    def decode(self, ids) -> str:
+        raise NotImplementedError
+
+    def decoder(self):
+        raise NotImplementedError
+
+    def to_json(self) -> str:
+        raise NotImplementedError
+
+
 @dataclass(frozen=True)
-class Vocabulary:
+class Vocabulary(TokenVocabulary):
     """Characters ordered by falling frequency (ties by code point): id 0 is the
     most frequent character, which is what an empty prime starts from."""
 
@@ -140,14 +186,6 @@ class Vocabulary:
     @property
     def index(self) -> dict[str, int]:
         return {c: i for i, c in enumerate(self.chars)}
-
-    def token_id(self, text: str) -> int | None:
-        """The id of the one token that is exactly ``text``, or None."""
-        return self.index.get(text)
-
-    @property
-    def id_dtype(self) -> np.dtype:
-        return _id_dtype(len(self))
 
     def unknown(self, text: str) -> list[str]:
         """Characters of ``text`` that are not in the vocabulary, in first-seen order."""
@@ -206,7 +244,7 @@ def tokenize(text: str, version: int = WORD_VERSION) -> list[str]:
 
 
 @dataclass(frozen=True)
-class WordVocabulary:
+class WordVocabulary(TokenVocabulary):
     """Tokens of ``tokenize`` by falling frequency (ties by text), then the unknown token.
 
     Encoding a token the vocabulary lacks (``encode_pieces``): a token that
@@ -256,14 +294,6 @@ class WordVocabulary:
     @property
     def index(self) -> dict[str, int]:
         return {t: i for i, t in enumerate(self.tokens)}
-
-    def token_id(self, text: str) -> int | None:
-        """The id of the one token that is exactly ``text``, or None."""
-        return self.index.get(text)
-
-    @property
-    def id_dtype(self) -> np.dtype:
-        return _id_dtype(len(self))
 
     def unknown(self, text: str) -> list[str]:
         """Always empty: tokens the vocabulary lacks encode to the unknown token."""
@@ -366,12 +396,11 @@ def byte_chars() -> dict[int, str]:
     return chars
 
 
-class BpeVocabulary:
+class BpeVocabulary(TokenVocabulary):
     """Byte-level BPE subwords, learned from the training text.
 
-    Built with Hugging Face ``tokenizers``: a maintained library whose Rust
-    trainer learns a vocabulary from a megabyte in about a second, that
-    serialises the whole tokenizer (merges and pre-tokenizer) to JSON, and
+    Built with Hugging Face ``tokenizers``: a maintained library with a fast
+    Rust trainer, that serialises the whole tokenizer (merges and pre-tokenizer) to JSON, and
     that does byte-level BPE, whose 256 single-byte tokens make every text
     encodable: any prime is accepted and there is no unknown token.
 
@@ -448,10 +477,6 @@ class BpeVocabulary:
     def token_id(self, text: str) -> int | None:
         """The id of the one token that is exactly ``text``, or None."""
         return self._index.get(text)
-
-    @property
-    def id_dtype(self) -> np.dtype:
-        return _id_dtype(len(self))
 
     def unknown(self, text: str) -> list[str]:
         """Always empty: every text is made of bytes, and every byte is a token."""

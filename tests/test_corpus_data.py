@@ -299,7 +299,7 @@ def test_stream_batches_object_refuses_too_short_text_as_before():
         data.stream_batches(np.arange(50), 10, 10, what="validation text")
     with pytest.raises(ValueError) as new:
         data.StreamBatches(np.arange(50), 10, 10, what="validation text")
-    assert str(new.value) == str(old.value) and "--batch_size" in str(new.value)
+    assert str(new.value) == str(old.value) and "batch_size 10 x seq_length 10" in str(new.value)
     with pytest.raises(ValueError, match="permutation"):
         data.StreamBatches(np.arange(500), 2, 10).dataset(order=np.arange(3))
 

@@ -38,7 +38,7 @@ def test_dataset_yields_batches_in_order():
 
 
 def test_too_short_text_suggests_smaller_batch():
-    with pytest.raises(ValueError, match="--batch_size"):
+    with pytest.raises(ValueError, match="smaller batch_size"):
         data.stream_batches(np.arange(50), 10, 10)
 
 
