@@ -125,6 +125,8 @@ def sample_command(save_dir, n, prime, stop, checkpoint, jit_compile, output, **
         )
     stats = kerasgen.BlockStats() if options["syntax"] else None
     num_samples = options["num_samples"]
+    if num_samples > 1:  # before the batch is built
+        _allow_open_files(num_samples + 64)  # a spool each, and what the runtime holds open
     pieces = model.stream(n, kerasgen.decode_prime(prime), stop=stop, block_stats=stats, **options)
     with _Output(output) as out:
         if num_samples == 1:
@@ -162,7 +164,6 @@ def _report_blocks(stats, tries: int) -> None:
 def _write_samples(pieces, num_samples: int, out) -> None:
     """The first sample as it comes; the others, spooled to temporary files meanwhile
     (so memory stays flat), after it."""
-    _allow_open_files(num_samples + 64)  # a spool each, and what the runtime holds open
     spools = [
         tempfile.TemporaryFile("w+", encoding="utf-8", newline="") for _ in range(num_samples - 1)
     ]
