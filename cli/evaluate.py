@@ -12,18 +12,14 @@ from kerasgen_cli.options import (
     checkpoint_option,
     constrain_option,
     option,
+    run_folder_option,
     truncation_options,
     verbose_option,
 )
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@option(
-    "--save_dir",
-    default="save",
-    type=click.Path(file_okay=False),
-    help="Run folder written by kerasgen train.",
-)
+@run_folder_option
 @option(
     "--data_dir",
     default=None,

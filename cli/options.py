@@ -38,6 +38,16 @@ def verbose_option(fn):
     )(fn)
 
 
+def run_folder_option(fn):
+    """``--save_dir``: the run folder a command reads (sample, evaluate, export, serve)."""
+    return option(
+        "--save_dir",
+        default=TRAIN_DEFAULTS.save_dir,
+        type=click.Path(file_okay=False),
+        help="Run folder written by kerasgen train.",
+    )(fn)
+
+
 def checkpoint_option(what: str):
     """``--checkpoint best|latest``: which weights of the run ``what`` uses."""
     return option(

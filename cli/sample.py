@@ -14,6 +14,7 @@ from kerasgen_cli.options import (
     checkpoint_option,
     constrain_option,
     option,
+    run_folder_option,
     truncation_options,
     verbose_option,
 )
@@ -22,12 +23,7 @@ SEPARATOR = "\n\n----\n\n"  # between samples
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@option(
-    "--save_dir",
-    default="save",
-    type=click.Path(file_okay=False),
-    help="Run folder written by kerasgen train.",
-)
+@run_folder_option
 @option(
     "-n",
     "n",

@@ -8,16 +8,11 @@ import click
 
 import kerasgen
 from kerasgen_cli.errors import library_errors
-from kerasgen_cli.options import checkpoint_option, option, verbose_option
+from kerasgen_cli.options import checkpoint_option, option, run_folder_option, verbose_option
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@option(
-    "--save_dir",
-    default="save",
-    type=click.Path(file_okay=False),
-    help="Run folder written by kerasgen train.",
-)
+@run_folder_option
 @option(
     "--host",
     default="127.0.0.1",

@@ -7,10 +7,9 @@ import subprocess
 import sys
 
 import pytest
-from click.testing import CliRunner
+from runner import run
 
 import kerasgen
-from kerasgen_cli.main import main
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -65,9 +64,7 @@ def test_train_on_a_string_quietly_then_generate_stream_and_evaluate(tiny_text, 
     speech = model.generate(400, prime="KING", seed=3, stop="\n\n")
     assert "\n\n" not in speech and text.startswith(speech[:100])
     result = model.evaluate()
-    cli = CliRunner().invoke(
-        main, ["evaluate", "--save_dir", str(tmp_path / "run"), "--json"], catch_exceptions=False
-    )
+    cli = run(["evaluate", "--save_dir", str(tmp_path / "run"), "--json"])
     assert json.loads(cli.stdout) == result  # the API's dict is what the CLI prints
     assert result["targets"] == round(len(tiny_text) * 0.1) - 1
 

@@ -6,27 +6,25 @@ The data layer's own tests (streamed preprocessing, memory-mapped ids) are in te
 import os
 
 import numpy as np
-from click.testing import CliRunner
+from runner import run
 
 from kerasgen import rundir
-from kerasgen_cli.main import main
 
 
 def event_steps(log_dir, tag):
     import tensorflow as tf
 
     steps = []
-    for run in os.listdir(log_dir):
-        for name in os.listdir(os.path.join(log_dir, run)):
-            for event in tf.compat.v1.train.summary_iterator(os.path.join(log_dir, run, name)):
+    for folder in os.listdir(log_dir):
+        for name in os.listdir(os.path.join(log_dir, folder)):
+            for event in tf.compat.v1.train.summary_iterator(os.path.join(log_dir, folder, name)):
                 steps += [event.step for value in event.summary.value if value.tag == tag]
     return sorted(steps)
 
 
 def test_eval_every_validates_within_epochs_and_keeps_the_best(data_dir, tmp_path, tiny_train):
     save, logs = tmp_path / "save", tmp_path / "logs"
-    r = CliRunner().invoke(
-        main,
+    r = run(
         [
             "train",
             "--data_dir",
@@ -42,8 +40,7 @@ def test_eval_every_validates_within_epochs_and_keeps_the_best(data_dir, tmp_pat
             "7",
             "--eval_chars",
             "70",
-        ],
-        catch_exceptions=False,
+        ]
     )
     assert r.exit_code == 0, r.output
     # Curves by step: every 7 steps, and at both epoch ends.
@@ -51,8 +48,7 @@ def test_eval_every_validates_within_epochs_and_keeps_the_best(data_dir, tmp_pat
     assert "step 7/40  val_loss" in r.output
     best = rundir.read_checkpoint_state(str(save), "best")
     assert best["step"] in (7, 14, 20, 21, 28, 35, 40) and best["val_loss"] == best["best_val_loss"]
-    r = CliRunner().invoke(
-        main,
+    r = run(
         [
             "train",
             "--data_dir",

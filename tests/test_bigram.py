@@ -1,7 +1,7 @@
 """The bigram baseline: a (V, V) table of next-character logits."""
 
 import numpy as np
-from click.testing import CliRunner
+from runner import run
 from tiny import TINY_TEXT
 
 from kerasgen import data
@@ -9,7 +9,6 @@ from kerasgen.model import ModelConfig, build_model, rnn_layers
 from kerasgen.sampler import Sampler, generate_reference
 from kerasgen.sampling import SamplingOptions
 from kerasgen.vocab import Vocabulary
-from kerasgen_cli.main import main
 
 
 def test_bigram_fits_the_exact_count_based_estimate():
@@ -50,8 +49,7 @@ def test_bigram_samples_like_the_reference():
 
 def test_bigram_from_the_cli(data_dir, tmp_path):
     save = tmp_path / "save"
-    r = CliRunner().invoke(
-        main,
+    r = run(
         [
             "train",
             "--model",
@@ -70,17 +68,12 @@ def test_bigram_from_the_cli(data_dir, tmp_path):
             "2",
             "--learning_rate",
             "0.05",
-        ],
-        catch_exceptions=False,
+        ]
     )
     assert r.exit_code == 0, r.output
-    r = CliRunner().invoke(
-        main, ["sample", "--save_dir", str(save), "-n", "40", "--seed", "1"], catch_exceptions=False
-    )
+    r = run(["sample", "--save_dir", str(save), "-n", "40", "--seed", "1"])
     assert r.exit_code == 0 and len(r.output) >= 40
-    r = CliRunner().invoke(
-        main, ["evaluate", "--save_dir", str(save), "--json"], catch_exceptions=False
-    )
+    r = run(["evaluate", "--save_dir", str(save), "--json"])
     assert r.exit_code == 0, r.output
 
 
@@ -92,8 +85,7 @@ def test_compare_scores_runs_on_the_same_characters(data_dir, tmp_path):
     runs = []
     for family in ("bigram", "lstm"):
         save = tmp_path / family
-        r = CliRunner().invoke(
-            main,
+        r = run(
             [
                 "train",
                 "--model",
@@ -107,12 +99,11 @@ def test_compare_scores_runs_on_the_same_characters(data_dir, tmp_path):
                 "--num_epochs",
                 "2",
                 *TINY_TRAIN,
-            ],
-            catch_exceptions=False,
+            ]
         )
         assert r.exit_code == 0, r.output
         runs.append(str(save))
-    r = CliRunner().invoke(main, ["compare", *runs, "--json"], catch_exceptions=False)
+    r = run(["compare", *runs, "--json"])
     assert r.exit_code == 0, r.output
     rows = [json.loads(line) for line in r.output.splitlines()]
     assert [row["model"] for row in rows] == ["bigram", "lstm 2x16"]
@@ -120,5 +111,5 @@ def test_compare_scores_runs_on_the_same_characters(data_dir, tmp_path):
     for row in rows:
         assert row["params"] > 0 and row["train_seconds"] > 0 and row["chars_per_s"] > 0
         assert np.isfinite(row["loss"]["nats_per_char"])
-    table = CliRunner().invoke(main, ["compare", *runs], catch_exceptions=False).output
+    table = run(["compare", *runs]).output
     assert "bigram" in table and "lstm 2x16" in table and "nats/char" in table

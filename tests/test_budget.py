@@ -3,7 +3,7 @@
 import math
 
 import pytest
-from click.testing import CliRunner
+from runner import run
 from tiny import TINY_TRAIN
 
 from kerasgen import rundir
@@ -11,7 +11,6 @@ from kerasgen.loop import learning_rate_at
 from kerasgen.model import build_model
 from kerasgen.settings import TrainConfig, parse_duration
 from kerasgen.training import run_training as train
-from kerasgen_cli.main import main
 
 
 @pytest.mark.parametrize(
@@ -29,8 +28,7 @@ def test_parse_duration_rejects_nonsense(text):
 
 
 def test_cli_rejects_bad_budget_with_usage_error(data_dir, tmp_path):
-    r = CliRunner().invoke(
-        main,
+    r = run(
         [
             "train",
             "--data_dir",
@@ -75,7 +73,7 @@ def test_time_budget_stops_on_time_and_leaves_a_loadable_best_checkpoint(data_di
     result = train(config, {"rnn_size": 16})
     assert result.stopped_by_budget  # how close to the budget is a benchmark's question
     assert result.epochs < 100_000 and math.isfinite(result.best_val_loss)
-    run = rundir.read_run(str(tmp_path / "save"))
-    model = build_model(run.model_config, 1)
+    saved = rundir.read_run(str(tmp_path / "save"))
+    model = build_model(saved.model_config, 1)
     state = rundir.load_checkpoint(str(tmp_path / "save"), "best", model)
     assert state["best_val_loss"] == pytest.approx(result.best_val_loss)

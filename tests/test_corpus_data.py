@@ -7,7 +7,7 @@ import tempfile
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from runner import run
 from tiny import TINY_TEXT, TINY_TRAIN
 
 from kerasgen import atomic, data, idcache, textfiles
@@ -308,11 +308,9 @@ def test_stream_batches_object_refuses_too_short_text_as_before():
 
 
 def train_cli(data_dir, tmp_path, *extra):
-    from kerasgen_cli.main import main
 
     save = tmp_path / "save"
-    r = CliRunner().invoke(
-        main,
+    r = run(
         [
             "train",
             "--data_dir",

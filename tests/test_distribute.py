@@ -15,11 +15,10 @@ import time
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from runner import run
 from tiny import TINY_TEXT, TINY_TRAIN
 
 from kerasgen import rundir
-from kerasgen_cli.main import main
 
 TIMEOUT_S = 240  # any subprocess here; they are killed after it
 
@@ -94,11 +93,7 @@ def test_mirrored_over_two_cpus_matches_one_device(data_dir, tmp_path):
     np.testing.assert_allclose(two["losses"], one["losses"], atol=2e-4)
     np.testing.assert_allclose(two["val"], one["val"], atol=2e-4)
     # A run trained on 2 replicas samples on one CPU with the ordinary command.
-    r = CliRunner().invoke(
-        main,
-        ["sample", "--save_dir", str(tmp_path / "mirrored"), "-n", "40", "--seed", "1"],
-        catch_exceptions=False,
-    )
+    r = run(["sample", "--save_dir", str(tmp_path / "mirrored"), "-n", "40", "--seed", "1"])
     assert r.exit_code == 0 and len(r.output) >= 40
 
 
@@ -111,8 +106,7 @@ def test_auto_strategy_is_one_device_on_a_cpu():
 
 def test_bad_strategy_settings_are_usage_errors(data_dir, tmp_path, monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
-    r = CliRunner().invoke(
-        main,
+    r = run(
         [
             "train",
             "--data_dir",
@@ -124,8 +118,7 @@ def test_bad_strategy_settings_are_usage_errors(data_dir, tmp_path, monkeypatch)
         ],
     )
     assert r.exit_code == 2 and "TF_CONFIG" in r.output
-    r = CliRunner().invoke(
-        main,
+    r = run(
         [
             "train",
             "--data_dir",
@@ -238,9 +231,7 @@ def test_multiworker_trains_and_the_chief_checkpoint_samples(tmp_path):
     save = tmp_path / "save"
     assert rundir.read_checkpoint_state(str(save), "latest")["epoch"] == 2
     assert not (tmp_path / "logs").exists() or len(os.listdir(tmp_path / "logs")) == 1  # chief only
-    r = CliRunner().invoke(
-        main, ["sample", "--save_dir", str(save), "-n", "30", "--seed", "2"], catch_exceptions=False
-    )
+    r = run(["sample", "--save_dir", str(save), "-n", "30", "--seed", "2"])
     assert r.exit_code == 0 and len(r.output) >= 30
 
 
@@ -261,8 +252,7 @@ def test_killed_worker_ends_the_job_with_a_clear_error_and_a_resumable_checkpoin
     assert code == 1, log[-3000:]
     assert "distributed training failed" in log and "--init_from" in log
     # The checkpoint is intact and resumable on one device.
-    r = CliRunner().invoke(
-        main,
+    r = run(
         [
             "train",
             "--init_from",
@@ -279,7 +269,6 @@ def test_killed_worker_ends_the_job_with_a_clear_error_and_a_resumable_checkpoin
             "4",
             "--seq_length",
             "16",
-        ],
-        catch_exceptions=False,
+        ]
     )
     assert r.exit_code == 0, r.output

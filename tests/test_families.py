@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from runner import run
 from tiny import TINY_TEXT
 
 from kerasgen import data, rundir
@@ -18,7 +18,6 @@ from kerasgen.sampler import Sampler, generate_reference
 from kerasgen.sampling import SamplingOptions
 from kerasgen.streams import generate_text
 from kerasgen.vocab import UNKNOWN_TOKEN, Vocabulary, WordVocabulary, tokenize, vocabulary_from_json
-from kerasgen_cli.main import main
 
 FAMILIES = ["bigram", "rnn", "gru", "lstm", "transformer"]
 V = Vocabulary.from_text(TINY_TEXT)
@@ -83,9 +82,9 @@ def test_save_load_round_trip_gives_identical_logits(family, tmp_path):
     )
     rundir.write_run(str(tmp_path), tiny_config(family), {}, V)
     rundir.save_checkpoint(str(tmp_path), "latest", trained)
-    run = rundir.read_run(str(tmp_path))
-    assert run.model_config.model == family  # the family picks the builder
-    loaded = build_model(run.model_config, 2)
+    saved = rundir.read_run(str(tmp_path))
+    assert saved.model_config.model == family  # the family picks the builder
+    loaded = build_model(saved.model_config, 2)
     rundir.load_checkpoint(str(tmp_path), "latest", loaded)
     x = np.array([[1, 4, 2, 7, 0, 3], [5, 5, 1, 0, 2, 6]], np.int32)
     reset_states(trained)
@@ -236,8 +235,7 @@ def test_transformer_evaluation_scores_each_target_once_with_half_a_context():
 
 
 def test_bad_transformer_shapes_are_usage_errors(data_dir, tmp_path):
-    r = CliRunner().invoke(
-        main,
+    r = run(
         [
             "train",
             "--model",
@@ -253,8 +251,7 @@ def test_bad_transformer_shapes_are_usage_errors(data_dir, tmp_path):
         ],
     )
     assert r.exit_code == 2 and "--n_head 4 must divide --rnn_size" in r.output
-    r = CliRunner().invoke(
-        main,
+    r = run(
         [
             "train",
             "--dropout",
@@ -266,13 +263,11 @@ def test_bad_transformer_shapes_are_usage_errors(data_dir, tmp_path):
         ],
     )
     assert r.exit_code == 2 and "--dropout applies to --model transformer" in r.output
-    r = CliRunner().invoke(
-        main,
+    r = run(
         ["train", "--n_head", "2", "--data_dir", str(data_dir), "--save_dir", str(tmp_path / "s")],
     )
     assert r.exit_code == 2 and "--n_head" in r.output and "transformer only" in r.output
-    r = CliRunner().invoke(
-        main,
+    r = run(
         [
             "train",
             "--max_vocab",
@@ -303,8 +298,7 @@ def test_transformer_from_the_cli_trains_resumes_samples_and_evaluates(data_dir,
         "--learning_rate",
         "0.01",
     ]
-    r = CliRunner().invoke(
-        main,
+    r = run(
         [
             "train",
             "--model",
@@ -322,8 +316,7 @@ def test_transformer_from_the_cli_trains_resumes_samples_and_evaluates(data_dir,
             "--num_epochs",
             "1",
             *common,
-        ],
-        catch_exceptions=False,
+        ]
     )
     assert r.exit_code == 0, r.output
     assert "parameters" in r.output
@@ -335,22 +328,12 @@ def test_transformer_from_the_cli_trains_resumes_samples_and_evaluates(data_dir,
         0.1,
     )
     # Resume: architecture and context come from the run, not the defaults.
-    r = CliRunner().invoke(
-        main,
-        ["train", "--init_from", str(save), "--num_epochs", "2", *common],
-        catch_exceptions=False,
-    )
+    r = run(["train", "--init_from", str(save), "--num_epochs", "2", *common])
     assert r.exit_code == 0, r.output
     assert rundir.read_checkpoint_state(str(save), "latest")["epoch"] == 2
-    r = CliRunner().invoke(
-        main,
-        ["sample", "--save_dir", str(save), "-n", "30", "--prime", "KING", "--seed", "2"],
-        catch_exceptions=False,
-    )
+    r = run(["sample", "--save_dir", str(save), "-n", "30", "--prime", "KING", "--seed", "2"])
     assert r.exit_code == 0 and r.output.startswith("KING") and len(r.output) >= 34
-    r = CliRunner().invoke(
-        main, ["evaluate", "--save_dir", str(save), "--json"], catch_exceptions=False
-    )
+    r = run(["evaluate", "--save_dir", str(save), "--json"])
     assert r.exit_code == 0 and math.isfinite(json.loads(r.output)["nats_per_char"])
 
 
@@ -399,8 +382,7 @@ def test_word_level_holds_out_the_same_characters_as_char_level(data_dir):
 
 def test_word_level_from_the_cli(data_dir, tmp_path):
     save, logs = tmp_path / "word", str(tmp_path / "logs")
-    r = CliRunner().invoke(
-        main,
+    r = run(
         [
             "train",
             "--level",
@@ -423,15 +405,13 @@ def test_word_level_from_the_cli(data_dir, tmp_path):
             "2",
             "--seed",
             "1",
-        ],
-        catch_exceptions=False,
+        ]
     )
     assert r.exit_code == 0, r.output
     vocab = rundir.read_run(str(save)).vocab
     assert vocab.level == "word" and len(vocab) == 21
     # The prime is tokenized as in training; a word it never saw is fine (<unk>).
-    r = CliRunner().invoke(
-        main,
+    r = run(
         [
             "sample",
             "--save_dir",
@@ -442,14 +422,11 @@ def test_word_level_from_the_cli(data_dir, tmp_path):
             r"QUEEN:\nZyzzyva",
             "--seed",
             "3",
-        ],
-        catch_exceptions=False,
+        ]
     )
     assert r.exit_code == 0 and r.output.startswith("QUEEN:\nZyzzyva")
     assert len(r.output) > len("QUEEN:\nZyzzyva\n") and "\\n" not in r.output  # real text
-    r = CliRunner().invoke(
-        main, ["evaluate", "--save_dir", str(save), "--json"], catch_exceptions=False
-    )
+    r = run(["evaluate", "--save_dir", str(save), "--json"])
     assert r.exit_code == 0, r.output
     result = json.loads(r.output)
     val_text = data.split_text(TINY_TEXT, 0.1)[1]
@@ -460,8 +437,7 @@ def test_word_level_from_the_cli(data_dir, tmp_path):
     assert result["unknown_targets"] > 0
     assert result["nats_per_char"] > result["nats_per_token"] * result["targets"] / result["chars"]
     # Resuming keeps the level and the vocabulary.
-    r = CliRunner().invoke(
-        main,
+    r = run(
         [
             "train",
             "--init_from",
@@ -478,8 +454,7 @@ def test_word_level_from_the_cli(data_dir, tmp_path):
             "8",
             "--num_epochs",
             "3",
-        ],
-        catch_exceptions=False,
+        ]
     )
     assert r.exit_code == 0, r.output
     assert rundir.read_run(str(save)).vocab == vocab
@@ -492,8 +467,7 @@ def test_compare_lists_levels_and_families(data_dir, tmp_path):
         "word": ["--level", "word", "--seq_length", "8"],
     }
     for name, flags in runs.items():
-        r = CliRunner().invoke(
-            main,
+        r = run(
             [
                 "train",
                 *flags,
@@ -509,15 +483,10 @@ def test_compare_lists_levels_and_families(data_dir, tmp_path):
                 "4",
                 "--num_epochs",
                 "1",
-            ],
-            catch_exceptions=False,
+            ]
         )
         assert r.exit_code == 0, r.output
-    r = CliRunner().invoke(
-        main,
-        ["compare", str(tmp_path / "tf"), str(tmp_path / "word"), "--json"],
-        catch_exceptions=False,
-    )
+    r = run(["compare", str(tmp_path / "tf"), str(tmp_path / "word"), "--json"])
     assert r.exit_code == 0, r.output
     rows = [json.loads(line) for line in r.output.splitlines()]
     assert [(row["model"], row["level"]) for row in rows] == [

@@ -4,13 +4,12 @@ import json
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from runner import run
 
 from kerasgen import rundir
 from kerasgen.fused import FusedModel
 from kerasgen.model import ModelConfig, build_model, reset_states
 from kerasgen.vocab import Vocabulary
-from kerasgen_cli.main import main
 
 N, T, H, V = 3, 7, 6, 11  # streams, timesteps, units, vocabulary
 
@@ -114,8 +113,7 @@ def test_dropout_masks_are_drawn_per_timestep_at_the_rate():
 
 
 def test_bench_json_has_positive_figures():
-    r = CliRunner().invoke(
-        main,
+    r = run(
         [
             "bench",
             "--json",
@@ -131,8 +129,7 @@ def test_bench_json_has_positive_figures():
             "4",
             "--output_keep_prob",
             "0.9",
-        ],
-        catch_exceptions=False,
+        ]
     )
     assert r.exit_code == 0, r.output
     result = json.loads(r.output)
@@ -149,5 +146,5 @@ def test_bench_json_has_positive_figures():
 
 
 def test_bench_rejects_bad_seconds():
-    r = CliRunner().invoke(main, ["bench", "--seconds", "0"])
+    r = run(["bench", "--seconds", "0"])
     assert r.exit_code == 2 and "--seconds" in r.output

@@ -11,7 +11,7 @@ import re
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
+from runner import run
 from tiny import TINY_TEXT
 
 from kerasgen import data, rundir
@@ -29,7 +29,6 @@ from kerasgen.vocab import (
     tokenize,
     vocabulary_from_json,
 )
-from kerasgen_cli.main import main
 
 FAMILIES = ["bigram", "rnn", "gru", "lstm", "transformer"]
 OLD_WORD_RUN = pathlib.Path(__file__).parent / "fixtures" / "word-run-0.1.0"
@@ -154,20 +153,14 @@ def test_old_word_run_folders_load_with_their_own_tokenizer(tmp_path):
     assert json.loads(vocab.to_json()) == json.loads((OLD_WORD_RUN / "vocab.json").read_text())
     text = tmp_path / "input.txt"
     text.write_text(TINY_TEXT, encoding="utf-8")
-    r = CliRunner().invoke(
-        main,
-        ["evaluate", "--save_dir", str(OLD_WORD_RUN), "--text", str(text), "--json"],
-        catch_exceptions=False,
-    )
+    r = run(["evaluate", "--save_dir", str(OLD_WORD_RUN), "--text", str(text), "--json"])
     assert r.exit_code == 0, r.output
     result = json.loads(r.output)
     # As kerasgen 0.1.0 (the commit before this tokenizer) printed for this run and text.
     assert (result["targets"], result["chars"], result["unknown_targets"]) == (635, 1460, 72)
     assert result["nats_per_char"] == pytest.approx(1.5180862332918417, rel=1e-4)
-    r = CliRunner().invoke(
-        main,
-        ["sample", "--save_dir", str(OLD_WORD_RUN), "-n", "10", "--prime", "KING", "--seed", "1"],
-        catch_exceptions=False,
+    r = run(
+        ["sample", "--save_dir", str(OLD_WORD_RUN), "-n", "10", "--prime", "KING", "--seed", "1"]
     )
     assert r.exit_code == 0 and r.output.startswith("KING")
 
@@ -272,7 +265,7 @@ def test_every_family_builds_and_samples_at_bpe_level(family):
 
 
 def _train(*flags):
-    r = CliRunner().invoke(main, ["train", *flags], catch_exceptions=False)
+    r = run(["train", *flags])
     assert r.exit_code == 0, r.output
     return r
 
@@ -304,16 +297,15 @@ def test_bpe_level_from_the_cli(data_dir, tmp_path, trained_run):
         "1",
         *common,
     )
-    run = rundir.read_run(str(save))
-    vocab = run.vocab
-    assert isinstance(vocab, BpeVocabulary) and len(vocab) == run.model_config.vocab_size
+    saved = rundir.read_run(str(save))
+    vocab = saved.vocab
+    assert isinstance(vocab, BpeVocabulary) and len(vocab) == saved.model_config.vocab_size
     train_text, val_text = data.split_text(TINY_TEXT, 0.1)
     assert vocab == BpeVocabulary.from_text(train_text, 300)  # learned from the training split
-    assert run.preamble == "\n" and run.train_config["vocab_size"] == 300
+    assert saved.preamble == "\n" and saved.train_config["vocab_size"] == 300
 
     # Any prime: characters the text never had are bytes.
-    r = CliRunner().invoke(
-        main,
+    r = run(
         [
             "sample",
             "--save_dir",
@@ -324,14 +316,11 @@ def test_bpe_level_from_the_cli(data_dir, tmp_path, trained_run):
             r"QUEEN:\nZyzzyva 日本",
             "--seed",
             "3",
-        ],
-        catch_exceptions=False,
+        ]
     )
     assert r.exit_code == 0 and r.output.startswith("QUEEN:\nZyzzyva 日本"), r.output
 
-    r = CliRunner().invoke(
-        main, ["evaluate", "--save_dir", str(save), "--json"], catch_exceptions=False
-    )
+    r = run(["evaluate", "--save_dir", str(save), "--json"])
     assert r.exit_code == 0, r.output
     result = json.loads(r.output)
     ids, pieces = vocab.encode_pieces(val_text)
@@ -341,19 +330,11 @@ def test_bpe_level_from_the_cli(data_dir, tmp_path, trained_run):
     assert result["nats_per_char"] == pytest.approx(
         result["nats_per_token"] * result["targets"] / result["chars"]
     )
-    r = CliRunner().invoke(
-        main,
-        ["evaluate", "--save_dir", str(save), "--text", str(data_dir / "input.txt"), "--json"],
-        catch_exceptions=False,
-    )
+    r = run(["evaluate", "--save_dir", str(save), "--text", str(data_dir / "input.txt"), "--json"])
     assert r.exit_code == 0 and math.isfinite(json.loads(r.output)["start_penalty"])
 
     # compare: the same held-out characters as a character-level run.
-    r = CliRunner().invoke(
-        main,
-        ["compare", str(trained_run[1]), str(save), "--data_dir", str(data_dir), "--json"],
-        catch_exceptions=False,
-    )
+    r = run(["compare", str(trained_run[1]), str(save), "--data_dir", str(data_dir), "--json"])
     assert r.exit_code == 0, r.output
     rows = [json.loads(line) for line in r.output.splitlines()]
     assert [row["level"] for row in rows] == ["char", "bpe"]
@@ -363,8 +344,7 @@ def test_bpe_level_from_the_cli(data_dir, tmp_path, trained_run):
     _train("--init_from", str(save), "--num_epochs", "3", *common)
     assert rundir.read_run(str(save)).vocab == vocab
     assert rundir.read_checkpoint_state(str(save), "latest")["epoch"] == 3
-    r = CliRunner().invoke(
-        main,
+    r = run(
         ["train", "--init_from", str(save), "--vocab_size", "400", "--num_epochs", "4", *common],
     )
     assert r.exit_code == 2 and "keeps its vocabulary (--vocab_size 300)" in r.output
@@ -378,9 +358,7 @@ def test_vocab_size_is_refused_off_bpe_level(data_dir, tmp_path):
         (["--level", "bpe", "--max_vocab", "50"], "--level word only"),
         (["--level", "bpe", "--vocab_size", "100"], "256"),
     ):
-        r = CliRunner().invoke(
-            main, ["train", *flags, "--data_dir", str(data_dir), "--save_dir", str(save)]
-        )
+        r = run(["train", *flags, "--data_dir", str(data_dir), "--save_dir", str(save)])
         assert r.exit_code == 2 and hint in r.output, r.output
     assert not save.exists()
 
@@ -450,11 +428,7 @@ def test_evaluate_real_words_at_word_level(data_dir, tmp_path):
         "--seed",
         "1",
     )
-    r = CliRunner().invoke(
-        main,
-        ["evaluate", "--save_dir", str(save), "--real_words", "3", "-n", "40", "--json"],
-        catch_exceptions=False,
-    )
+    r = run(["evaluate", "--save_dir", str(save), "--real_words", "3", "-n", "40", "--json"])
     assert r.exit_code == 0, r.output
     words = json.loads(r.output)["real_words"]
     assert words["samples"] == 3 and words["tokens"] == 40 and words["total"] > 0
@@ -462,9 +436,5 @@ def test_evaluate_real_words_at_word_level(data_dir, tmp_path):
     assert words["rate"] == pytest.approx(words["found"] / words["total"])
     known = set(re.findall(r"\w+", data.split_text(TINY_TEXT, 0.1)[0]))
     assert not known & set(words["missing"])
-    table = CliRunner().invoke(
-        main,
-        ["evaluate", "--save_dir", str(save), "--real_words", "3", "-n", "40"],
-        catch_exceptions=False,
-    )
+    table = run(["evaluate", "--save_dir", str(save), "--real_words", "3", "-n", "40"])
     assert "occur in the training text (3 samples of 40 tokens" in table.output
