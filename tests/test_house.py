@@ -5,6 +5,7 @@ parameter."""
 import ast
 import json
 import pathlib
+import re
 
 import pytest
 from runner import run
@@ -108,3 +109,23 @@ def test_bad_values_name_the_parameter_in_the_api_and_the_flag_in_the_cli(traine
     assert r.exit_code == 2 and "--text" in r.output and "text_file" not in r.output
     with pytest.raises(ParameterError, match=r"^temperature must be > 0"):
         kerasgen.load(str(save)).generate(5, temperature=0)
+
+
+def test_the_layout_in_the_docs_lists_every_module_and_none_imports_one_above_it():
+    section = (ROOT / "docs" / "usage.md").read_text(encoding="utf-8").split("## Layout")[1]
+    rows = [line.split("|")[1] for line in section.splitlines() if line.startswith("| `")]
+    rank = {name: i for i, row in enumerate(rows) for name in re.findall(r"`(\w+)`", row)}
+    modules = {p.stem for p in LIBRARY} - {"__main__"}
+    assert set(rank) == modules
+    upward = []
+    for path in LIBRARY:
+        if path.stem in ("__init__", "__main__"):
+            continue
+        for node in ast.walk(parsed(path)):
+            names = []
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("kerasgen."):
+                names = [node.module.split(".")[1]]
+            elif isinstance(node, ast.ImportFrom) and node.module == "kerasgen":
+                names = [a.name for a in node.names if a.name in modules]
+            upward += [f"{path.stem} -> {n}" for n in names if rank[n] > rank[path.stem]]
+    assert upward == []
