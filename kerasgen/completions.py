@@ -235,8 +235,8 @@ def _options(model, constrain, syntax, temperature, top_p, top_k, seed) -> Sampl
             seed=seed,
             constrain=constrain,
         )
-    except ValueError as e:
-        raise ApiError(400, str(e).replace("--", ""), "constrain") from None
+    except ValueError as e:  # a ParameterError names the field
+        raise ApiError(400, str(e), getattr(e, "param", "constrain")) from None
 
 
 # -- the answers
