@@ -114,7 +114,9 @@ def in_flags(message: str) -> str:
             return off[name]
         return f"{flags[name]} {value[1:].strip(chr(39) + chr(34))}"
 
-    return re.sub(r"\b([a-z][a-z0-9_]*)\b(='[^']*'|=\"[^\"]*\"|=[\w.-]+)?", flag, message)
+    # A name, not part of a flag or a path (``/runs/save_dir/x``, ``text_file.txt``).
+    name = r"(?<![-\w/.])([a-z][a-z0-9_]*)\b(?!\.\w|/)"
+    return re.sub(name + r"(='[^']*'|=\"[^\"]*\"|=[\w.-]+)?", flag, message)
 
 
 def _flags(off: bool = False) -> dict[str, str]:

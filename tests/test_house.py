@@ -129,3 +129,14 @@ def test_the_layout_in_the_docs_lists_every_module_and_none_imports_one_above_it
                 names = [a.name for a in node.names if a.name in modules]
             upward += [f"{path.stem} -> {n}" for n in names if rank[n] > rank[path.stem]]
     assert upward == []
+
+
+def test_the_cli_words_a_library_message_in_flags_but_leaves_paths_alone(tmp_path):
+    folder = tmp_path / "save_dir" / "text_file.txt"
+    r = run(["sample", "--save_dir", folder])
+    assert r.exit_code == 2
+    line = r.output.strip().splitlines()[-1]
+    assert f"run folder {folder} does not exist" in line  # the path as given
+    assert line.endswith("or pass the right --save_dir") and "----" not in line
+    r = run(["corpus", "python", tmp_path, "--comments", "--reformat", "--out", tmp_path / "o"])
+    assert r.exit_code == 2 and "pass --no_comments, or --no_reformat" in r.output
