@@ -27,13 +27,16 @@ def export_command(save_dir, out, checkpoint):
     temperature (float32) and seed (int64) and returns text (string, [batch]):
     each prime followed by what kerasgen sample generates for it with that seed.
     Load it with tf.saved_model.load (kerasgen is not needed) or serve it with
-    TensorFlow Serving. Character-level runs only.
+    TensorFlow Serving. Its initial_state(batch) and step(ids, state_*) signatures
+    run the model one token at a time, ids and state in, logits and state out.
+    Character-level runs only.
     """
     kerasgen.configure_cpu_threads()
     kerasgen.export(save_dir, out, checkpoint)
     click.echo(
         f"wrote {out}: serving_default(prime: string [batch], n: int32, temperature: "
-        "float32, seed: int64) -> text: string [batch]",
+        "float32, seed: int64) -> text: string [batch]; initial_state(batch) -> state_*; "
+        "step(ids: int32 [batch], state_*) -> logits, state_*",
         err=True,
     )
 

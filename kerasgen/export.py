@@ -16,6 +16,14 @@ the prime read from its UTF-8 bytes through the vocabulary, the draws, the
 decoding. Nothing of kerasgen is needed to load it (``tf.saved_model.load``),
 so TensorFlow Serving can serve it.
 
+Two more signatures expose the model one step at a time, ids and explicit state
+only, for a runtime that drives its own loop: ``initial_state(batch)`` gives the
+state of rows that have read nothing as ``state_0`` .. ``state_K`` (a recurrent
+model's per-layer tensors, a transformer's window and its fill, a bigram's
+empty one), and ``step(ids, state_0 .. state_K)`` reads ids (int32 [batch]) and
+returns ``logits`` (float32 [batch, vocab]) and the new ``state_*``: the logits
+the Keras model gives at each position.
+
 Character level only: a word-level tokenizer is a regular expression over
 Unicode classes that TensorFlow's string ops cannot express exactly, so such
 runs are refused.
@@ -60,9 +68,12 @@ def export(save_dir: str, out: str, checkpoint: str = "best") -> str:
     tmp = out.rstrip("/") + ".partial"
     try:
         shutil.rmtree(tmp, ignore_errors=True)
-        tf.saved_model.save(
-            module, tmp, signatures={"serving_default": module.generate.get_concrete_function()}
-        )
+        signatures = {
+            "serving_default": module.generate.get_concrete_function(),
+            "initial_state": module.initial_state.get_concrete_function(),
+            "step": module.step.get_concrete_function(),
+        }
+        tf.saved_model.save(module, tmp, signatures=signatures)
         if os.path.isdir(out):
             os.rmdir(out)  # empty, checked above
         os.replace(tmp, out)
@@ -97,6 +108,7 @@ def _generator(model):
             self.ids_of_sorted = tf.constant(order.astype(np.int32))  # their ids
             self.codes = tf.constant(codes)  # id -> code point
             self.preamble = tf.constant(preamble.astype(np.int32))
+            self.initial_state, self.step = _step_functions(steps)
 
         @tf.function(
             input_signature=[
@@ -136,6 +148,39 @@ def _generator(model):
             return tf.pad(prefix.to_tensor(), [[0, 0], [0, 1]]), lengths
 
     return Generator()
+
+
+def _step_functions(steps):
+    """The ``initial_state`` and ``step`` signatures over a family's step provider.
+
+    ``initial_state(batch)``: the state of ``batch`` rows that have read nothing, as
+    ``state_0`` .. ``state_K`` (the provider's state, flattened). ``step(ids, state_0
+    .. state_K)``: ids read now (int32 [batch]) and the state in, ``logits`` (float32
+    [batch, vocab]) and the new ``state_*`` out.
+    """
+    import tensorflow as tf
+
+    example = steps.zeros(1)
+    specs = [
+        tf.TensorSpec([None, *t.shape[1:]], t.dtype, name=f"state_{i}")
+        for i, t in enumerate(tf.nest.flatten(example))
+    ]
+
+    def named(state) -> dict:
+        return {f"state_{i}": t for i, t in enumerate(tf.nest.flatten(state))}
+
+    @tf.function(input_signature=[tf.TensorSpec([], tf.int32, name="batch")])
+    def initial_state(batch):
+        return named(steps.zeros(batch))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.int32, name="ids"), *specs])
+    def step(ids, *state):
+        logits, state = steps.step(
+            ids, tf.nest.pack_sequence_as(example, list(state)), steps.prepare()
+        )
+        return {"logits": logits, **named(state)}
+
+    return initial_state, step
 
 
 def graph_generate(steps, prefix, lengths, n, seed, temperature, space, glue):

@@ -102,3 +102,26 @@ def test_export_refuses_other_levels_and_existing_folders(tiny_text, tmp_path):
     assert r.exit_code == 2 and "already exists" in r.output
     assert (tmp_path / "taken" / "keep.txt").read_text() == "mine"
     shutil.rmtree(tmp_path / "taken")
+
+
+@pytest.mark.parametrize("family", ["lstm", "gru", "rnn", "transformer", "bigram"])
+def test_the_step_signature_steps_as_the_keras_model_does(tiny_text, tmp_path, family):
+    import tensorflow as tf
+
+    vocab = Vocabulary.from_text(tiny_text)
+    tiny_run(tmp_path / "run", vocab, family)
+    kerasgen.export(str(tmp_path / "run"), str(tmp_path / "out"))
+    exported = tf.saved_model.load(str(tmp_path / "out"))
+    step = exported.signatures["step"]
+    state = exported.signatures["initial_state"](batch=tf.constant(2))
+    ids = np.random.default_rng(0).integers(0, len(vocab), size=(2, 10)).astype(np.int32)
+    logits = []
+    for t in range(ids.shape[1]):  # fewer steps than the transformer's context
+        out = step(ids=tf.constant(ids[:, t]), **state)
+        logits.append(out.pop("logits").numpy())
+        state = out
+    saved = rundir.read_run(str(tmp_path / "run"))
+    net = build_model(saved.model_config, 2)
+    rundir.load_checkpoint(str(tmp_path / "run"), "latest", net)
+    expected = net(ids, training=False).numpy()  # (2, 10, V), from a zero state
+    assert np.abs(np.stack(logits, axis=1) - expected).max() <= 1e-5
