@@ -18,9 +18,18 @@ from kerasgen_cli.options import checkpoint_option, option, run_folder_option, v
     help="Folder to write the SavedModel to (must not exist yet).",
 )
 @checkpoint_option("export")
+@option(
+    "--format",
+    "format_",
+    default=kerasgen.FORMATS[0],
+    type=click.Choice(list(kerasgen.FORMATS)),
+    help="savedmodel: a SavedModel that generates text in its graph (character level). "
+    "tflite: OUT/model.tflite with a step signature (ids and state in, logits and state "
+    "out; builtin ops only), the run's vocab.json and export.json beside it, any level.",
+)
 @verbose_option
 @library_errors
-def export_command(save_dir, out, checkpoint):
+def export_command(save_dir, out, checkpoint, format_):
     """Export the model in SAVE_DIR as a SavedModel that generates text in its graph.
 
     Its serving_default signature takes prime (string, [batch]), n (int32),
@@ -32,7 +41,14 @@ def export_command(save_dir, out, checkpoint):
     Character-level runs only.
     """
     kerasgen.configure_cpu_threads()
-    kerasgen.export(save_dir, out, checkpoint)
+    kerasgen.export(save_dir, out, checkpoint, format=format_)
+    if format_ == "tflite":
+        click.echo(
+            f"wrote {out}: model.tflite step(ids: int32 [batch], state_*) -> logits, "
+            "state_*; vocab.json; export.json (kerasgen sample --exported runs it)",
+            err=True,
+        )
+        return
     click.echo(
         f"wrote {out}: serving_default(prime: string [batch], n: int32, temperature: "
         "float32, seed: int64) -> text: string [batch]; initial_state(batch) -> state_*; "

@@ -103,9 +103,16 @@ SEPARATOR = "\n\n----\n\n"  # between samples
     type=int,
     help="With --syntax: draws per block; when all fail, a note says so and the sample ends.",
 )
+@option(
+    "--exported",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Run this folder of kerasgen export --format tflite instead of SAVE_DIR, through "
+    "the TFLite interpreter (to check an export: --sample 0 prints what the run prints).",
+)
 @verbose_option
 @library_errors
-def sample_command(save_dir, n, prime, stop, checkpoint, jit_compile, output, **options):
+def sample_command(save_dir, n, prime, stop, checkpoint, jit_compile, output, exported, **options):
     """Generate text from the model in SAVE_DIR, printing it as it comes.
 
     With --num_samples N the first sample is printed as it is generated and
@@ -114,8 +121,11 @@ def sample_command(save_dir, n, prime, stop, checkpoint, jit_compile, output, **
     """
     kerasgen.configure_cpu_threads()
     stop = [kerasgen.decode_prime(s) for s in stop]
-    model = kerasgen.load(save_dir, checkpoint, jit_compile=jit_compile)
-    if model.checkpoint != checkpoint:
+    if exported is not None:
+        model = kerasgen.load_exported(exported)
+    else:
+        model = kerasgen.load(save_dir, checkpoint, jit_compile=jit_compile)
+    if exported is None and model.checkpoint != checkpoint:
         click.echo(
             f"{save_dir} has no {checkpoint} checkpoint yet; using {model.checkpoint}", err=True
         )

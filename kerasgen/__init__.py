@@ -26,7 +26,8 @@ from kerasgen.compare import compare_runs
 from kerasgen.engine import SERVE_DEFAULTS
 from kerasgen.evaluate import STREAMS
 from kerasgen.evaluation import REAL_WORDS_TOKENS, Evaluation
-from kerasgen.export import export
+from kerasgen.export import FORMATS, export
+from kerasgen.exported import ExportedModel, load_exported
 from kerasgen.model import (
     FAMILIES,
     MAX_LAYERS,
@@ -71,6 +72,7 @@ __all__ = [
     "DEFAULT_TRIES",
     "DEFAULT_VOCAB_SIZE",
     "FAMILIES",
+    "FORMATS",
     "LEVELS",
     "LR_SCHEDULES",
     "MAX_LAYERS",
@@ -87,6 +89,7 @@ __all__ = [
     "BenchConfig",
     "BlockStats",
     "Evaluation",
+    "ExportedModel",
     "ModelConfig",
     "TrainConfig",
     "TrainedModel",
@@ -98,6 +101,7 @@ __all__ = [
     "decode_prime",
     "export",
     "load",
+    "load_exported",
     "load_preset",
     "parse_duration",
     "preset_names",

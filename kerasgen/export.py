@@ -36,21 +36,31 @@ import shutil
 
 import numpy as np
 
+from kerasgen import checks
 from kerasgen.errors import ParameterError, StorageError
 from kerasgen.model import family
 from kerasgen.sampling import SamplingOptions, glue_rule, select_next, space_id
 from kerasgen.streams import prefix_ids
 
+FORMATS = ("savedmodel", "tflite")
+TFLITE_MODEL = "model.tflite"  # in a TFLite export folder, beside the run's vocabulary
+EXPORT_INFO = "export.json"  # what a runner needs besides the model: format, preamble, state
 
-def export(save_dir: str, out: str, checkpoint: str = "best") -> str:
-    """Write the SavedModel of the run in ``save_dir`` to the folder ``out``; return ``out``.
 
-    ``out`` must not exist yet (or be an empty folder), so nothing is overwritten.
+def export(save_dir: str, out: str, checkpoint: str = "best", format: str = "savedmodel") -> str:
+    """Write the run in ``save_dir`` to the folder ``out`` as ``format``; return ``out``.
+
+    ``savedmodel``: a SavedModel that generates text in its graph (character level).
+    ``tflite``: ``out/model.tflite`` with the ``step`` signature (builtin ops only), the
+    run's ``vocab.json`` and ``export.json`` beside it (any level: the tokenizer stays
+    outside, in the vocabulary). ``out`` must not exist yet (or be an empty folder), so
+    nothing is overwritten.
     """
     import tensorflow as tf
 
     from kerasgen.run import load
 
+    checks.one_of("format", format, FORMATS)
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
         raise ParameterError("out", f"{out} already exists; export into a new folder")
     try:  # before the model is built: the folder the export goes into
@@ -58,29 +68,89 @@ def export(save_dir: str, out: str, checkpoint: str = "best") -> str:
     except OSError as e:
         raise _unwritable(out, e) from None
     model = load(save_dir, checkpoint, jit_compile=False)
-    if model.vocab.level != "char":
+    if format == "savedmodel" and model.vocab.level != "char":
         raise ParameterError(
             "save_dir",
-            f"{save_dir} is a {model.vocab.level}-level run; kerasgen export supports "
-            "character-level runs (a word-level tokenizer does not fit in the graph)",
+            f"{save_dir} is a {model.vocab.level}-level run; a SavedModel export holds "
+            "character-level runs (a word-level tokenizer does not fit in the graph); "
+            "format='tflite' exports any level",
         )
-    module = _generator(model)
     tmp = out.rstrip("/") + ".partial"
     try:
         shutil.rmtree(tmp, ignore_errors=True)
-        signatures = {
-            "serving_default": module.generate.get_concrete_function(),
-            "initial_state": module.initial_state.get_concrete_function(),
-            "step": module.step.get_concrete_function(),
-        }
-        tf.saved_model.save(module, tmp, signatures=signatures)
+        if format == "tflite":
+            _write_tflite(model, tmp)
+        else:
+            module = _generator(model)
+            signatures = {
+                "serving_default": module.generate.get_concrete_function(),
+                "initial_state": module.initial_state.get_concrete_function(),
+                "step": module.step.get_concrete_function(),
+            }
+            tf.saved_model.save(module, tmp, signatures=signatures)
         if os.path.isdir(out):
             os.rmdir(out)  # empty, checked above
         os.replace(tmp, out)
     except (OSError, tf.errors.OpError) as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise _unwritable(out, e) from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return out
+
+
+def _write_tflite(model, folder: str) -> None:
+    """``model.tflite`` (the step signature, builtin ops only), ``vocab.json`` and
+    ``export.json`` into ``folder``."""
+    import json
+
+    import tensorflow as tf
+
+    from kerasgen.families import step_provider
+    from kerasgen.rundir import VOCAB_NAME
+
+    net = model.build(1 if family(model.config.model).recurrent else None)
+    steps = step_provider(net, fused=True)
+    # One row: a runtime on a phone steps one stream (and TFLite's kernels want fixed shapes).
+    initial_state, step = _step_functions(steps, batch=1)
+    module = tf.Module()
+    # The weights' TensorFlow variables, for the converter to freeze into the flatbuffer.
+    module.weights, module.step = [getattr(v, "value", v) for v in net.variables], step
+    staged = folder + ".savedmodel"  # the converter names signatures after a SavedModel's
+    try:
+        tf.saved_model.save(module, staged, signatures={"step": step.get_concrete_function()})
+        converter = tf.lite.TFLiteConverter.from_saved_model(staged, signature_keys=["step"])
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # no Flex ops
+        flatbuffer = converter.convert()
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+    state = [
+        {"name": name, "shape": list(t.shape), "dtype": t.dtype.name}
+        for name, t in initial_state(tf.constant(1)).items()
+    ]
+    info = {
+        "format": "tflite",
+        "model": TFLITE_MODEL,
+        "family": model.config.model,
+        "level": model.vocab.level,
+        "preamble": model.run.preamble,
+        "state": state,
+        "kerasgen_version": _version(),
+    }
+    os.makedirs(folder)
+    with open(os.path.join(folder, TFLITE_MODEL), "wb") as f:
+        f.write(flatbuffer)
+    with open(os.path.join(folder, VOCAB_NAME), "w", encoding="utf-8") as f:
+        f.write(model.vocab.to_json())
+    with open(os.path.join(folder, EXPORT_INFO), "w", encoding="utf-8") as f:
+        json.dump(info, f, indent=1, ensure_ascii=False)
+
+
+def _version() -> str:
+    from kerasgen import __version__
+
+    return __version__
 
 
 def _generator(model):
@@ -150,10 +220,11 @@ def _generator(model):
     return Generator()
 
 
-def _step_functions(steps):
+def _step_functions(steps, batch: int | None = None):
     """The ``initial_state`` and ``step`` signatures over a family's step provider.
 
-    ``initial_state(batch)``: the state of ``batch`` rows that have read nothing, as
+    ``batch``: a fixed number of rows (None: any). ``initial_state(batch)``: the state of
+    ``batch`` rows that have read nothing, as
     ``state_0`` .. ``state_K`` (the provider's state, flattened). ``step(ids, state_0
     .. state_K)``: ids read now (int32 [batch]) and the state in, ``logits`` (float32
     [batch, vocab]) and the new ``state_*`` out.
@@ -162,7 +233,7 @@ def _step_functions(steps):
 
     example = steps.zeros(1)
     specs = [
-        tf.TensorSpec([None, *t.shape[1:]], t.dtype, name=f"state_{i}")
+        tf.TensorSpec([batch, *t.shape[1:]], t.dtype, name=f"state_{i}")
         for i, t in enumerate(tf.nest.flatten(example))
     ]
 
@@ -173,7 +244,7 @@ def _step_functions(steps):
     def initial_state(batch):
         return named(steps.zeros(batch))
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.int32, name="ids"), *specs])
+    @tf.function(input_signature=[tf.TensorSpec([batch], tf.int32, name="ids"), *specs])
     def step(ids, *state):
         logits, state = steps.step(
             ids, tf.nest.pack_sequence_as(example, list(state)), steps.prepare()

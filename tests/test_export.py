@@ -12,6 +12,7 @@ from runner import run
 
 import kerasgen
 from kerasgen import rundir
+from kerasgen.errors import ParameterError
 from kerasgen.model import ModelConfig, build_model
 from kerasgen.vocab import Vocabulary, WordVocabulary
 
@@ -125,3 +126,31 @@ def test_the_step_signature_steps_as_the_keras_model_does(tiny_text, tmp_path, f
     rundir.load_checkpoint(str(tmp_path / "run"), "latest", net)
     expected = net(ids, training=False).numpy()  # (2, 10, V), from a zero state
     assert np.abs(np.stack(logits, axis=1) - expected).max() <= 1e-5
+
+
+@pytest.mark.parametrize("family", ["lstm", "gru", "rnn", "transformer", "bigram"])
+def test_a_tflite_export_samples_what_the_run_samples(tiny_text, tmp_path, family):
+    tiny_run(tmp_path / "run", Vocabulary.from_text(tiny_text), family)
+    out = tmp_path / "tflite"
+    r = run(["export", "--save_dir", tmp_path / "run", "--out", out, "--format", "tflite"])
+    assert r.exit_code == 0, r.output
+    assert {"model.tflite", "vocab.json", "export.json"} == set(os.listdir(out))
+    greedy = ["-n", "200", "--prime", "KING", "--sample", "0"]
+    expected = run(["sample", "--save_dir", tmp_path / "run", *greedy])
+    got = run(["sample", "--exported", out, *greedy])
+    assert got.exit_code == 0 and got.stdout == expected.stdout
+    drawn = ["-n", "80", "--seed", "3", "--temperature", "0.9"]
+    once, again = (run(["sample", "--exported", out, *drawn]).stdout for _ in range(2))
+    assert once == again and len(once) > 40
+
+
+def test_a_tflite_export_holds_any_level(tiny_text, tmp_path):
+    vocab = WordVocabulary.from_text(tiny_text, 200)
+    tiny_run(tmp_path / "run", vocab, "lstm")
+    out = tmp_path / "tflite"
+    kerasgen.export(str(tmp_path / "run"), str(out), format="tflite")
+    greedy = {"sample": 0, "seed": 1}
+    text = kerasgen.load(str(tmp_path / "run")).generate(60, "KING", **greedy)
+    assert kerasgen.load_exported(str(out)).generate(60, "KING", **greedy) == text
+    with pytest.raises(ParameterError, match=r"^top_k is not available"):
+        kerasgen.load_exported(str(out)).generate(5, top_k=3)
