@@ -44,7 +44,7 @@ def export_command(save_dir, out, checkpoint, format_):
     kerasgen.export(save_dir, out, checkpoint, format=format_)
     if format_ == "tflite":
         click.echo(
-            f"wrote {out}: model.tflite step(ids: int32 [batch], state_*) -> logits, "
+            f"wrote {out}: model.tflite step(ids: int32 [1], state_*) -> logits, "
             "state_*; vocab.json; export.json (kerasgen sample --exported runs it)",
             err=True,
         )
