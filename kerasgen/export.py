@@ -31,12 +31,13 @@ runs are refused.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
 import numpy as np
 
-from kerasgen import checks
+from kerasgen import __version__, checks
 from kerasgen.errors import ParameterError, StorageError
 from kerasgen.model import family
 from kerasgen.sampling import SamplingOptions, glue_rule, select_next, space_id
@@ -103,8 +104,6 @@ def export(save_dir: str, out: str, checkpoint: str = "best", format: str = "sav
 def _write_tflite(model, folder: str) -> None:
     """``model.tflite`` (the step signature, builtin ops only), ``vocab.json`` and
     ``export.json`` into ``folder``."""
-    import json
-
     import tensorflow as tf
 
     from kerasgen.families import step_provider
@@ -136,7 +135,7 @@ def _write_tflite(model, folder: str) -> None:
         "level": model.vocab.level,
         "preamble": model.run.preamble,
         "state": state,
-        "kerasgen_version": _version(),
+        "kerasgen_version": __version__,
     }
     os.makedirs(folder)
     with open(os.path.join(folder, TFLITE_MODEL), "wb") as f:
@@ -145,12 +144,6 @@ def _write_tflite(model, folder: str) -> None:
         f.write(model.vocab.to_json())
     with open(os.path.join(folder, EXPORT_INFO), "w", encoding="utf-8") as f:
         json.dump(info, f, indent=1, ensure_ascii=False)
-
-
-def _version() -> str:
-    from kerasgen import __version__
-
-    return __version__
 
 
 def _generator(model):

@@ -44,6 +44,8 @@ class ExportedModel:
         try:
             with open(info_path, encoding="utf-8") as f:
                 self.info = json.load(f)
+            if self.info.get("format") != "tflite":
+                raise ValueError(f"its format is {self.info.get('format')!r}, not 'tflite'")
             with open(os.path.join(folder, VOCAB_NAME), encoding="utf-8") as f:
                 self.vocab = vocabulary_from_json(f.read())
             interpreter = _interpreter(os.path.join(folder, self.info["model"]))
