@@ -3,6 +3,10 @@ from setuptools import setup
 with open("kerasgen/__init__.py", encoding="utf-8") as f:
     version = next(line.split('"')[1] for line in f if line.startswith("__version__"))
 
+# 1.17: converts TensorFlow 2.16 and later with numpy 2; the runtime since 1.20 runs opset 17.
+ONNX = ["tf2onnx>=1.17,<2", "onnx>=1.17,<2", "onnxruntime>=1.20,<2"]
+LITERT = ["ai-edge-litert>=1.2,<3"]
+
 setup(
     name="kerasgen",
     version=version,
@@ -35,17 +39,24 @@ setup(
         "starlette>=0.40,<2",
         "uvicorn>=0.30,<1",
     ],
-    # httpx: Starlette's test client; openai: the client the server is tested with;
-    # selenium: drives Debian's chromium through its chromedriver for the page's test;
-    # and the linter and formatter .ci/run runs, held to one minor series (its output changes).
+    # onnx: kerasgen export --format onnx (the converter, and the runtime that runs and
+    # quantizes the file); litert: LiteRT's interpreter for TFLite files (TensorFlow's
+    # own runs them too). test: httpx, Starlette's test client; openai, the client the
+    # server is tested with; selenium, which drives Debian's chromium through its
+    # chromedriver for the page's test; both export runtimes; and the linter and
+    # formatter .ci/run runs, held to one minor series (its output changes).
     extras_require={
+        "onnx": ONNX,
+        "litert": LITERT,
         "test": [
             "pytest>=7,<10",
             "httpx>=0.27,<1",
             "openai>=1.40,<4",
             "selenium>=4.20,<5",
             "ruff>=0.17,<0.18",
-        ]
+            *ONNX,
+            *LITERT,
+        ],
     },
     entry_points={"console_scripts": ["kerasgen=kerasgen_cli.main:run"]},
 )

@@ -89,6 +89,13 @@ from kerasgen_cli.options import (
 )
 @constrain_option("With --python_syntax and --real_words [default: none].")
 @option(
+    "--exported",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="Score this folder of kerasgen export --format tflite or onnx instead of SAVE_DIR, "
+    "through its runtime, on the same text (what an export or its --quantize costs).",
+)
+@option(
     "--json",
     "as_json",
     is_flag=True,
@@ -97,7 +104,9 @@ from kerasgen_cli.options import (
 )
 @verbose_option
 @library_errors
-def evaluate_command(save_dir, checkpoint, data_dir, text_file, prime, as_json, **options):
+def evaluate_command(
+    save_dir, checkpoint, data_dir, text_file, prime, as_json, exported, **options
+):
     """Score the model in SAVE_DIR on held-out text (nats and bits per character).
 
     Every next character (token, at word and bpe levels) of the text is scored
@@ -114,9 +123,14 @@ def evaluate_command(save_dir, checkpoint, data_dir, text_file, prime, as_json, 
     column 0 (nothing was counted from them) is reported. With --real_words
     N, N samples are generated and the share of their words (runs of
     letters, digits and _) that occur in the training text is reported.
+    With --exported DIR, the export in DIR is scored the same way, every logit
+    from its step.
     """
     kerasgen.configure_cpu_threads()
-    model = kerasgen.load(save_dir, checkpoint)
+    if exported is not None:
+        model = kerasgen.load_exported(exported)
+    else:
+        model = kerasgen.load(save_dir, checkpoint)
     result = model.evaluation(
         data_dir,
         text_file=text_file,
@@ -127,7 +141,7 @@ def evaluate_command(save_dir, checkpoint, data_dir, text_file, prime, as_json, 
         click.echo(json.dumps(result.to_dict(), ensure_ascii=False))
         return
     loss, syntax, words = result.loss, result.python_syntax, result.real_words
-    rows = _loss_rows(loss, save_dir, model.checkpoint)
+    rows = _loss_rows(loss, exported or save_dir, model.describe())
     if syntax is not None:
         rows += _syntax_rows(syntax, result.prime, result.options)
     if words is not None:
@@ -137,11 +151,10 @@ def evaluate_command(save_dir, checkpoint, data_dir, text_file, prime, as_json, 
         click.echo(f"{name:<{width}}  {value}")
 
 
-def _loss_rows(loss, save_dir: str, checkpoint: str) -> list[tuple[str, str]]:
+def _loss_rows(loss, folder: str, described: str) -> list[tuple[str, str]]:
     """The table's rows for the held-out loss and the start penalty."""
-    step = "" if loss.step is None else f", step {loss.step:,}"
     rows = [
-        ("run", f"{save_dir} ({checkpoint} checkpoint{step})"),
+        ("run", f"{folder} ({described})"),
         ("text", loss.source),
         (
             "targets",

@@ -1,4 +1,5 @@
-"""Keep TensorFlow's own log lines (CUDA probes, oneDNN and CPU-feature notes) off the terminal.
+"""Keep TensorFlow's own log lines (CUDA probes, oneDNN and CPU-feature notes, the TFLite
+interpreter's delegate notice) off the terminal.
 
 TensorFlow's C++ runtime writes them straight to file descriptor 2, and
 ``TF_CPP_MIN_LOG_LEVEL`` does not silence them all (absl logs before it is
@@ -21,7 +22,8 @@ TF_LOG_LINE = re.compile(
     rb"^(?:[IWE]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [\w.]+:\d+\]"  # absl: I0000 00:00:17.9 port.cc:153]
     rb"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWE] "  # TensorFlow's older format
     rb"|WARNING: All log messages before absl::InitializeLog\(\) is called"
-    rb"|To enable the following instructions: .*rebuild TensorFlow)"
+    rb"|To enable the following instructions: .*rebuild TensorFlow"
+    rb"|INFO: Created TensorFlow Lite \w+ delegate for \w+\.$)"  # TFLite's (and LiteRT's)
 )
 
 

@@ -107,8 +107,8 @@ SEPARATOR = "\n\n----\n\n"  # between samples
     "--exported",
     default=None,
     type=click.Path(file_okay=False),
-    help="Run this folder of kerasgen export --format tflite instead of SAVE_DIR, through "
-    "the TFLite interpreter (to check an export: --sample 0 prints what the run prints).",
+    help="Run this folder of kerasgen export --format tflite or onnx instead of SAVE_DIR, "
+    "through its runtime (to check an export: --sample 0 prints what the run prints).",
 )
 @verbose_option
 @library_errors

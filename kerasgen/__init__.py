@@ -9,6 +9,8 @@ The Python API::
     model = kerasgen.load("save/x")                # any run folder, later
     model.evaluate(python_syntax=50)               # what `kerasgen evaluate --json` prints
     kerasgen.export("save/x", "exported/x/1")      # a SavedModel for TensorFlow Serving
+    kerasgen.export("save/x", "edge/x", format="tflite")  # the step, for phones (or "onnx")
+    kerasgen.load_exported("edge/x").evaluate()    # what the export costs in held-out loss
     model.serve(port=8000)                         # an OpenAI-compatible API and a page
 
 Everything the command line does is here: each ``kerasgen`` command is a thin
@@ -23,6 +25,7 @@ __version__ = "0.2.0"
 from kerasgen.bench import BenchConfig, run_bench
 from kerasgen.checks import MAX_SEED
 from kerasgen.compare import compare_runs
+from kerasgen.edge import QUANTIZE
 from kerasgen.engine import SERVE_DEFAULTS
 from kerasgen.evaluate import STREAMS
 from kerasgen.evaluation import REAL_WORDS_TOKENS, Evaluation
@@ -78,6 +81,7 @@ __all__ = [
     "MAX_LAYERS",
     "MAX_SEED",
     "MAX_VOCAB_SIZE",
+    "QUANTIZE",
     "REAL_WORDS_TOKENS",
     "SAMPLE_MODES",
     "SERVE_DEFAULTS",

@@ -28,6 +28,7 @@ but what the first token stands for).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -280,14 +281,24 @@ def evaluate_model(
     chunk_length: int = CHUNK_LENGTH,
     start: bool = True,
     text: str | None = None,
+    held_out_loss=None,
+    nats_after=None,
 ) -> LossResult:
     """Held-out loss of a loaded model (``kerasgen.load``; see ``held_out_ids`` for which
-    text) and, with ``start``, its start penalty (``start_penalty``)."""
+    text) and, with ``start``, its start penalty (``start_penalty``).
+
+    ``held_out_loss(ids, streams, chunk_length)`` and ``nats_after`` (see
+    ``start_penalty``) score with another runtime (an export's step); by default the
+    run's Keras model scores.
+    """
     run = model.run
     held = held_out_ids(run, data_dir, text_file, encoding, text)
-    per_token = evaluate_loss(model.build(streams), held.ids, chunk_length)
+    if held_out_loss is None:
+        per_token = evaluate_loss(model.build(streams), held.ids, chunk_length)
+    else:
+        per_token = held_out_loss(held.ids, streams, chunk_length)
     targets = len(held.ids) - 1
-    penalty = start_penalty(model, held.text) if start else None
+    penalty = start_penalty(model, held.text, nats_after=nats_after) if start else None
     return LossResult(
         (per_token * targets + held.spelling_nats) / held.chars,
         targets,
@@ -340,14 +351,21 @@ def line_starts(
 
 
 def start_penalty(
-    model, text: str, count: int = START_LINES, chars: int = START_CHARS, before: int = WARM_CHARS
+    model,
+    text: str,
+    count: int = START_LINES,
+    chars: int = START_CHARS,
+    before: int = WARM_CHARS,
+    nats_after=None,
 ) -> StartPenalty | None:
     """Mean nats/char over the first ``chars`` characters (whole tokens) of ``count``
     line starts of ``text``: cold, read after ``sampling.prefix_ids(vocab, preamble,
     "")`` from a zero state, exactly as ``kerasgen sample`` starts with an empty
     prime; warm, read after the ``before`` characters that precede the line (a
     transformer sees at most its context of either). None when ``text`` has no
-    such line.
+    such line. ``nats_after(contexts, targets)``: the summed nats of each row's
+    targets after its context, every row from a zero state (default: the run's Keras
+    model scores).
     """
     from kerasgen.streams import prefix_ids
 
@@ -368,9 +386,11 @@ def start_penalty(
     common = min(len(w) for w in warm)  # the same context length for every line
     warm = [w[len(w) - common :] for w in warm]
     cold = [prefix_ids(vocab, model.run.preamble, "")] * len(starts)
+    if nats_after is None:
+        nats_after = functools.partial(_nats_after, model)
     return StartPenalty(
-        _nats_after(model, cold, targets) / covered,
-        _nats_after(model, warm, targets) / covered,
+        nats_after(cold, targets) / covered,
+        nats_after(warm, targets) / covered,
         len(starts),
         covered // len(starts),
     )

@@ -121,6 +121,17 @@ class Evaluation:
         return result
 
 
+def check_text_and_streams(data_dir, text, text_file, streams: int) -> None:
+    """Raise unless at most one of ``data_dir``, ``text`` and ``text_file`` names the text
+    to score, and ``streams`` is at least 1."""
+    given = [
+        k for k, v in {"data_dir": data_dir, "text": text, "text_file": text_file}.items() if v
+    ]
+    if len(given) > 1:
+        raise ValueError(f"pass only one of {' and '.join(given)}: each names the text to score")
+    checks.at_least("streams", streams, 1)
+
+
 def evaluate_run(
     model,
     data_dir: str | None = None,
@@ -148,12 +159,7 @@ def evaluate_run(
     ``top_p``, ``seed`` and ``constrain``; ``prime`` starts every sample of
     ``python_syntax`` (``kerasgen.python_syntax.sample_syntax``).
     """
-    given = [
-        k for k, v in {"data_dir": data_dir, "text": text, "text_file": text_file}.items() if v
-    ]
-    if len(given) > 1:
-        raise ValueError(f"pass only one of {' and '.join(given)}: each names the text to score")
-    checks.at_least("streams", streams, 1)
+    check_text_and_streams(data_dir, text, text_file, streams)
     checks.at_least("python_syntax", python_syntax, 0, "0: off")
     checks.at_least("real_words", real_words, 0, "0: off")
     if n is not None:

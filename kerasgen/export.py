@@ -26,62 +26,72 @@ the Keras model gives at each position.
 
 Character level only: a word-level tokenizer is a regular expression over
 Unicode classes that TensorFlow's string ops cannot express exactly, so such
-runs are refused.
+runs are refused. ``format="tflite"`` and ``"onnx"`` write the ``step`` alone, for
+other runtimes, at any level (``kerasgen.edge``).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 
 import numpy as np
 
-from kerasgen import __version__, checks
+from kerasgen import checks
+from kerasgen.edge import QUANTIZE, check_onnx, step_functions, write_edge
 from kerasgen.errors import ParameterError, StorageError
 from kerasgen.model import family
 from kerasgen.sampling import SamplingOptions, glue_rule, select_next, space_id
 from kerasgen.streams import prefix_ids
 
-FORMATS = ("savedmodel", "tflite")
-TFLITE_MODEL = "model.tflite"  # in a TFLite export folder, beside the run's vocabulary
-EXPORT_INFO = "export.json"  # what a runner needs besides the model: format, preamble, state
+FORMATS = ("savedmodel", "tflite", "onnx")
 
 
-def export(save_dir: str, out: str, checkpoint: str = "best", format: str = "savedmodel") -> str:
+def export(
+    save_dir: str,
+    out: str,
+    checkpoint: str = "best",
+    format: str = "savedmodel",
+    quantize: str = "none",
+) -> str:
     """Write the run in ``save_dir`` to the folder ``out`` as ``format``; return ``out``.
 
     ``savedmodel``: a SavedModel that generates text in its graph (character level).
-    ``tflite``: ``out/model.tflite`` with the ``step`` signature (builtin ops only), the
-    run's ``vocab.json`` and ``export.json`` beside it (any level: the tokenizer stays
-    outside, in the vocabulary). ``out`` must not exist yet (or be an empty folder), so
-    nothing is overwritten.
+    ``tflite`` / ``onnx``: ``out/model.tflite`` / ``out/model.onnx`` with the ``step``
+    signature, the run's ``vocab.json`` and ``export.json`` beside it, any level
+    (``kerasgen.edge``); ``quantize`` (``float16``, ``int8``) stores their weights smaller.
+    ``out`` must not exist yet (or be an empty folder), so nothing is overwritten.
     """
     import tensorflow as tf
 
     from kerasgen.run import load
 
     checks.one_of("format", format, FORMATS)
+    checks.one_of("quantize", quantize, QUANTIZE)
+    if format == "savedmodel" and quantize != "none":
+        raise ParameterError(
+            "quantize", "applies to format='tflite' and format='onnx', not to a SavedModel"
+        )
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
         raise ParameterError("out", f"{out} already exists; export into a new folder")
     try:  # before the model is built: the folder the export goes into
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     except OSError as e:
         raise _unwritable(out, e) from None
+    if format == "onnx":
+        check_onnx()  # before the model is built
     model = load(save_dir, checkpoint, jit_compile=False)
     if format == "savedmodel" and model.vocab.level != "char":
         raise ParameterError(
             "save_dir",
             f"{save_dir} is a {model.vocab.level}-level run; a SavedModel export holds "
             "character-level runs (a word-level tokenizer does not fit in the graph); "
-            "format='tflite' exports any level",
+            "format='tflite' or 'onnx' exports any level",
         )
     tmp = out.rstrip("/") + ".partial"
     try:
         shutil.rmtree(tmp, ignore_errors=True)
-        if format == "tflite":
-            _write_tflite(model, tmp)
-        else:
+        if format == "savedmodel":
             module = _generator(model)
             signatures = {
                 "serving_default": module.generate.get_concrete_function(),
@@ -89,6 +99,8 @@ def export(save_dir: str, out: str, checkpoint: str = "best", format: str = "sav
                 "step": module.step.get_concrete_function(),
             }
             tf.saved_model.save(module, tmp, signatures=signatures)
+        else:
+            write_edge(model, tmp, format, quantize)
         if os.path.isdir(out):
             os.rmdir(out)  # empty, checked above
         os.replace(tmp, out)
@@ -99,51 +111,6 @@ def export(save_dir: str, out: str, checkpoint: str = "best", format: str = "sav
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
-
-
-def _write_tflite(model, folder: str) -> None:
-    """``model.tflite`` (the step signature, builtin ops only), ``vocab.json`` and
-    ``export.json`` into ``folder``."""
-    import tensorflow as tf
-
-    from kerasgen.families import step_provider
-    from kerasgen.rundir import VOCAB_NAME
-
-    net = model.build(1 if family(model.config.model).recurrent else None)
-    steps = step_provider(net, fused=True)
-    # One row: a runtime on a phone steps one stream (and TFLite's kernels want fixed shapes).
-    initial_state, step = _step_functions(steps, batch=1)
-    module = tf.Module()
-    # The weights' TensorFlow variables, for the converter to freeze into the flatbuffer.
-    module.weights, module.step = [getattr(v, "value", v) for v in net.variables], step
-    staged = folder + ".savedmodel"  # the converter names signatures after a SavedModel's
-    try:
-        tf.saved_model.save(module, staged, signatures={"step": step.get_concrete_function()})
-        converter = tf.lite.TFLiteConverter.from_saved_model(staged, signature_keys=["step"])
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # no Flex ops
-        flatbuffer = converter.convert()
-    finally:
-        shutil.rmtree(staged, ignore_errors=True)
-    state = [
-        {"name": name, "shape": list(t.shape), "dtype": t.dtype.name}
-        for name, t in initial_state(tf.constant(1)).items()
-    ]
-    info = {
-        "format": "tflite",
-        "model": TFLITE_MODEL,
-        "family": model.config.model,
-        "level": model.vocab.level,
-        "preamble": model.run.preamble,
-        "state": state,
-        "kerasgen_version": __version__,
-    }
-    os.makedirs(folder)
-    with open(os.path.join(folder, TFLITE_MODEL), "wb") as f:
-        f.write(flatbuffer)
-    with open(os.path.join(folder, VOCAB_NAME), "w", encoding="utf-8") as f:
-        f.write(model.vocab.to_json())
-    with open(os.path.join(folder, EXPORT_INFO), "w", encoding="utf-8") as f:
-        json.dump(info, f, indent=1, ensure_ascii=False)
 
 
 def _generator(model):
@@ -171,7 +138,7 @@ def _generator(model):
             self.ids_of_sorted = tf.constant(order.astype(np.int32))  # their ids
             self.codes = tf.constant(codes)  # id -> code point
             self.preamble = tf.constant(preamble.astype(np.int32))
-            self.initial_state, self.step = _step_functions(steps)
+            self.initial_state, self.step = step_functions(steps)
 
         @tf.function(
             input_signature=[
@@ -211,40 +178,6 @@ def _generator(model):
             return tf.pad(prefix.to_tensor(), [[0, 0], [0, 1]]), lengths
 
     return Generator()
-
-
-def _step_functions(steps, batch: int | None = None):
-    """The ``initial_state`` and ``step`` signatures over a family's step provider.
-
-    ``batch``: a fixed number of rows (None: any). ``initial_state(batch)``: the state of
-    ``batch`` rows that have read nothing, as
-    ``state_0`` .. ``state_K`` (the provider's state, flattened). ``step(ids, state_0
-    .. state_K)``: ids read now (int32 [batch]) and the state in, ``logits`` (float32
-    [batch, vocab]) and the new ``state_*`` out.
-    """
-    import tensorflow as tf
-
-    example = steps.zeros(1)
-    specs = [
-        tf.TensorSpec([batch, *t.shape[1:]], t.dtype, name=f"state_{i}")
-        for i, t in enumerate(tf.nest.flatten(example))
-    ]
-
-    def named(state) -> dict:
-        return {f"state_{i}": t for i, t in enumerate(tf.nest.flatten(state))}
-
-    @tf.function(input_signature=[tf.TensorSpec([], tf.int32, name="batch")])
-    def initial_state(batch):
-        return named(steps.zeros(batch))
-
-    @tf.function(input_signature=[tf.TensorSpec([batch], tf.int32, name="ids"), *specs])
-    def step(ids, *state):
-        logits, state = steps.step(
-            ids, tf.nest.pack_sequence_as(example, list(state)), steps.prepare()
-        )
-        return {"logits": logits, **named(state)}
-
-    return initial_state, step
 
 
 def graph_generate(steps, prefix, lengths, n, seed, temperature, space, glue):

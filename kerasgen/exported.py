@@ -1,37 +1,68 @@
-"""An exported folder, run: ``kerasgen sample --exported DIR`` (``kerasgen export --format
-tflite``).
+"""An exported folder, run: ``kerasgen sample --exported DIR`` and ``kerasgen evaluate
+--exported DIR`` (folders of ``kerasgen export --format tflite`` or ``--format onnx``).
 
 The folder holds the model's ``step`` (ids and state in, logits and state out), the run's
-vocabulary and ``export.json``; ``ExportedModel`` drives that step in a plain Python loop
-through the TFLite interpreter, so a user can check an export before shipping it. The prefix
-is read as ``kerasgen sample`` reads it (the run's preamble, then the prime), and argmax
-(``sample=0``) gives the same text as ``kerasgen sample --sample 0``. Draws (``sample=1``)
-come from NumPy's generator seeded with ``seed``: the same seed gives the same text here,
-but not the text ``kerasgen sample`` draws.
+vocabulary and ``export.json`` (``kerasgen.edge``). ``ExportedModel`` drives that step in a
+plain Python loop through the file's own runtime (LiteRT's or TensorFlow's TFLite
+interpreter; onnxruntime), so a user can check an export before shipping it:
+
+- ``stream`` / ``generate``: the prefix is read as ``kerasgen sample`` reads it (the run's
+  preamble, then the prime), and argmax (``sample=0``) gives the same text as ``kerasgen
+  sample --sample 0``. Draws (``sample=1``) come from NumPy's generator seeded with
+  ``seed``: the same seed gives the same text here, but not the text ``kerasgen sample``
+  draws.
+- ``evaluation`` / ``evaluate``: held-out loss and start penalty exactly as ``kerasgen
+  evaluate`` reads them (``kerasgen.evaluate``: the same text, streams and windows), with
+  every logit from the exported step.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
 
 import numpy as np
 
-from kerasgen import checks
+from kerasgen import checks, rundir
+from kerasgen.edge import EXPORT_INFO, MODEL_FILES, STEP_SIGNATURE
 from kerasgen.errors import CheckpointError, ParameterError
-from kerasgen.sampling import ARGMAX, SAMPLE, SAMPLE_AFTER_SPACE, SAMPLE_MODES, glue_rule, space_id
+from kerasgen.evaluate import CHUNK_LENGTH, STREAMS, evaluate_model, stream_layout
+from kerasgen.evaluation import Evaluation, check_text_and_streams
+from kerasgen.model import ModelConfig
+from kerasgen.run import describe_checkpoint
+from kerasgen.sampling import (
+    ARGMAX,
+    SAMPLE,
+    SAMPLE_AFTER_SPACE,
+    SAMPLE_MODES,
+    SamplingOptions,
+    glue_rule,
+    space_id,
+)
 
 # What a runner of the step leaves at its defaults: the compiled sampler's own features.
-STEP_SIGNATURE = "step"
 UNSUPPORTED = {"top_k": 0, "top_p": 1.0, "num_samples": 1, "syntax": None}
+# evaluate's measures of sampled text, which need the compiled sampler.
+NOT_EVALUATED = {
+    "python_syntax": 0,
+    "real_words": 0,
+    "n": None,
+    "temperature": 1.0,
+    "top_k": 0,
+    "top_p": 1.0,
+    "seed": 0,
+    "prime": "",
+    "constrain": None,
+}
 
 
 class ExportedModel:
-    """The exported folder ``folder``, ready to generate (``stream`` / ``generate``)."""
+    """The exported folder ``folder``, ready to generate (``stream`` / ``generate``) and to
+    be scored (``evaluation`` / ``evaluate``)."""
 
     def __init__(self, folder: str):
-        from kerasgen.export import EXPORT_INFO
         from kerasgen.rundir import VOCAB_NAME
         from kerasgen.vocab import vocabulary_from_json
 
@@ -39,33 +70,71 @@ class ExportedModel:
         if not os.path.isfile(info_path):
             raise FileNotFoundError(
                 f"{folder} holds no {EXPORT_INFO}; pass a folder kerasgen export --format "
-                "tflite wrote"
+                "tflite or --format onnx wrote"
             )
         try:
             with open(info_path, encoding="utf-8") as f:
                 self.info = json.load(f)
-            if self.info.get("format") != "tflite":
-                raise ValueError(f"its format is {self.info.get('format')!r}, not 'tflite'")
+            format = self.info.get("format")
+            if format not in MODEL_FILES:
+                raise ValueError(f"its format is {format!r}, not one of {', '.join(MODEL_FILES)}")
             with open(os.path.join(folder, VOCAB_NAME), encoding="utf-8") as f:
                 self.vocab = vocabulary_from_json(f.read())
-            interpreter = _interpreter(os.path.join(folder, self.info["model"]))
-            self._step = interpreter.get_signature_runner(STEP_SIGNATURE)
+            path = os.path.join(folder, self.info["model"])
+            self._runtime = TfliteStep(path) if format == "tflite" else OnnxStep(path, self.info)
+            self._zeros = {s["name"]: (s["shape"][1:], s["dtype"]) for s in self.info["state"]}
+            source = self.info.get("run", {})
+            config = source.get("model")
+            self.run = rundir.Run(
+                folder,
+                ModelConfig.from_dict(config) if config else None,
+                {k: v for k, v in source.get("train", {}).items() if v is not None},
+                self.vocab,
+                self.info.get("preamble", ""),
+            )
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise CheckpointError(
                 f"{folder} is not a readable export ({e}); export again"
             ) from None
-        self.preamble = self.info.get("preamble", "")
+        self.folder, self.format = folder, format
+        self.rows = self.info.get("rows")  # rows the step takes at once (None: any)
+        self.context = self.info.get("context")  # a windowed family's, else None
+        self.checkpoint = source.get("checkpoint", "best")  # the run's, for evaluate's table
+        self.state = {"step": source.get("step")}
+        self.preamble = self.run.preamble
         self.space_id, self.glue = space_id(self.vocab), glue_rule(self.vocab)
 
-    def initial_state(self) -> dict:
-        """The state of one row that has read nothing, by the step's input names."""
-        return {s["name"]: np.zeros([1, *s["shape"][1:]], s["dtype"]) for s in self.info["state"]}
+    def describe(self) -> str:
+        """What this is: ``tflite export (int8 weights) of save, best checkpoint, step 9,800``."""
+        source = self.info.get("run", {})
+        weights = self.info.get("quantize", "none")
+        weights = "" if weights == "none" else f" ({weights} weights)"
+        run = f" of {source['save_dir']}, " if source.get("save_dir") else ", "
+        return f"{self.format} export{weights}{run}" + describe_checkpoint(
+            self.checkpoint, self.state["step"]
+        )
+
+    # ------------------------------------------------------------ the step
+
+    def initial_state(self, rows: int = 1) -> dict:
+        """The state of ``rows`` rows that have read nothing, by the step's input names."""
+        return {
+            name: np.zeros([rows, *shape], dtype) for name, (shape, dtype) in self._zeros.items()
+        }
 
     def step(self, token: int, state: dict) -> tuple[np.ndarray, dict]:
-        """Read ``token``: (logits (V,), the new state)."""
-        out = self._step(ids=np.array([token], np.int32), **state)
-        logits = out.pop("logits")[0]
+        """Read ``token`` (one row): (logits (V,), the new state)."""
+        logits, state = self.step_rows(np.array([token], np.int32), state)
+        return logits[0], state
+
+    def step_rows(self, ids: np.ndarray, state: dict) -> tuple[np.ndarray, dict]:
+        """Read ``ids`` (int32 (N,); N = ``rows`` where the step fixes it): (logits (N, V),
+        the new state)."""
+        out = self._runtime(ids, state)
+        logits = out.pop("logits")
         return logits, out
+
+    # ------------------------------------------------------------ generation
 
     def stream(
         self,
@@ -86,11 +155,7 @@ class ExportedModel:
         options, which an export runs at their defaults only."""
         from kerasgen.streams import StopTexts, prefix_ids
 
-        for name, value in others.items():
-            if name not in UNSUPPORTED:
-                raise TypeError(f"stream() got an unexpected argument {name!r}")
-            if value != UNSUPPORTED[name]:
-                raise ParameterError(name, "is not available on an exported model")
+        _refuse_changed(others, UNSUPPORTED, "stream")
         if constrain not in (None, "none"):
             raise ParameterError("constrain", "is not available on an exported model")
         checks.one_of("sample", sample, SAMPLE_MODES)
@@ -134,13 +199,172 @@ class ExportedModel:
             logits = np.where(self.glue[1], -np.inf, logits)
         if sample == ARGMAX or (sample == SAMPLE_AFTER_SPACE and previous != self.space_id):
             return int(np.argmax(logits))
-        z = logits / temperature
-        p = np.exp(z - z.max())
-        return int(rng.choice(len(p), p=p / p.sum()))
+        return draw(logits, temperature, rng)
 
     def generate(self, n: int = 500, prime: str = "", **options) -> str:
         """The prime followed by ``n`` generated tokens (``stream``'s options)."""
         return "".join(self.stream(n, prime, **options))
+
+    # ------------------------------------------------------------ evaluation
+
+    def evaluate(self, data_dir: str | None = None, **options) -> dict:
+        """Held-out loss and start penalty through the exported step: the dict ``kerasgen
+        evaluate --exported --json`` prints (``evaluation``'s options)."""
+        return self.evaluation(data_dir, **options).to_dict()
+
+    def evaluation(
+        self,
+        data_dir: str | None = None,
+        *,
+        text: str | None = None,
+        text_file: str | None = None,
+        encoding: str | None = None,
+        streams: int = STREAMS,
+        **others,
+    ) -> Evaluation:
+        """``evaluate`` as an ``Evaluation``. The text: the validation split of the run's
+        training data (recorded in ``export.json``) or of ``data_dir``'s, cut the same way;
+        or the whole of ``text`` or of ``text_file`` (as ``kerasgen.evaluation.evaluate_run``).
+        Measures of sampled text are not available on an export."""
+        _refuse_changed(others, NOT_EVALUATED, "evaluation")
+        check_text_and_streams(data_dir, text, text_file, streams)
+        scorer = StepScorer(self)
+        loss = evaluate_model(
+            self,
+            data_dir=data_dir,
+            text_file=text_file,
+            encoding=encoding,
+            streams=streams,
+            text=text,
+            held_out_loss=scorer.held_out_loss,
+            nats_after=scorer.nats_after,
+        )
+        return Evaluation(self.folder, loss, SamplingOptions())
+
+
+class StepScorer:
+    """Held-out nats through an exported model's step, read as ``kerasgen.evaluate`` reads
+    them with the Keras model: the same streams, windows and starts."""
+
+    def __init__(self, model: ExportedModel):
+        self.model = model
+
+    def held_out_loss(
+        self, ids: np.ndarray, streams: int, chunk_length: int = CHUNK_LENGTH
+    ) -> float:
+        """Mean nats per token of every next token of ``ids``, cut into ``streams`` streams
+        as ``kerasgen.evaluate.evaluate_loss`` cuts them; a windowed family reads each
+        stream in windows of its context that overlap by half, as it does there
+        (``chunk_length`` changes nothing here: the state carries from step to step)."""
+        x, y, mask = stream_layout(np.asarray(ids), streams)  # (S, L) each
+        if self.model.context is None:
+            return self._nats(x, y, mask) / (len(ids) - 1)
+        context, hop = self.model.context, max(self.model.context // 2, 1)
+        total = 0.0
+        for k in range(1 + math.ceil(max(x.shape[1] - context, 0) / hop)):
+            cut = slice(k * hop, k * hop + context)
+            scored = mask[:, cut].copy()
+            if k > 0:  # the first part was scored by the window before
+                scored[:, : context - hop] = 0.0
+            total += self._nats(x[:, cut], y[:, cut], scored)
+        return total / (len(ids) - 1)
+
+    def nats_after(self, contexts: list[np.ndarray], targets: list[np.ndarray]) -> float:
+        """Summed nats of each row's ``targets`` read after its context (all contexts one
+        length), every row from a zero state (``kerasgen.evaluate.start_penalty``'s)."""
+        start, span = len(contexts[0]), max(len(t) for t in targets)
+        seqs = np.zeros((len(contexts), start + span), np.int32)
+        mask = np.zeros(seqs.shape, np.float32)
+        for r, (context, target) in enumerate(zip(contexts, targets)):
+            seqs[r, :start], seqs[r, start : start + len(target)] = context, target
+            mask[r, start : start + len(target)] = 1.0
+        return self._nats(seqs[:, :-1], seqs[:, 1:], mask[:, 1:])
+
+    def _nats(self, inputs: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> float:
+        """Summed nats of ``labels[:, t]`` where ``mask[:, t]``, after each row has read
+        ``inputs[:, : t + 1]`` from a zero state; (N, T) each, in as many rows at once as
+        the step takes."""
+        total = 0.0
+        rows = self.model.rows or len(inputs)
+        for first in range(0, len(inputs), rows):
+            part = slice(first, first + rows)
+            x, y, m = inputs[part], labels[part], mask[part]
+            last = int(np.nonzero(m.any(axis=0))[0].max(initial=-1))  # nothing scored after
+            state = self.model.initial_state(len(x))
+            for t in range(last + 1):
+                logits, state = self.model.step_rows(x[:, t], state)
+                if m[:, t].any():
+                    z = logits.astype(np.float64)
+                    top = z.max(axis=1)
+                    nats = top + np.log(np.exp(z - top[:, None]).sum(axis=1))
+                    nats -= z[np.arange(len(z)), y[:, t]]
+                    total += float((nats * m[:, t]).sum())
+        return total
+
+
+def draw(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> int:
+    """An id drawn from softmax(``logits`` / ``temperature``) with one uniform of ``rng``
+    (the inverse of the cumulative distribution; the docs' runner draws the same way)."""
+    z = np.asarray(logits, np.float64) / temperature
+    cumulative = np.cumsum(np.exp(z - z.max()))
+    at = np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right")
+    return int(min(at, len(cumulative) - 1))
+
+
+def _refuse_changed(given: dict, defaults: dict, where: str) -> None:
+    """ParameterError for an option an export cannot run at a value other than its default."""
+    for name, value in given.items():
+        if name not in defaults:
+            raise TypeError(f"{where}() got an unexpected argument {name!r}")
+        if value != defaults[name]:
+            raise ParameterError(name, "is not available on an exported model")
+
+
+class TfliteStep:
+    """The ``step`` signature of a ``.tflite`` file: feeds in, outputs by name out.
+
+    The interpreter's tensors are set and read directly: the signature runner would
+    resize and allocate every tensor at each call, which costs more than the step."""
+
+    def __init__(self, path: str):
+        interpreter = _interpreter(path)
+        interpreter.allocate_tensors()  # once: the step's shapes never change
+        runner = interpreter.get_signature_runner(STEP_SIGNATURE)
+        self._inputs = {name: d["index"] for name, d in runner.get_input_details().items()}
+        self._outputs = [(name, d["index"]) for name, d in runner.get_output_details().items()]
+        self._interpreter = interpreter
+
+    def __call__(self, ids: np.ndarray, state: dict) -> dict:
+        interpreter = self._interpreter
+        interpreter.set_tensor(self._inputs["ids"], ids.astype(np.int32, copy=False))
+        for name, value in state.items():
+            interpreter.set_tensor(self._inputs[name], value)
+        interpreter.invoke()
+        return {name: interpreter.get_tensor(index) for name, index in self._outputs}
+
+
+class OnnxStep:
+    """The step of a ``.onnx`` file through onnxruntime; outputs by the input names."""
+
+    def __init__(self, path: str, info: dict):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise ParameterError(
+                "exported",
+                "is an ONNX export, which needs onnxruntime: pip install 'kerasgen[onnx]'",
+            ) from None
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1  # a step's products are too small to split
+        options.log_severity_level = 3  # errors only
+        self._session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self._outputs = [o.name for o in self._session.get_outputs()]
+        renamed = {s["output"]: s["name"] for s in info["state"]}
+        self._names = [renamed.get(name, name) for name in self._outputs]
+
+    def __call__(self, ids: np.ndarray, state: dict) -> dict:
+        out = self._session.run(self._outputs, {"ids": ids.astype(np.int32, copy=False), **state})
+        return dict(zip(self._names, out))
 
 
 def _interpreter(path: str):
@@ -157,5 +381,5 @@ def _interpreter(path: str):
 
 
 def load_exported(folder: str) -> ExportedModel:
-    """The exported folder ``folder`` (``kerasgen export --format tflite``), ready to run."""
+    """The exported folder ``folder`` (``kerasgen export --format tflite|onnx``), ready to run."""
     return ExportedModel(folder)

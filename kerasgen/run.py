@@ -61,6 +61,10 @@ class TrainedModel:
         """The model's settings (``ModelConfig``)."""
         return self.run.model_config
 
+    def describe(self) -> str:
+        """Which weights these are: ``best checkpoint, step 9,800``."""
+        return describe_checkpoint(self.checkpoint, self.state.get("step"))
+
     def build(self, batch_size: int):
         """A fresh Keras model with these weights at ``batch_size`` streams."""
         from kerasgen.model import build_model
@@ -262,3 +266,8 @@ def load(
     """The trained model in ``save_dir``: ``checkpoint`` "best" (lowest validation
     loss; "latest" when the run has no best yet) or "latest"."""
     return TrainedModel(save_dir, checkpoint, jit_compile)
+
+
+def describe_checkpoint(checkpoint: str, step: int | None) -> str:
+    """``best checkpoint, step 9,800`` (without the step when it is not known)."""
+    return f"{checkpoint} checkpoint" + ("" if step is None else f", step {step:,}")

@@ -1,10 +1,15 @@
-"""``kerasgen export``: a SavedModel that generates in its graph, loadable without kerasgen."""
+"""``kerasgen export``: a SavedModel that generates in its graph, loadable without kerasgen;
+the step as TFLite and ONNX files, run and scored through their runtimes."""
 
+import contextlib
+import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +19,9 @@ import kerasgen
 from kerasgen import rundir
 from kerasgen.errors import ParameterError
 from kerasgen.model import ModelConfig, build_model
-from kerasgen.vocab import Vocabulary, WordVocabulary
+from kerasgen.vocab import BpeVocabulary, Vocabulary, WordVocabulary
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 # Loads each exported model in a Python where kerasgen cannot be imported, and
 # prints the text of serving_default for the primes given.
@@ -32,14 +39,14 @@ print("RESULT " + json.dumps(out))
 """
 
 
-def tiny_run(folder, vocab, family):
+def tiny_run(folder, vocab, family, rnn_size=16):
     import keras
 
     keras.utils.set_random_seed(5)
     config = ModelConfig(
         vocab_size=len(vocab),
         model=family,
-        rnn_size=16,
+        rnn_size=rnn_size,
         num_layers=2,
         n_head=2,
         context=12 if family == "transformer" else 0,
@@ -128,29 +135,172 @@ def test_the_step_signature_steps_as_the_keras_model_does(tiny_text, tmp_path, f
     assert np.abs(np.stack(logits, axis=1) - expected).max() <= 1e-5
 
 
-@pytest.mark.parametrize("family", ["lstm", "gru", "rnn", "transformer", "bigram"])
-def test_a_tflite_export_samples_what_the_run_samples(tiny_text, tmp_path, family):
+# GRU and simple RNN share the LSTM's fused path: in the slow run only.
+FAMILIES = ["lstm", "transformer", "bigram"] + [
+    pytest.param(f, marks=pytest.mark.slow) for f in ("gru", "rnn")
+]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_an_export_samples_what_the_run_samples(tiny_text, tmp_path, family):
     tiny_run(tmp_path / "run", Vocabulary.from_text(tiny_text), family)
-    out = tmp_path / "tflite"
-    r = run(["export", "--save_dir", tmp_path / "run", "--out", out, "--format", "tflite"])
-    assert r.exit_code == 0, r.output
-    assert {"model.tflite", "vocab.json", "export.json"} == set(os.listdir(out))
     greedy = ["-n", "200", "--prime", "KING", "--sample", "0"]
     expected = run(["sample", "--save_dir", tmp_path / "run", *greedy])
-    got = run(["sample", "--exported", out, *greedy])
-    assert got.exit_code == 0 and got.stdout == expected.stdout
-    drawn = ["-n", "80", "--seed", "3", "--temperature", "0.9"]
-    once, again = (run(["sample", "--exported", out, *drawn]).stdout for _ in range(2))
-    assert once == again and len(once) > 40
+    for format, rows in (("tflite", [1]), ("onnx", [None])):
+        out = tmp_path / format
+        r = run(["export", "--save_dir", tmp_path / "run", "--out", out, "--format", format])
+        assert r.exit_code == 0, r.output
+        assert {f"model.{format}", "vocab.json", "export.json"} == set(os.listdir(out))
+        info = json.loads((out / "export.json").read_text())
+        assert {s["shape"][0] for s in info["state"]} == set(rows)  # TFLite: one row
+        got = run(["sample", "--exported", out, *greedy])
+        assert got.exit_code == 0 and got.stdout == expected.stdout, format
+        drawn = ["-n", "80", "--seed", "3", "--temperature", "0.9"]
+        once, again = (run(["sample", "--exported", out, *drawn]).stdout for _ in range(2))
+        assert once == again and len(once) > 40
 
 
-def test_a_tflite_export_holds_any_level(tiny_text, tmp_path):
-    vocab = WordVocabulary.from_text(tiny_text, 200)
-    tiny_run(tmp_path / "run", vocab, "lstm")
-    out = tmp_path / "tflite"
-    kerasgen.export(str(tmp_path / "run"), str(out), format="tflite")
+@pytest.mark.parametrize("level", ["word", "bpe"])
+def test_exports_hold_every_level(tiny_text, tmp_path, level):
+    if level == "word":
+        vocab = WordVocabulary.from_text(tiny_text, 200)
+    else:
+        vocab = BpeVocabulary.from_text(tiny_text * 3, 300)
+    tiny_run(tmp_path / "run", vocab, "gru" if level == "bpe" else "lstm")
+    model = kerasgen.load(str(tmp_path / "run"))
     greedy = {"sample": 0, "seed": 1}
-    text = kerasgen.load(str(tmp_path / "run")).generate(60, "KING", **greedy)
-    assert kerasgen.load_exported(str(out)).generate(60, "KING", **greedy) == text
+    text = model.generate(60, "KING", **greedy)
+    expected = model.evaluate(text=tiny_text)
+    for format in ("tflite", "onnx"):
+        out = tmp_path / format
+        kerasgen.export(str(tmp_path / "run"), str(out), format=format)
+        exported = kerasgen.load_exported(str(out))
+        assert exported.generate(60, "KING", **greedy) == text, format
+        scored = exported.evaluate(text=tiny_text)
+        assert scored["level"] == level and scored["targets"] == expected["targets"]
+        for key in ("nats_per_char", "nats_per_token", "cold_nats_per_char"):
+            assert abs(scored[key] - expected[key]) <= 1e-5, (format, key)
     with pytest.raises(ParameterError, match=r"^top_k is not available"):
-        kerasgen.load_exported(str(out)).generate(5, top_k=3)
+        exported.generate(5, top_k=3)
+
+
+@pytest.mark.parametrize("family", ["lstm", "transformer"])
+def test_evaluate_scores_an_export_as_it_scores_the_run(tiny_text, tmp_path, family):
+    # The transformer reads half-overlapping windows of its context: a text longer than
+    # several contexts, in few streams, has many.
+    tiny_run(tmp_path / "run", Vocabulary.from_text(tiny_text), family)
+    (tmp_path / "held.txt").write_text(tiny_text[: len(tiny_text) // 2])
+    scored = ["--text", tmp_path / "held.txt", "--streams", "3", "--json"]
+    expected = json.loads(run(["evaluate", "--save_dir", tmp_path / "run", *scored]).stdout)
+    for format in ("tflite", "onnx"):
+        out = tmp_path / format
+        kerasgen.export(str(tmp_path / "run"), str(out), format=format)
+        r = run(["evaluate", "--exported", out, *scored])
+        assert r.exit_code == 0, r.output
+        got = json.loads(r.stdout)
+        assert got["save_dir"] == str(out) and got["targets"] == expected["targets"]
+        for key in ("nats_per_char", "cold_nats_per_char", "warm_nats_per_char"):
+            assert abs(got[key] - expected[key]) <= 1e-5, (format, key)
+        table = run(["evaluate", "--exported", out, "--text", tmp_path / "held.txt"]).stdout
+        assert f"{out} ({format} export of {tmp_path / 'run'}, latest checkpoint" in table
+    refused = run(["evaluate", "--exported", out, "--python_syntax", "3"])
+    assert refused.exit_code == 2
+    assert "--python_syntax is not available on an exported model" in refused.output
+
+
+def tflite_ops(path) -> set[str]:
+    """The operators of a .tflite file, as TensorFlow's analyzer names them."""
+    import tensorflow as tf
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        tf.lite.experimental.Analyzer.analyze(model_path=str(path))
+    return set(re.findall(r"Op#\d+ (\w+)\(", printed.getvalue()))
+
+
+def test_quantized_exports_are_smaller_and_cost_little(tiny_text, tmp_path):
+    vocab = Vocabulary.from_text(tiny_text)
+    tiny_run(tmp_path / "run", vocab, "lstm", rnn_size=64)
+    (tmp_path / "held.txt").write_text(tiny_text)
+    full = kerasgen.load(str(tmp_path / "run")).evaluate(text=tiny_text)["nats_per_char"]
+    for format in ("tflite", "onnx"):
+        sizes = {}
+        for quantize in kerasgen.QUANTIZE:
+            out = tmp_path / f"{format}-{quantize}"
+            flags = ["--format", format, "--quantize", quantize]
+            r = run(["export", "--save_dir", tmp_path / "run", "--out", out, *flags])
+            assert r.exit_code == 0, r.output
+            sizes[quantize] = os.path.getsize(out / f"model.{format}")
+            loss = kerasgen.load_exported(str(out)).evaluate(text=tiny_text)["nats_per_char"]
+            assert abs(loss - full) <= (1e-5 if quantize == "none" else 0.05), (format, quantize)
+            if format == "tflite":
+                ops = tflite_ops(out / "model.tflite")
+                # Builtin operators only: no Flex (TensorFlow) or custom operators.
+                assert ops and all(re.fullmatch(r"[A-Z][A-Z0-9_]*", op) for op in ops), ops
+        assert sizes["float16"] < 0.6 * sizes["none"] and sizes["int8"] < 0.8 * sizes["float16"]
+    refused = run(
+        ["export", "--save_dir", tmp_path / "run", "--out", tmp_path / "s"] + ["--quantize", "int8"]
+    )
+    assert refused.exit_code == 2 and "--quantize applies to --format tflite" in refused.output
+    assert not (tmp_path / "s").exists()
+
+
+def test_the_docs_runner_generates_without_kerasgen(tiny_text, tmp_path):
+    tiny_run(tmp_path / "run", Vocabulary.from_text(tiny_text), "lstm")
+    greedy = ["-n", "150", "--prime", "KING", "--sample", "0"]
+    expected = run(["sample", "--save_dir", tmp_path / "run", *greedy])
+    drawn = ["-n", "150", "--prime", "KING", "--seed", "3", "--temperature", "0.9"]
+    # The command as a user runs it: its own process, nothing but the text on the terminal.
+    kerasgen_command = os.path.join(os.path.dirname(sys.executable), "kerasgen")
+    for format in ("tflite", "onnx"):
+        out = str(tmp_path / format)
+        kerasgen.export(str(tmp_path / "run"), out, format=format)
+        printed = []
+        for flags in (["--prime", "KING", "-n", "150", "--greedy"], drawn):
+            runner = (
+                "import runpy, sys; sys.modules['kerasgen'] = None; "  # no kerasgen import
+                f"sys.argv = ['edge_runner.py', {out!r}, *{flags!r}]; "
+                f"runpy.run_path({str(DOCS / 'edge_runner.py')!r}, run_name='__main__')"
+            )
+            proc = subprocess.run(
+                [sys.executable, "-c", runner], capture_output=True, text=True, timeout=300
+            )
+            assert proc.returncode == 0, proc.stderr[-2000:]
+            printed.append(proc.stdout)
+        assert printed[0] == expected.stdout, format
+        sampled = subprocess.run(
+            [kerasgen_command, "sample", "--exported", out, *drawn],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert sampled.returncode == 0 and sampled.stderr == "", sampled.stderr[-2000:]
+        assert sampled.stdout == printed[1] != printed[0], format
+
+
+def test_tensorflows_interpreter_runs_an_export_where_litert_is_missing(
+    tiny_text, tmp_path, monkeypatch
+):
+    tiny_run(tmp_path / "run", Vocabulary.from_text(tiny_text), "gru")
+    kerasgen.export(str(tmp_path / "run"), str(tmp_path / "out"), format="tflite")
+    monkeypatch.setitem(sys.modules, "ai_edge_litert", None)  # its import now fails
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
+    text = kerasgen.load(str(tmp_path / "run")).generate(80, "QUEEN", sample=0)
+    assert kerasgen.load_exported(str(tmp_path / "out")).generate(80, "QUEEN", sample=0) == text
+
+
+def test_exports_refuse_what_they_cannot_hold_in_one_line(tiny_text, tmp_path, monkeypatch):
+    import importlib.util
+
+    tiny_run(tmp_path / "run", Vocabulary.from_text(tiny_text), "lstm")
+    kerasgen.export(str(tmp_path / "run"), str(tmp_path / "saved"))
+    r = run(["sample", "--exported", tmp_path / "saved"])
+    assert r.exit_code == 2 and "holds no export.json" in r.output
+    assert len(r.output.strip().splitlines()) == 1
+    found = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "tf2onnx" else found(name, *a)
+    )
+    r = run(["export", "--save_dir", tmp_path / "run", "--out", tmp_path / "o", "--format", "onnx"])
+    assert r.exit_code == 2 and "needs tf2onnx" in r.output and "pip install" in r.output
+    assert not (tmp_path / "o").exists()
