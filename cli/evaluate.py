@@ -11,6 +11,7 @@ from kerasgen_cli.errors import library_errors
 from kerasgen_cli.options import (
     checkpoint_option,
     constrain_option,
+    exported_option,
     option,
     run_folder_option,
     truncation_options,
@@ -88,13 +89,7 @@ from kerasgen_cli.options import (
     "-n characters, and how many of those parse.",
 )
 @constrain_option("With --python_syntax and --real_words [default: none].")
-@option(
-    "--exported",
-    default=None,
-    type=click.Path(file_okay=False),
-    help="Score this folder of kerasgen export --format tflite or onnx instead of SAVE_DIR, "
-    "through its runtime, on the same text (what an export or its --quantize costs).",
-)
+@exported_option("Score", "on the same text: what an export or its --quantize costs")
 @option(
     "--json",
     "as_json",

@@ -59,6 +59,18 @@ def checkpoint_option(what: str):
     )
 
 
+def exported_option(verb: str, why: str):
+    """``--exported DIR``: a folder of ``kerasgen export --format tflite|onnx`` in place of
+    the run; ``verb``: what the command does with it, ``why``: what that shows."""
+    return option(
+        "--exported",
+        default=None,
+        type=click.Path(file_okay=False),
+        help=f"{verb} this folder of kerasgen export --format tflite or onnx instead of "
+        f"SAVE_DIR, through its runtime ({why}).",
+    )
+
+
 def keep_prob_options(fn):
     """``--output_keep_prob --input_keep_prob``: recurrent dropout, as train and bench share it."""
     fn = option(

@@ -13,6 +13,7 @@ from kerasgen_cli.errors import library_errors
 from kerasgen_cli.options import (
     checkpoint_option,
     constrain_option,
+    exported_option,
     option,
     run_folder_option,
     truncation_options,
@@ -103,13 +104,7 @@ SEPARATOR = "\n\n----\n\n"  # between samples
     type=int,
     help="With --syntax: draws per block; when all fail, a note says so and the sample ends.",
 )
-@option(
-    "--exported",
-    default=None,
-    type=click.Path(file_okay=False),
-    help="Run this folder of kerasgen export --format tflite or onnx instead of SAVE_DIR, "
-    "through its runtime (to check an export: --sample 0 prints what the run prints).",
-)
+@exported_option("Run", "to check an export: --sample 0 prints what the run prints")
 @verbose_option
 @library_errors
 def sample_command(save_dir, n, prime, stop, checkpoint, jit_compile, output, exported, **options):
