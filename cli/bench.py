@@ -50,6 +50,14 @@ from kerasgen_cli.options import (
     help="XLA-compile the training step.",
 )
 @option(
+    "--profile",
+    is_flag=True,
+    default=False,
+    help="Also time the parts of one training step (input, forward and backward through "
+    "the recurrence and the output layer, weight gradients, optimizer) and the weight "
+    "gradients as one GEMM in float32 and bfloat16.",
+)
+@option(
     "--json",
     "as_json",
     is_flag=True,
@@ -63,8 +71,9 @@ def bench_command(as_json, **options):
 
     Figures are medians over timed windows of synthetic text; --json prints
     train_chars_per_s, sample_chars_per_s, sample_batched_chars_per_s,
-    prime_chars_per_s (reading a long prime), peak_rss_mb and gflops
-    (achieved training GFLOP/s) among others.
+    prime_chars_per_s (reading a long prime), peak_rss_mb, gflops (achieved
+    training GFLOP/s), gemm_peak_gflops (this CPU's float32 GEMM, measured in the
+    same run) and peak_share among others; with --profile, profile_ms.
     """
     kerasgen.configure_cpu_threads()
     result = kerasgen.run_bench(kerasgen.BenchConfig(**options))
@@ -77,7 +86,8 @@ def bench_command(as_json, **options):
             "training",
             f"{result['train_chars_per_s']:,.0f} chars/s",
             f"{result['gflops']:.1f} GFLOP/s at {result['train_flop_per_char'] / 1e6:.2f} "
-            "MFLOP/char",
+            f"MFLOP/char, {result['precision']}: {result['peak_share']:.0%} of this CPU's "
+            f"{result['gemm_peak_gflops']:.0f} GFLOP/s GEMM",
         ),
         ("sampling, 1 stream", f"{result['sample_chars_per_s']:,.0f} chars/s", ""),
         (
@@ -105,6 +115,12 @@ def bench_command(as_json, **options):
     )
     for name, value, note in rows:
         click.echo(f"  {name:<22} {value:>28}  {note}".rstrip())
+    if "profile_ms" in result:
+        parts = kerasgen.profile_rows(result["profile_ms"])
+        total = result["profile_ms"]["step"]
+        click.echo("one training step, ms (parts timed alone; recurrence by difference):")
+        for name, ms in parts:
+            click.echo(f"  {name:<32} {ms:8.2f}  {ms / total:6.1%}")
 
 
 if __name__ == "__main__":

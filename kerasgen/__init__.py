@@ -38,6 +38,7 @@ from kerasgen.model import (
     configure_cpu_threads,
 )
 from kerasgen.presets import as_flags, load_preset, preset_names
+from kerasgen.profile import profile_rows
 from kerasgen.progress import training_progress
 from kerasgen.python_corpus import (
     DEFAULT_MAX_CHARS,
@@ -109,6 +110,7 @@ __all__ = [
     "load_preset",
     "parse_duration",
     "preset_names",
+    "profile_rows",
     "run_bench",
     "train",
     "training_progress",

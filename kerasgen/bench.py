@@ -19,6 +19,7 @@ import numpy as np
 
 from kerasgen.errors import ParameterError
 from kerasgen.model import DEFAULT_FAMILY, ModelConfig, family
+from kerasgen.profile import gemm_peak, profile_training
 
 WINDOWS = 5  # timed windows per measurement; the median is reported
 PRIME_CHARS = 20_000  # the long prime whose reading is timed
@@ -39,10 +40,15 @@ class BenchConfig:
     fused: bool = True
     jit_compile: bool = False
     seed: int = 0
+    profile: bool = False  # also time the parts of a training step (kerasgen.profile)
 
     def __post_init__(self):
         if not self.seconds > 0:
             raise ParameterError("seconds", f"must be > 0, got {self.seconds}")
+        if self.profile and not (self.fused and family(self.model).recurrent):
+            raise ParameterError(
+                "profile", "times the fused recurrent step: it needs a recurrent model and fused"
+            )
 
 
 def flops_per_char(config: ModelConfig) -> tuple[float, float]:
@@ -96,9 +102,11 @@ def run_bench(config: BenchConfig) -> dict:
         output_keep_prob=config.output_keep_prob,
     )
     rng = np.random.default_rng(config.seed)
-    model, train_rate, train_warmup_s = _training(config, model_config, rng)
+    model, train_rate, train_warmup_s, parts = _training(config, model_config, rng)
     sample_1, sample_warmup_s, sample_n, prime_rate = _sampling(config, model_config, model, rng)
     train_flop, forward_flop = flops_per_char(model_config)
+    peak = gemm_peak("float32")
+    gflops = train_rate * train_flop / 1e9
     return {
         "train_chars_per_s": round(train_rate, 1),
         "sample_chars_per_s": round(sample_1, 1),
@@ -106,18 +114,24 @@ def run_bench(config: BenchConfig) -> dict:
         "sample_streams": config.sample_streams,
         "prime_chars_per_s": round(prime_rate, 1),
         "peak_rss_mb": round(peak_rss_mb(), 1),
-        "gflops": round(train_rate * train_flop / 1e9, 2),
+        "precision": "float32",
+        "gflops": round(gflops, 2),
+        # This CPU's float32 GEMM (kerasgen.profile.gemm_peak), measured in the same run.
+        "gemm_peak_gflops": round(peak, 1),
+        "peak_share": round(gflops / peak, 4),
         "train_flop_per_char": train_flop,
         "sample_flop_per_char": forward_flop,
         "train_warmup_s": round(train_warmup_s, 2),
         "sample_warmup_s": round(sample_warmup_s, 2),
         "params": count_params(model),
         "config": dataclasses.asdict(config),
+        **({"profile_ms": parts} if parts is not None else {}),
     }
 
 
 def _training(config: BenchConfig, model_config: ModelConfig, rng):
-    """The model, its training chars/s and the warm-up seconds."""
+    """The model, its training chars/s, the warm-up seconds and (with ``config.profile``)
+    the milliseconds of each part of a step."""
     import keras
 
     from kerasgen import data
@@ -146,7 +160,11 @@ def _training(config: BenchConfig, model_config: ModelConfig, rng):
     for _ in range(3):
         one_step()
     warmup = time.perf_counter() - started
-    return model, _median_rate(one_step, config.seconds), warmup
+    rate = _median_rate(one_step, config.seconds)
+    parts = None
+    if config.profile:
+        parts = profile_training(model, optimizer, batches)
+    return model, rate, warmup, parts
 
 
 def _sampling(config: BenchConfig, model_config: ModelConfig, model, rng):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from runner import run
 
+import kerasgen
 from kerasgen import rundir
 from kerasgen.fused import FusedModel
 from kerasgen.model import ModelConfig, build_model, reset_states
@@ -141,8 +142,43 @@ def test_bench_json_has_positive_figures():
         "prime_chars_per_s",
         "peak_rss_mb",
         "gflops",
+        "gemm_peak_gflops",
     ):
         assert result[key] > 0, key
+    assert result["precision"] == "float32" and 0 < result["peak_share"] < 1
+    assert "profile_ms" not in result  # only with --profile
+
+
+def test_bench_profile_times_the_parts_of_a_training_step():
+    tiny = ["--seconds", "1", "--rnn_size", "16", "--batch_size", "4", "--seq_length", "8"]
+    r = run(["bench", "--profile", "--sample_streams", "2", *tiny])
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    at = lines.index("one training step, ms (parts timed alone; recurrence by difference):")
+    rows = {line[:34].strip(): float(line[34:].split()[0]) for line in lines[at + 1 :]}
+    names = {name.strip() for name, _ in kerasgen.profile_rows(dict.fromkeys(PARTS, 0.0))}
+    assert set(rows) == names
+    for name in ("input pipeline", "forward: output layer", "optimizer (clip, Adam)"):
+        assert rows[name] > 0, name
+    # The whole step holds a forward pass, a backward pass and the update.
+    step = rows["whole step (its input included)"]
+    assert step > rows["forward: recurrence"] + rows["forward: output layer"]
+    refused = run(["bench", "--profile", "--no_fused", *tiny])
+    assert refused.exit_code == 2 and "--profile times the fused recurrent step" in refused.output
+
+
+PARTS = (
+    "input",
+    "step",
+    "forward",
+    "forward_backward",
+    "optimizer",
+    "output_forward",
+    "output_forward_backward",
+    "weight_grads_per_step",
+    "weight_grads_one_gemm",
+    "weight_grads_one_gemm_bf16",
+)
 
 
 def test_bench_rejects_bad_seconds():
