@@ -113,9 +113,29 @@ def profile_training(model, optimizer, batches, line_start_id: int = 0) -> dict:
             loss = output_forward(hidden)
         return tape.gradient(loss, [hidden, net.dense_kernel, net.dense_bias])
 
+    parts = {
+        "input": _median_seconds(lambda: next(batches)[0]),
+        "step": _median_seconds(lambda: train_step(*next(batches))),
+        "forward": _median_seconds(lambda: forward(x, y)),
+        "forward_backward": _median_seconds(lambda: forward_backward(x, y)[0]),
+        "optimizer": _median_seconds(lambda: apply(gradients)),
+        "output_forward": _median_seconds(lambda: output_forward(hidden)),
+        "output_forward_backward": _median_seconds(lambda: output_forward_backward(hidden)[1]),
+        **_weight_gradient_parts(net, family_of(model).gates, seq, batch),
+    }
+    return {name: round(seconds * 1e3, 3) for name, seconds in parts.items()}
+
+
+def _weight_gradient_parts(net, gates: int, seq: int, batch: int) -> dict:
+    """Seconds of the recurrent layers' weight-gradient products: one per layer and time
+    step, summed (as autodiff of the unrolled loop computes them), and one per layer over
+    the whole batch in float32 and bfloat16."""
+    import tensorflow as tf
+
+    units = net.dense_kernel.shape[0]
+    gates = gates * units
     # Per layer: inputs (B, K) and gate gradients (B, G*H) of every time step; layer 1 reads
     # h (K = H), the layers above [x, h] (K = 2H).
-    gates = family_of(model).gates * units
     widths = [units] + [2 * units] * (len(net.layers) - 1)
     inputs = [tf.random.normal([seq, batch, k]) for k in widths]
     deltas = tf.random.normal([seq, batch, gates])
@@ -137,19 +157,11 @@ def profile_training(model, optimizer, batches, line_start_id: int = 0) -> dict:
 
         return _median_seconds(lambda: products(flat, d)[0])
 
-    parts = {
-        "input": _median_seconds(lambda: next(batches)[0]),
-        "step": _median_seconds(lambda: train_step(*next(batches))),
-        "forward": _median_seconds(lambda: forward(x, y)),
-        "forward_backward": _median_seconds(lambda: forward_backward(x, y)[0]),
-        "optimizer": _median_seconds(lambda: apply(gradients)),
-        "output_forward": _median_seconds(lambda: output_forward(hidden)),
-        "output_forward_backward": _median_seconds(lambda: output_forward_backward(hidden)[1]),
+    return {
         "weight_grads_per_step": _median_seconds(lambda: weight_grads_per_step(inputs, deltas)[0]),
         "weight_grads_one_gemm": one_gemm(tf.float32),
         "weight_grads_one_gemm_bf16": one_gemm(tf.bfloat16),
     }
-    return {name: round(seconds * 1e3, 3) for name, seconds in parts.items()}
 
 
 def profile_rows(parts: dict) -> list[tuple[str, float]]:
