@@ -63,26 +63,8 @@ class ExportedModel:
     be scored (``evaluation`` / ``evaluate``)."""
 
     def __init__(self, folder: str):
-        from kerasgen.rundir import VOCAB_NAME
-        from kerasgen.vocab import vocabulary_from_json
-
-        info_path = os.path.join(folder, EXPORT_INFO)
-        if not os.path.isfile(info_path):
-            raise FileNotFoundError(
-                f"{folder} holds no {EXPORT_INFO}; pass a folder kerasgen export --format "
-                "tflite or --format onnx wrote"
-            )
+        self.info, self.vocab, self._runtime = _read_export(folder)
         try:
-            with open(info_path, encoding="utf-8") as f:
-                self.info = json.load(f)
-            format = self.info.get("format")
-            if format not in MODEL_FILES:
-                raise ValueError(f"its format is {format!r}, not one of {', '.join(MODEL_FILES)}")
-            with open(os.path.join(folder, VOCAB_NAME), encoding="utf-8") as f:
-                self.vocab = vocabulary_from_json(f.read())
-            path = os.path.join(folder, self.info["model"])
-            self._runtime = TfliteStep(path) if format == "tflite" else OnnxStep(path, self.info)
-            self._zeros = {s["name"]: (s["shape"][1:], s["dtype"]) for s in self.info["state"]}
             source = self.info.get("run", {})
             config = source.get("model")
             self.run = rundir.Run(
@@ -90,12 +72,13 @@ class ExportedModel:
                 ModelConfig.from_dict(config) if config else None,
                 {k: v for k, v in source.get("train", {}).items() if v is not None},
                 self.vocab,
-                self.info.get("preamble", ""),
+                str(self.info.get("preamble", "")),
             )
-        except (OSError, ValueError, KeyError, TypeError) as e:
+        except (AttributeError, TypeError) as e:
             raise CheckpointError(
                 f"{folder} is not a readable export ({e}); export again"
             ) from None
+        format = self.info["format"]
         self.folder, self.format = folder, format
         self.rows = self.info.get("rows")  # rows the step takes at once (None: any)
         self.context = self.info.get("context")  # a windowed family's, else None
@@ -119,7 +102,8 @@ class ExportedModel:
     def initial_state(self, rows: int = 1) -> dict:
         """The state of ``rows`` rows that have read nothing, by the step's input names."""
         return {
-            name: np.zeros([rows, *shape], dtype) for name, (shape, dtype) in self._zeros.items()
+            name: np.zeros([rows, *shape], dtype)
+            for name, (shape, dtype) in self._runtime.state_specs.items()
         }
 
     def step(self, token: int, state: dict) -> tuple[np.ndarray, dict]:
@@ -311,6 +295,53 @@ def draw(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> in
     return int(min(at, len(cumulative) - 1))
 
 
+def _read_export(folder: str):
+    """``export.json`` (a dict), the vocabulary and the model's step runtime of the export
+    in ``folder``, checked against each other; CheckpointError for anything unreadable."""
+    from kerasgen.rundir import VOCAB_NAME
+    from kerasgen.vocab import vocabulary_from_json
+
+    info_path = os.path.join(folder, EXPORT_INFO)
+    if not os.path.isfile(info_path):
+        raise FileNotFoundError(
+            f"{folder} holds no {EXPORT_INFO}; pass a folder kerasgen export --format "
+            "tflite or --format onnx wrote"
+        )
+    try:
+        with open(info_path, encoding="utf-8") as f:
+            info = json.load(f)
+        if not isinstance(info, dict):
+            raise ValueError(f"{EXPORT_INFO} is not a JSON object")
+        format = info.get("format")
+        if format not in MODEL_FILES or info.get("model") != MODEL_FILES[format]:
+            raise ValueError(f"{EXPORT_INFO} names no model file kerasgen export writes")
+        with open(os.path.join(folder, VOCAB_NAME), encoding="utf-8") as f:
+            vocab = vocabulary_from_json(f.read())
+        path = os.path.join(folder, MODEL_FILES[format])
+        if not os.path.isfile(path):
+            raise ValueError(f"{MODEL_FILES[format]} is missing")
+        try:
+            runtime = TfliteStep(path) if format == "tflite" else OnnxStep(path, info)
+        except ParameterError:
+            raise
+        except Exception as e:  # each runtime raises its own kinds for a damaged file
+            raise ValueError(f"{MODEL_FILES[format]} does not load: {_first_line(e)}") from None
+        described = {s["name"]: (tuple(s["shape"][1:]), s["dtype"]) for s in info["state"]}
+        if described != runtime.state_specs:
+            raise ValueError(f"the state in {EXPORT_INFO} is not the model's")
+        if runtime.vocab_size != len(vocab):
+            raise ValueError(
+                f"{VOCAB_NAME} has {len(vocab)} tokens, the model {runtime.vocab_size}"
+            )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+        raise CheckpointError(f"{folder} is not a readable export ({e}); export again") from None
+    return info, vocab, runtime
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
 def _refuse_changed(given: dict, defaults: dict, where: str) -> None:
     """ParameterError for an option an export cannot run at a value other than its default."""
     for name, value in given.items():
@@ -330,9 +361,17 @@ class TfliteStep:
         interpreter = _interpreter(path)
         interpreter.allocate_tensors()  # once: the step's shapes never change
         runner = interpreter.get_signature_runner(STEP_SIGNATURE)
-        self._inputs = {name: d["index"] for name, d in runner.get_input_details().items()}
-        self._outputs = [(name, d["index"]) for name, d in runner.get_output_details().items()]
+        inputs, outputs = runner.get_input_details(), runner.get_output_details()
+        self._inputs = {name: d["index"] for name, d in inputs.items()}
+        self._outputs = [(name, d["index"]) for name, d in outputs.items()]
         self._interpreter = interpreter
+        # The state's shape without the batch, and dtype, by input name; the vocabulary size.
+        self.state_specs = {
+            name: (tuple(int(n) for n in d["shape"][1:]), np.dtype(d["dtype"]).name)
+            for name, d in inputs.items()
+            if name != "ids"
+        }
+        self.vocab_size = int(outputs["logits"]["shape"][-1])
 
     def __call__(self, ids: np.ndarray, state: dict) -> dict:
         interpreter = self._interpreter
@@ -341,6 +380,9 @@ class TfliteStep:
             interpreter.set_tensor(self._inputs[name], value)
         interpreter.invoke()
         return {name: interpreter.get_tensor(index) for name, index in self._outputs}
+
+
+ONNX_TYPES = {"tensor(float)": "float32", "tensor(int32)": "int32", "tensor(int64)": "int64"}
 
 
 class OnnxStep:
@@ -361,6 +403,12 @@ class OnnxStep:
         self._outputs = [o.name for o in self._session.get_outputs()]
         renamed = {s["output"]: s["name"] for s in info["state"]}
         self._names = [renamed.get(name, name) for name in self._outputs]
+        self.state_specs = {
+            i.name: (tuple(i.shape[1:]), ONNX_TYPES.get(i.type, i.type))
+            for i in self._session.get_inputs()
+            if i.name != "ids"
+        }
+        self.vocab_size = self._session.get_outputs()[self._outputs.index("logits")].shape[-1]
 
     def __call__(self, ids: np.ndarray, state: dict) -> dict:
         out = self._session.run(self._outputs, {"ids": ids.astype(np.int32, copy=False), **state})

@@ -304,3 +304,42 @@ def test_exports_refuse_what_they_cannot_hold_in_one_line(tiny_text, tmp_path, m
     r = run(["export", "--save_dir", tmp_path / "run", "--out", tmp_path / "o", "--format", "onnx"])
     assert r.exit_code == 2 and "needs tf2onnx" in r.output and "pip install" in r.output
     assert not (tmp_path / "o").exists()
+
+
+def _edit_json(path, change):
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps(change(data)))
+
+
+def _shorter_state(info):
+    info["state"][0]["shape"][1] += 1
+    return info
+
+
+DAMAGE = {
+    "model file removed": lambda d, f: (d / f"model.{f}").unlink(),
+    "model file not a model": lambda d, f: (d / f"model.{f}").write_bytes(b"not a model"),
+    "export.json a list": lambda d, f: (d / "export.json").write_text("[1, 2]"),
+    "export.json cut short": lambda d, f: (d / "export.json").write_text('{"format": "'),
+    "state shape edited": lambda d, f: _edit_json(d / "export.json", _shorter_state),
+    "model elsewhere": lambda d, f: _edit_json(d / "export.json", lambda i: {**i, "model": "/x"}),
+    "vocabulary cut": lambda d, f: _edit_json(
+        d / "vocab.json", lambda v: {**v, "chars": v["chars"][:5], "counts": v["counts"][:5]}
+    ),
+    "vocab.json removed": lambda d, f: (d / "vocab.json").unlink(),
+}
+
+
+def test_a_damaged_export_is_one_error_line(tiny_text, tmp_path):
+    tiny_run(tmp_path / "run", Vocabulary.from_text(tiny_text), "lstm")
+    for format in ("tflite", "onnx"):
+        kerasgen.export(str(tmp_path / "run"), str(tmp_path / format), format=format)
+        for name, damage in DAMAGE.items():
+            folder = tmp_path / f"{format}-{name.replace(' ', '-')}"
+            shutil.copytree(tmp_path / format, folder)
+            damage(folder, format)
+            for command in (["sample", "-n", "5"], ["evaluate", "--text", folder / "vocab.json"]):
+                r = run([command[0], "--exported", folder, *command[1:]])
+                assert r.exit_code == 1, (format, name, r.output)
+                assert len(r.output.strip().splitlines()) == 1, (format, name, r.output)
+                assert "is not a readable export" in r.output and "export again" in r.output
