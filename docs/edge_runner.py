@@ -6,8 +6,9 @@ Character-level runs (the vocabulary is the list `chars`).
     python edge_runner.py EXPORT_DIR --prime "KING" -n 200            # draws, seed 0
     python edge_runner.py EXPORT_DIR --prime "KING" -n 200 --greedy   # the most likely
 
-With --greedy it prints what `kerasgen sample --sample 0` prints for the run, and otherwise
-what `kerasgen sample --exported EXPORT_DIR` prints with the same --seed and --temperature.
+It prints what `kerasgen sample` prints for the run with the same --seed and --temperature
+(and with --greedy, what `kerasgen sample --sample 0` prints): each draw uses kerasgen's
+uniform for (seed, token index), a 32-bit integer hash, through the cumulative softmax.
 """
 
 import argparse
@@ -45,6 +46,25 @@ def load_step(folder, info):
     return step
 
 
+MASK = 0xFFFFFFFF
+
+
+def mix(x):
+    """A 32-bit integer hash (lowbias32)."""
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & MASK
+    x ^= x >> 15
+    x = (x * 0x846CA68B) & MASK
+    return x ^ (x >> 16)
+
+
+def uniform(seed, g):
+    """kerasgen's uniform in (0, 1) for generated token g of a sample with this seed."""
+    key = mix((mix(seed & MASK) + g) & MASK)
+    h = mix(key)  # mix(key + r) for sample r of several; this is sample 0
+    return (np.float32(h >> 8) + np.float32(0.5)) / np.float32(1 << 24)
+
+
 def generate(folder, prime, n, temperature=1.0, seed=0, greedy=False):
     with open(os.path.join(folder, "export.json"), encoding="utf-8") as f:
         info = json.load(f)
@@ -58,16 +78,16 @@ def generate(folder, prime, n, temperature=1.0, seed=0, greedy=False):
     prefix = [index[c] for c in info["preamble"] + prime] or [0]
     for i in prefix:
         logits, state = step(np.array([i], np.int32), state)
-    rng = np.random.default_rng(seed)
     out = []
-    for _ in range(n):
-        z = logits[0].astype(np.float64) / temperature
+    for g in range(n):
+        z = logits[0].astype(np.float32)
         if greedy:
             i = int(np.argmax(z))
-        else:  # one uniform through the inverse of the cumulative softmax
-            cumulative = np.cumsum(np.exp(z - z.max()))
-            at = np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right")
-            i = int(min(at, len(chars) - 1))
+        else:  # the float32 cumulative softmax at the temperature, and one uniform
+            z = (z - z.max()) / np.float32(temperature)
+            e = np.exp(z)
+            cdf = np.cumsum(e / e.sum(), dtype=np.float32)
+            i = int(min(np.sum(cdf < uniform(seed, g) * cdf[-1]), len(chars) - 1))
         out.append(chars[i])
         logits, state = step(np.array([i], np.int32), state)
     return prime + "".join(out)

@@ -7,10 +7,11 @@ plain Python loop through the file's own runtime (LiteRT's or TensorFlow's TFLit
 interpreter; onnxruntime), so a user can check an export before shipping it:
 
 - ``stream`` / ``generate``: the prefix is read as ``kerasgen sample`` reads it (the run's
-  preamble, then the prime), and argmax (``sample=0``) gives the same text as ``kerasgen
-  sample --sample 0``. Draws (``sample=1``) come from NumPy's generator seeded with
-  ``seed``: the same seed gives the same text here, but not the text ``kerasgen sample``
-  draws.
+  preamble, then the prime), and each token is chosen as the compiled sampler chooses it:
+  argmax (``sample=0``), or a draw with the sampler's own uniform for (seed, token index),
+  computed in NumPy (``sampling.uniform_numpy``). So a seed gives the text ``kerasgen sample
+  --seed`` gives, except where float rounding moves a boundary of the distribution across a
+  uniform (logits agree to about 1e-5, so rarely).
 - ``evaluation`` / ``evaluate``: held-out loss and start penalty exactly as ``kerasgen
   evaluate`` reads them (``kerasgen.evaluate``: the same text, streams and windows), with
   every logit from the exported step.
@@ -31,15 +32,17 @@ from kerasgen.errors import CheckpointError, ParameterError
 from kerasgen.evaluate import CHUNK_LENGTH, STREAMS, evaluate_model, stream_layout
 from kerasgen.evaluation import Evaluation, check_text_and_streams
 from kerasgen.model import ModelConfig
-from kerasgen.run import describe_checkpoint
+from kerasgen.run import describe_checkpoint, resolve_seed
 from kerasgen.sampling import (
     ARGMAX,
     SAMPLE,
     SAMPLE_AFTER_SPACE,
     SAMPLE_MODES,
     SamplingOptions,
+    draw_numpy,
     glue_rule,
     space_id,
+    uniform_numpy,
 )
 
 # What a runner of the step leaves at its defaults: the compiled sampler's own features.
@@ -154,18 +157,17 @@ class ExportedModel:
         stops = [stop] if isinstance(stop, str) else list(stop or ())
         cut = StopTexts(stops, 1)
         prefix = prefix_ids(self.vocab, self.preamble, prime)
-        return self._pieces(prefix, n, prime, sample, temperature, seed, cut)
+        return self._pieces(prefix, n, prime, sample, temperature, resolve_seed(seed), cut)
 
     def _pieces(self, prefix, n, prime, sample, temperature, seed, cut):
-        rng = np.random.default_rng(seed)
         decoder = self.vocab.decoder()
         state = self.initial_state()
         for token in prefix:
             logits, state = self.step(int(token), state)
         yield prime
         token = int(prefix[-1])
-        for _ in range(n):
-            token = self._choose(logits, token, sample, temperature, rng)
+        for g in range(n):
+            token = self._choose(logits, token, sample, temperature, seed, g)
             (piece,) = cut.feed([decoder.decode([token])])
             if piece:
                 yield piece
@@ -175,15 +177,18 @@ class ExportedModel:
         (piece,) = cut.feed([decoder.flush()])
         yield piece + cut.flush()[0]
 
-    def _choose(self, logits, previous: int, sample: int, temperature: float, rng) -> int:
-        """The next id: the most likely (``ARGMAX``, and ``SAMPLE_AFTER_SPACE`` but after a
-        space) or a draw at ``temperature``; never two word tokens glued together."""
-        logits = np.asarray(logits, np.float64)
+    def _choose(
+        self, logits, previous: int, sample: int, temperature: float, seed: int, g: int
+    ) -> int:
+        """Generated token ``g``: the most likely (``ARGMAX``, and ``SAMPLE_AFTER_SPACE``
+        but after a space) or a draw at ``temperature`` with the compiled sampler's uniform
+        for (``seed``, ``g``, row 0); never two word tokens glued together."""
+        logits = np.asarray(logits, np.float32)
         if self.glue is not None and self.glue[0][previous]:
-            logits = np.where(self.glue[1], -np.inf, logits)
+            logits = np.where(self.glue[1], np.float32(-np.inf), logits)
         if sample == ARGMAX or (sample == SAMPLE_AFTER_SPACE and previous != self.space_id):
             return int(np.argmax(logits))
-        return draw(logits, temperature, rng)
+        return draw_numpy(logits, temperature, uniform_numpy(seed, g))
 
     def generate(self, n: int = 500, prime: str = "", **options) -> str:
         """The prime followed by ``n`` generated tokens (``stream``'s options)."""
@@ -284,15 +289,6 @@ class StepScorer:
                     nats -= z[np.arange(len(z)), y[:, t]]
                     total += float((nats * m[:, t]).sum())
         return total
-
-
-def draw(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> int:
-    """An id drawn from softmax(``logits`` / ``temperature``) with one uniform of ``rng``
-    (the inverse of the cumulative distribution; the docs' runner draws the same way)."""
-    z = np.asarray(logits, np.float64) / temperature
-    cumulative = np.cumsum(np.exp(z - z.max()))
-    at = np.searchsorted(cumulative, rng.random() * cumulative[-1], side="right")
-    return int(min(at, len(cumulative) - 1))
 
 
 def _read_export(folder: str):

@@ -145,7 +145,7 @@ class TrainedModel:
             temperature=temperature,
             top_k=top_k,
             top_p=top_p,
-            seed=_seed(seed),
+            seed=resolve_seed(seed),
             constrain=constrain,
         )
         checks.at_least("n", n, 0)
@@ -252,7 +252,7 @@ def _joined(pieces, num_samples: int) -> list[str]:
     return ["".join(text) for text in texts]
 
 
-def _seed(seed: int | None) -> int:
+def resolve_seed(seed: int | None) -> int:
     """``seed``, checked, or a fresh random one for None: the one seeding rule."""
     checks.seed("seed", seed)
     if seed is None:

@@ -235,6 +235,33 @@ def seed_keys(seed):
     return _mix32(_cast32(seed))
 
 
+def uniform_numpy(seed: int, step: int, row: int = 0) -> np.float32:
+    """``_uniform`` in plain Python and NumPy, for a runner outside TensorFlow: the same
+    bits for the same (seed, step, row)."""
+
+    def mix(x: int) -> int:
+        x ^= x >> 16
+        x = (x * 0x7FEB352D) & _MASK32
+        x ^= x >> 15
+        x = (x * 0x846CA68B) & _MASK32
+        return x ^ (x >> 16)
+
+    key = mix((mix(seed & _MASK32) + (step & _MASK32)) & _MASK32)
+    h = mix((key + (row & _MASK32)) & _MASK32)
+    return (np.float32(h >> 8) + np.float32(0.5)) / np.float32(1 << 24)
+
+
+def draw_numpy(logits: np.ndarray, temperature: float, uniform: np.float32) -> int:
+    """``select_rows``' draw for one row in NumPy float32, given its uniform: the same id
+    as the compiled sampler for the same logits, but where float rounding (of the logits
+    of another runtime, or of a sum in another order) moves a boundary of the cumulative
+    distribution across the uniform."""
+    z = np.asarray(logits, np.float32)
+    e = np.exp((z - z.max()) / np.float32(temperature))  # the largest is exp(0): no max again
+    cdf = (e / e.sum()).cumsum()
+    return min(int(np.count_nonzero(cdf < uniform * cdf[-1])), len(cdf) - 1)
+
+
 def _uniform(seed, steps, row, key=None):
     """Uniforms in (0, 1), one per row, a pure function of (seed, step, row), each (N,).
     ``key``: ``seed_keys(seed)``, if already computed."""

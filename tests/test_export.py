@@ -145,7 +145,9 @@ FAMILIES = ["lstm", "transformer", "bigram"] + [
 def test_an_export_samples_what_the_run_samples(tiny_text, tmp_path, family):
     tiny_run(tmp_path / "run", Vocabulary.from_text(tiny_text), family)
     greedy = ["-n", "200", "--prime", "KING", "--sample", "0"]
+    drawn = ["-n", "200", "--seed", "3", "--temperature", "0.9"]
     expected = run(["sample", "--save_dir", tmp_path / "run", *greedy])
+    expected_drawn = run(["sample", "--save_dir", tmp_path / "run", *drawn])
     for format, rows in (("tflite", [1]), ("onnx", [None])):
         out = tmp_path / format
         r = run(["export", "--save_dir", tmp_path / "run", "--out", out, "--format", format])
@@ -155,9 +157,9 @@ def test_an_export_samples_what_the_run_samples(tiny_text, tmp_path, family):
         assert {s["shape"][0] for s in info["state"]} == set(rows)  # TFLite: one row
         got = run(["sample", "--exported", out, *greedy])
         assert got.exit_code == 0 and got.stdout == expected.stdout, format
-        drawn = ["-n", "80", "--seed", "3", "--temperature", "0.9"]
-        once, again = (run(["sample", "--exported", out, *drawn]).stdout for _ in range(2))
-        assert once == again and len(once) > 40
+        # A seed draws what the compiled sampler draws: the same uniforms, the same text.
+        got = run(["sample", "--exported", out, *drawn])
+        assert got.stdout == expected_drawn.stdout != expected.stdout, format
 
 
 @pytest.mark.parametrize("level", ["word", "bpe"])
@@ -176,6 +178,10 @@ def test_exports_hold_every_level(tiny_text, tmp_path, level):
         kerasgen.export(str(tmp_path / "run"), str(out), format=format)
         exported = kerasgen.load_exported(str(out))
         assert exported.generate(60, "KING", **greedy) == text, format
+        for mode in (1, 2):  # every draw, and draws after a space only
+            seeded = {"sample": mode, "seed": 4, "temperature": 0.8}
+            drawn = exported.generate(60, "KING", **seeded)
+            assert drawn == model.generate(60, "KING", **seeded), (format, mode)
         scored = exported.evaluate(text=tiny_text)
         assert scored["level"] == level and scored["targets"] == expected["targets"]
         for key in ("nats_per_char", "nats_per_token", "cold_nats_per_char"):
@@ -250,6 +256,7 @@ def test_the_docs_runner_generates_without_kerasgen(tiny_text, tmp_path):
     greedy = ["-n", "150", "--prime", "KING", "--sample", "0"]
     expected = run(["sample", "--save_dir", tmp_path / "run", *greedy])
     drawn = ["-n", "150", "--prime", "KING", "--seed", "3", "--temperature", "0.9"]
+    expected_drawn = run(["sample", "--save_dir", tmp_path / "run", *drawn])
     # The command as a user runs it: its own process, nothing but the text on the terminal.
     kerasgen_command = os.path.join(os.path.dirname(sys.executable), "kerasgen")
     for format in ("tflite", "onnx"):
@@ -267,7 +274,7 @@ def test_the_docs_runner_generates_without_kerasgen(tiny_text, tmp_path):
             )
             assert proc.returncode == 0, proc.stderr[-2000:]
             printed.append(proc.stdout)
-        assert printed[0] == expected.stdout, format
+        assert printed == [expected.stdout, expected_drawn.stdout], format
         sampled = subprocess.run(
             [kerasgen_command, "sample", "--exported", out, *drawn],
             capture_output=True,

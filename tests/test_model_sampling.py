@@ -150,3 +150,27 @@ def test_same_seed_same_text_and_streams_differ():
 
 def test_decode_prime_escapes():
     assert decode_prime(r"KING\nA\tB\\n") == "KING\nA\tB\\n"
+
+
+def test_the_numpy_draw_is_the_compiled_samplers():
+    # An export's runner draws outside TensorFlow: the same uniform bits for (seed, step,
+    # row), and the same id as select_next from the same logits.
+    import tensorflow as tf
+
+    from kerasgen.sampling import _uniform, draw_numpy, uniform_numpy
+
+    rng = np.random.default_rng(2)
+    for seed in (0, 1, 123_456_789, 2**32 - 1):
+        for step in (0, 1, 999, 2**31 - 1):
+            for row in (0, 5):
+                expected = _uniform(tf.constant(seed, tf.int64), tf.constant(step), row)
+                assert uniform_numpy(seed, step, row) == expected.numpy(), (seed, step, row)
+        logits = rng.normal(size=(1, 40)).astype(np.float32) * 3
+        for step in range(50):
+            for temperature in (1.0, 0.5):
+                options = SamplingOptions(temperature=temperature, seed=seed)
+                picked = select_next(
+                    logits, tf.zeros([1], tf.int32), step, seed, temperature, options, -1
+                )
+                u = uniform_numpy(seed, step)
+                assert draw_numpy(logits[0], temperature, u) == int(picked[0]), (seed, step)
