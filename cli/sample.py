@@ -104,7 +104,7 @@ SEPARATOR = "\n\n----\n\n"  # between samples
     type=int,
     help="With --syntax: draws per block; when all fail, a note says so and the sample ends.",
 )
-@exported_option("Run", "to check an export: --sample 0 prints what the run prints")
+@exported_option("Run", "to check an export: the same --seed prints what the run prints")
 @verbose_option
 @library_errors
 def sample_command(save_dir, n, prime, stop, checkpoint, jit_compile, output, exported, **options):

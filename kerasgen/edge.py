@@ -90,14 +90,13 @@ def check_onnx() -> None:
 
 def write_edge(model, folder: str, format: str, quantize: str = "none") -> None:
     """The step of ``model`` (a ``TrainedModel``) as ``format`` (``tflite`` or ``onnx``)
-    into the new folder ``folder``: the model file, ``vocab.json`` and ``export.json``."""
+    into the new folder ``folder``: the model file, ``vocab.json`` and ``export.json``
+    (``kerasgen.export.export`` checks the arguments)."""
     import tensorflow as tf
 
     from kerasgen.families import step_provider
     from kerasgen.rundir import VOCAB_NAME
 
-    if quantize not in QUANTIZE:
-        raise ParameterError("quantize", f"must be one of {', '.join(QUANTIZE)}, got {quantize!r}")
     net = model.build(1 if family(model.config.model).recurrent else None)
     steps = step_provider(net, fused=True)
     rows = 1 if format == "tflite" else None

@@ -66,24 +66,11 @@ class ExportedModel:
     be scored (``evaluation`` / ``evaluate``)."""
 
     def __init__(self, folder: str):
-        self.info, self.vocab, self._runtime = _read_export(folder)
-        try:
-            source = self.info.get("run", {})
-            config = source.get("model")
-            self.run = rundir.Run(
-                folder,
-                ModelConfig.from_dict(config) if config else None,
-                {k: v for k, v in source.get("train", {}).items() if v is not None},
-                self.vocab,
-                str(self.info.get("preamble", "")),
-            )
-        except (AttributeError, TypeError) as e:
-            raise CheckpointError(
-                f"{folder} is not a readable export ({e}); export again"
-            ) from None
+        self.info, self.vocab, self._runtime, self.run = _read_export(folder)
         format = self.info["format"]
+        source = self.info.get("run", {})
         self.folder, self.format = folder, format
-        self.rows = self.info.get("rows")  # rows the step takes at once (None: any)
+        self.rows = self._runtime.rows  # rows the step takes at once (None: any)
         self.context = self.info.get("context")  # a windowed family's, else None
         self.checkpoint = source.get("checkpoint", "best")  # the run's, for evaluate's table
         self.state = {"step": source.get("step")}
@@ -292,8 +279,9 @@ class StepScorer:
 
 
 def _read_export(folder: str):
-    """``export.json`` (a dict), the vocabulary and the model's step runtime of the export
-    in ``folder``, checked against each other; CheckpointError for anything unreadable."""
+    """``export.json`` (a dict), the vocabulary, the model's step runtime and the source
+    run's ``rundir.Run`` of the export in ``folder``, checked against each other;
+    CheckpointError for anything unreadable."""
     from kerasgen.rundir import VOCAB_NAME
     from kerasgen.vocab import vocabulary_from_json
 
@@ -322,6 +310,8 @@ def _read_export(folder: str):
             raise
         except Exception as e:  # each runtime raises its own kinds for a damaged file
             raise ValueError(f"{MODEL_FILES[format]} does not load: {_first_line(e)}") from None
+        if not isinstance(info.get("context"), (int, type(None))):
+            raise ValueError(f"the context in {EXPORT_INFO} is not a number")
         described = {s["name"]: (tuple(s["shape"][1:]), s["dtype"]) for s in info["state"]}
         if described != runtime.state_specs:
             raise ValueError(f"the state in {EXPORT_INFO} is not the model's")
@@ -329,9 +319,19 @@ def _read_export(folder: str):
             raise ValueError(
                 f"{VOCAB_NAME} has {len(vocab)} tokens, the model {runtime.vocab_size}"
             )
+        # Where the run came from: its held-out text, for evaluate (rundir.Run's fields).
+        source = info.get("run", {})
+        config = source.get("model")
+        run = rundir.Run(
+            folder,
+            ModelConfig.from_dict(config) if config else None,
+            {k: v for k, v in source.get("train", {}).items() if v is not None},
+            vocab,
+            str(info.get("preamble", "")),
+        )
     except (OSError, ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
         raise CheckpointError(f"{folder} is not a readable export ({e}); export again") from None
-    return info, vocab, runtime
+    return info, vocab, runtime, run
 
 
 def _first_line(error: Exception) -> str:
@@ -361,6 +361,7 @@ class TfliteStep:
         self._inputs = {name: d["index"] for name, d in inputs.items()}
         self._outputs = [(name, d["index"]) for name, d in outputs.items()]
         self._interpreter = interpreter
+        self.rows = 1  # the file's batch (kerasgen.edge exports one row)
         # The state's shape without the batch, and dtype, by input name; the vocabulary size.
         self.state_specs = {
             name: (tuple(int(n) for n in d["shape"][1:]), np.dtype(d["dtype"]).name)
@@ -397,6 +398,7 @@ class OnnxStep:
         options.log_severity_level = 3  # errors only
         self._session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         self._outputs = [o.name for o in self._session.get_outputs()]
+        self.rows = None  # any number
         renamed = {s["output"]: s["name"] for s in info["state"]}
         self._names = [renamed.get(name, name) for name in self._outputs]
         self.state_specs = {
