@@ -20,9 +20,10 @@ setup(
     # top-level package called "cli" lands in site-packages.
     packages=["kerasgen", "kerasgen_cli"],
     package_dir={"kerasgen_cli": "cli"},
-    # The shipped presets (kerasgen train --preset NAME) and the page kerasgen serve
-    # shows at / (kerasgen/page/), read with importlib.resources.
-    package_data={"kerasgen": ["presets/*.json", "page/*"]},
+    # The shipped presets (kerasgen train --preset NAME), the page kerasgen serve
+    # shows at / (kerasgen/page/) and Python's grammar (python.lark), read with
+    # importlib.resources.
+    package_data={"kerasgen": ["presets/*.json", "page/*", "python.lark"]},
     # Every dependency bounded below the next major version, which may break the API.
     install_requires=[
         "tensorflow>=2.16,<3",
@@ -35,6 +36,8 @@ setup(
         # (token pairs; 0.15 cannot), so a run folder's vocab.json loads with
         # any version in the range.
         "tokenizers>=0.20,<1",
+        # --constrain python: the LALR table of kerasgen/python.lark.
+        "lark>=1.1,<2",
         # kerasgen serve: the ASGI app and its server.
         "starlette>=0.40,<2",
         "uvicorn>=0.30,<1",

@@ -1,4 +1,5 @@
-"""``kerasgen evaluate``: held-out loss of a run, and optionally how much of its Python parses."""
+"""``kerasgen evaluate``: held-out loss of a run, and optionally how much of its Python
+compiles."""
 
 from __future__ import annotations
 
@@ -51,7 +52,7 @@ from kerasgen_cli.options import (
     default=0,
     type=int,
     help="Also generate this many samples and report the fraction of their complete "
-    "top-level blocks that ast.parse accepts (0: off).",
+    "top-level blocks that Python compiles (0: off).",
 )
 @option(
     "--real_words",
@@ -86,7 +87,7 @@ from kerasgen_cli.options import (
     default="",
     help=r"With --python_syntax: start every sample with this text (e.g. 'def '; \n, \t "
     r"and \\ decoded) and also count the samples whose first block finishes within "
-    "-n characters, and how many of those parse.",
+    "-n characters, and how many of those compile.",
 )
 @constrain_option("With --python_syntax and --real_words [default: none].")
 @exported_option("Score", "on the same text: what an export or its --quantize costs")
@@ -189,7 +190,7 @@ def _syntax_rows(syntax, prime: str, options) -> list[tuple[str, str]]:
         (
             "python syntax",
             f"{_rate(syntax.ok, syntax.total, syntax.interval)} "
-            f"top-level blocks parse ({syntax.samples} samples of "
+            f"top-level blocks compile ({syntax.samples} samples of "
             f"{syntax.chars:,} chars, {_settings(options)})",
         ),
         (
@@ -205,7 +206,7 @@ def _syntax_rows(syntax, prime: str, options) -> list[tuple[str, str]]:
                 f"{syntax.finished}/{syntax.samples} first blocks finished within "
                 f"{syntax.chars:,} chars; of those, "
                 f"{_rate(syntax.finished_ok, syntax.finished, syntax.finished_interval)}"
-                " parse",
+                " compile",
             )
         )
     return rows

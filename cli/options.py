@@ -105,15 +105,17 @@ def truncation_options(fn):
 
 
 def constrain_option(default_help: str):
-    """``--constrain python|none``: sampling kept to Python's rules (sample, evaluate)."""
+    """``--constrain python|python-tokens|none``: sampling kept to Python's rules (sample,
+    evaluate)."""
     return option(
         "--constrain",
         default=None,
         type=click.Choice([*kerasgen.CONSTRAINTS, "none"]),
-        help="python: never draw a character that breaks Python's rules where the "
-        "next character decides them (strings, brackets, indentation, a ':' or "
-        "'else' a line still needs, def headers, two operands in a row, try "
-        "without except; docs/python-code.md); character-level runs only. " + default_help,
+        help="python: every character drawn keeps the text the start of a module "
+        "Python compiles (its grammar, and the compiler's rules on return, break, await, "
+        "parameters). python-tokens: only the rules the next character decides (strings, "
+        "brackets, indentation, ...): faster, looser. docs/python-code.md; "
+        "character-level runs only. " + default_help,
     )
 
 

@@ -93,7 +93,7 @@ SEPARATOR = "\n\n----\n\n"  # between samples
     "--syntax",
     default=None,
     type=click.Choice(list(kerasgen.SYNTAXES)),
-    help="python: print only complete top-level blocks that ast.parse accepts, drawing a "
+    help="python: print only complete top-level blocks that Python compiles, drawing a "
     "block again when it fails (the prime is part of the first block); blocks are "
     "added until -n characters follow the prime. The counts go to stderr.",
 )
@@ -145,7 +145,7 @@ def _report_blocks(stats, tries: int) -> None:
     """The counts of ``--syntax python`` (and each sample that ran out of tries) on stderr."""
     for sample in stats.gave_up_samples:
         click.echo(
-            f"python syntax: sample {sample + 1}: no draw of the next block parsed in {tries} "
+            f"python syntax: sample {sample + 1}: no draw of the next block compiled in {tries} "
             "tries; the sample ends there",
             err=True,
         )

@@ -93,7 +93,7 @@ def parse_completion(body, model, name: str, max_tokens: int, max_batch: int) ->
     temperature, top_p, top_k, seed = _sampling(body)
     stop = _stop(body)
     n = _choices(body, max_batch)
-    constrain = _field(body, "constrain", (str,), None, '"python" or "none"')
+    constrain = _field(body, "constrain", (str,), None, '"python", "python-tokens" or "none"')
     syntax = _syntax(body, stop)
     _refuse_unsupported(body)
     options = _options(model, constrain, syntax, temperature, top_p, top_k, seed)

@@ -175,7 +175,7 @@ class Engine:
 
     def _hand_out(self, taken) -> None:
         for row, stream in list(self._by_row.items()):
-            new = taken.ids[row, taken.start[row] :][: stream.n - stream.made]
+            new = taken.new(row)[: stream.n - stream.made]
             stream.made += len(new)
             self.generated += len(new)
             decoder, cut = self._texts[stream]

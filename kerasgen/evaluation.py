@@ -1,7 +1,7 @@
 """What ``kerasgen evaluate`` reports, in one call: ``evaluate_run``.
 
 The held-out loss and start penalty (``kerasgen.evaluate``), and, when asked,
-measures of sampled text: how much of its Python parses
+measures of sampled text: how much of its Python compiles
 (``kerasgen.python_syntax``) and how many of its words are real ones (here).
 Every argument is checked before anything slow runs. ``Evaluation.to_dict`` is
 what ``kerasgen evaluate --json`` prints and ``TrainedModel.evaluate`` returns.

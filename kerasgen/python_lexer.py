@@ -1,5 +1,7 @@
 """Python's rules as a sampling constraint: characters that would break them are never drawn.
 
+(The compiled half of ``--constrain python``, and all of ``--constrain python-tokens``.)
+
 A character model writing Python at temperature 1 slips somewhere in most long
 blocks. ``PythonLexer`` follows the text as Python's tokenizer and the start of
 its parser read it, one character per step, and masks the characters that
@@ -38,9 +40,9 @@ exception that is a layout choice: a line break inside brackets (and so a
 comment or backslash there), which ``kerasgen corpus python`` never writes
 (it rewrites every file with ``ast.unparse``, one statement per line), so a
 model trained on it makes one only when it has lost track of a bracket. The
-rest of the grammar (``x = = 1``, a keyword used as a name) is not checked:
-``kerasgen sample --syntax python`` still parses each block and draws it again
-when it fails.
+rest of the grammar (``x = = 1``, a keyword used as a name) is not checked here:
+alone this is ``--constrain python-tokens``; ``--constrain python`` adds the whole
+grammar and the compiler's rules on the host (``kerasgen.python_check``).
 
 The state follows the tokenizer, per sample (all int32, shape (N,) unless said):
 

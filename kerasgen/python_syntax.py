@@ -1,7 +1,9 @@
-"""Python that a model writes: how much of it parses, and sampling only what does.
+"""Python that a model writes: how much of it compiles, and sampling only what does.
 
 **The syntax measure** (``python_blocks`` / ``syntax_rate``): the fraction of generated
-top-level blocks that ``ast.parse`` accepts. A sample is cut into blocks at
+top-level blocks that Python compiles (``compiles``: ``compile(block, "<sample>",
+"exec")``, which also refuses ``return`` outside a function, ``break`` outside a loop,
+a parameter named twice and the compiler's other rules). A sample is cut into blocks at
 lines that start a top-level statement: a line whose first character (column 0)
 is neither whitespace nor ``#`` starts a new block unless
 
@@ -22,10 +24,10 @@ follow. Text before the first line that starts a block is discarded (the
 sample may begin mid-statement), and the last block of each sample is
 excluded (it is cut off by the length limit), so an unterminated
 triple-quoted string runs into that excluded last block. The metric is
-parsed blocks / counted blocks, summed over all samples.
+compiled blocks / counted blocks, summed over all samples.
 
-**Code that parses** (``BlockSampler``, ``kerasgen sample --syntax python``):
-each top-level block is drawn again until it parses.
+**Code that compiles** (``BlockSampler``, ``kerasgen sample --syntax python``):
+each top-level block is drawn again until it compiles.
 """
 
 from __future__ import annotations
@@ -78,6 +80,19 @@ def parses(source: str) -> bool:
     return True
 
 
+def compiles(source: str) -> bool:
+    """Whether Python compiles ``source`` as a module: it parses, and the compiler's own
+    rules hold (``return`` in a function, ``break`` in a loop, no parameter named twice,
+    ...). The measure's and ``--syntax python``'s criterion."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            compile(source, "<sample>", "exec", dont_inherit=True)
+        except PARSE_ERRORS:
+            return False
+    return True
+
+
 def block_starts(text: str) -> list[int]:
     """Offsets in ``text`` of the lines that start a top-level block (see the module docstring).
 
@@ -124,9 +139,9 @@ def first_block(text: str, head: int = 0) -> str | None:
 
 
 def syntax_rate(texts) -> tuple[int, int]:
-    """(blocks that ``ast.parse`` accepts, blocks counted) over all ``texts``."""
+    """(blocks that compile, blocks counted) over all ``texts``."""
     blocks = [b for text in texts for b in python_blocks(text)]
-    return sum(parses(b) for b in blocks), len(blocks)
+    return sum(compiles(b) for b in blocks), len(blocks)
 
 
 Z_95 = 1.959963984540054  # the standard normal quantile of 0.975
@@ -150,7 +165,7 @@ def wilson_interval(successes: int, trials: int, z: float = Z_95) -> tuple[float
 
 @dataclass(frozen=True)
 class SyntaxResult:
-    ok: int  # blocks that parse
+    ok: int  # blocks that compile
     total: int  # blocks counted
     samples: int
     chars: int  # generated characters per sample
@@ -158,7 +173,7 @@ class SyntaxResult:
     blockless: int = 0  # samples with no complete block: nothing was counted from them
     prime: str = ""
     finished: int = 0  # with a prime: samples whose first block (the prime's) finished
-    finished_ok: int = 0  # ... and parses
+    finished_ok: int = 0  # ... and compiles
 
     @property
     def rate(self) -> float | None:
@@ -219,7 +234,7 @@ def sample_syntax(
     ``prime`` (e.g. ``"def "``) starts every sample and is part of its text;
     then the result also counts the samples whose first block (the one the
     prime starts) finished within ``length`` characters, and how many of
-    those parse: what the first draw of ``BlockSampler`` would keep.
+    those compile: what the first draw of ``BlockSampler`` would keep.
     """
     from kerasgen.sampling import SamplingOptions
 
@@ -242,7 +257,7 @@ def measure_syntax(texts, chars: int, prime: str = "") -> SyntaxResult:
     firsts = [first_block(text, len(prime)) for text in texts] if prime else []
     finished = [b for b in firsts if b is not None]
     return SyntaxResult(
-        ok=sum(parses(b) for sample in blocks for b in sample),
+        ok=sum(compiles(b) for sample in blocks for b in sample),
         total=sum(len(sample) for sample in blocks),
         samples=len(texts),
         chars=chars,
@@ -250,7 +265,7 @@ def measure_syntax(texts, chars: int, prime: str = "") -> SyntaxResult:
         blockless=sum(not sample for sample in blocks),
         prime=prime,
         finished=len(finished),
-        finished_ok=sum(parses(b) for b in finished),
+        finished_ok=sum(compiles(b) for b in finished),
     )
 
 
@@ -272,7 +287,7 @@ def check_syntax_prime(model, prime: str) -> None:
     model.check_prime(prime)
 
 
-# ---------------------------------------------------------------- code that parses
+# ---------------------------------------------------------------- code that compiles
 
 DEFAULT_TRIES = 20  # draws per block before a sample gives up
 CONTEXT_CHARS = 4000  # each draw reads at most about this much of the text kept so far
@@ -291,15 +306,15 @@ class BlockStats:
 
     @property
     def redraw_rate(self) -> float | None:
-        """The share of drawn blocks thrown away (did not parse, or did not finish)."""
+        """The share of drawn blocks thrown away (did not compile, or did not finish)."""
         return (self.drawn - self.kept) / self.drawn if self.drawn else None
 
 
 class BlockSampler:
-    """Python that parses: complete top-level blocks that ``ast.parse`` accepts.
+    """Python that compiles: complete top-level blocks that ``compiles`` accepts.
 
     Text is drawn from the model as usual and cut into top-level blocks as
-    the syntax measure cuts it (``first_block``). A block that parses is kept
+    the syntax measure cuts it (``first_block``). A block that compiles is kept
     and yielded; one that does not (or that has not ended after ``limit``
     characters) is drawn again from the text kept so far, up to ``tries``
     draws per block; when they run out, ``stats.gave_up`` counts one more and
@@ -360,7 +375,7 @@ class BlockSampler:
                 self.stats.drawn += 1
                 if block is None:
                     self.stats.unfinished += 1
-                elif parses(block):
+                elif compiles(block):
                     break
             else:
                 self.stats.gave_up += 1

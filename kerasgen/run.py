@@ -17,7 +17,10 @@ from kerasgen.sampling import SamplingOptions
 from kerasgen.streams import stream_text
 
 DEFAULT_CHECKPOINT = "best"
-CONSTRAINTS = ("python",)  # what constrain= may name ("none" or None: no constraint)
+# What constrain= may name ("none" or None: no constraint): "python", every character
+# keeps the text the start of a module Python compiles (kerasgen.python_check);
+# "python-tokens", the compiled lexer alone (faster, looser: kerasgen.python_lexer).
+CONSTRAINTS = ("python", "python-tokens")
 SYNTAXES = ("python",)  # what syntax= may name
 
 
@@ -102,7 +105,7 @@ class TrainedModel:
         from kerasgen.python_lexer import character_classes
 
         checks.one_of("constrain", constrain, CONSTRAINTS + ("none", None))
-        if constrain == "python":
+        if constrain in CONSTRAINTS:
             character_classes(self.run.vocab)
 
     def default_constrain(self, syntax: str | None) -> str:
@@ -206,13 +209,14 @@ class TrainedModel:
         texts; each sample ends just before the first one it generates.
         ``sample``: 1 draws every token, 0 takes the most likely, 2 draws only
         after a space. ``syntax="python"``: only complete top-level blocks that
-        ``ast.parse`` accepts, each redrawn until it does, at most ``tries``
+        Python compiles, each redrawn until it does, at most ``tries``
         times (the prime is part of the first; whole blocks are added until at
         least ``n`` characters follow the prime; ``python_syntax.BlockSampler``).
-        ``constrain="python"``: never draw a character that breaks Python's rules
-        where the next one decides them (``kerasgen.python_lexer``; character-level
-        runs); the default with ``syntax="python"`` on such a run, which
-        ``constrain="none"`` turns off.
+        ``constrain="python"``: every character drawn keeps the text the start of a
+        module Python compiles (``kerasgen.python_check``; character-level runs); the
+        default with ``syntax="python"`` on such a run, which ``constrain="none"``
+        turns off. ``"python-tokens"``: only the rules the next character decides
+        (``kerasgen.python_lexer``; faster).
         Returns a string, or a list of ``num_samples`` strings.
         """
         pieces = self.stream(n, prime, **options)

@@ -10,10 +10,13 @@ last token). The state goes into each compiled call and comes out of it:
 ``Rows`` holds it per row, with each row's prime, seed and settings, so streams
 never share state and a server's streams can join and leave a running batch.
 
-A constraint (``SamplingOptions.constrain``, ``"python"``:
-``kerasgen.python_lexer``) is a lexer that runs in the same loop: it reads
-every token taken from the prime on, and each draw comes from the model's
-distribution renormalised over the tokens it allows next (``select_rows``).
+A constraint (``SamplingOptions.constrain``: ``kerasgen.python_lexer``) is a
+lexer that runs in the same loop: it reads every token taken from the prime on,
+and each draw comes from the model's distribution renormalised over the tokens
+it allows next (``select_rows``). With ``"python"`` (not ``"python-tokens"``),
+``Rows`` also reads each constrained row's chunk on the host
+(``kerasgen.python_check``) and sends a row back to draw again where its text
+stopped beginning a module; such chunks are ``CONSTRAINED_CHUNK`` long.
 
 ``generate_reference`` is the plain step-by-step version of the same
 procedure, kept as the definition the fast path is tested against.
@@ -37,6 +40,9 @@ from kerasgen.sampling import (
 from kerasgen.streams import prefix_ids
 
 CHUNK = 128  # tokens per compiled call
+# ... for rows the exact constraint reads (kerasgen.python_check), which it sends back to
+# their chunk's start to draw a refused position again.
+CONSTRAINED_CHUNK = 32
 
 
 class Sampler:
@@ -66,11 +72,11 @@ class Sampler:
         self._lex_rules = None  # the constraint's lexer (_lexer)
         self._tf = tf
 
-    def _chunk_fn(self, features: tuple, state, draw: bool = True):
-        """The compiled loop of CHUNK steps for rows that need ``features``.
+    def _chunk_fn(self, features: tuple, state, draw: bool = True, length: int = CHUNK):
+        """The compiled loop of ``length`` steps for rows that need ``features``.
 
         ``chunk(ids, state, lex, forced, counters, ints, floats, seeds)
-        -> (taken (N, CHUNK), last ids (N,), state, lex)``: a pure function of its
+        -> (taken (N, length), last ids (N,), state, lex)``: a pure function of its
         inputs. ``state`` is the rows' model state (the provider's), ``lex`` their
         lexer state (``()`` without a constraint); ``counters`` (N, 3) each row's
         n_forced, gen_start and lex_start; ``ints``, ``floats``, ``seeds`` its
@@ -87,17 +93,19 @@ class Sampler:
         """
         constrain = features[3]
         # A prefix-only chunk draws nothing: only the constraint changes what it computes.
-        key = (features, True) if draw else (constrain, False)
+        key = ((features, True) if draw else (constrain, False)) + (length,)
         if key not in self._compiled:
             lexer = self._lexer() if constrain else None
-            chunk = self._tf.function(self._chunk(features, draw, lexer), jit_compile=self._jit)
+            chunk = self._chunk(features, draw, lexer, length)
+            chunk = self._tf.function(chunk, jit_compile=self._jit)
             # The concrete function of the one signature every call has: calling it
             # skips tf.function's per-call matching of its arguments, which costs as
             # much as a good part of a small model's chunk.
-            self._compiled[key] = chunk.get_concrete_function(*self._signature(state, lexer))
+            signature = self._signature(state, lexer, length)
+            self._compiled[key] = chunk.get_concrete_function(*signature)
         return self._compiled[key]
 
-    def _chunk(self, features: tuple, draw: bool, lexer):
+    def _chunk(self, features: tuple, draw: bool, lexer, length: int):
         """The Python function ``_chunk_fn`` compiles."""
         tf, steps = self._tf, self.steps
 
@@ -109,8 +117,10 @@ class Sampler:
             first = gen_start[0] if features[5] else gen_start
             rows["key"] = seed_keys(rows["seed"][0] if features[5] else rows["seed"])
             fresh = lexer.initial(self.batch) if lexer is not None else ()
-            out = tf.TensorArray(tf.int32, size=CHUNK)
-            for i in tf.range(CHUNK):
+            if lexer is not None:
+                lex, ban_at, banned = lex
+            out = tf.TensorArray(tf.int32, size=length)
+            for i in tf.range(length):
                 if lexer is not None:
                     restart = gen_start + i == lex_start
                     lex = tf.nest.map_structure(
@@ -119,7 +129,10 @@ class Sampler:
                 if draw:
                     allowed = None
                     if lexer is not None:
-                        allowed = lexer.allowed(lex) | ~rows["constrained"][:, None]
+                        allowed = lexer.allowed(lex)
+                        if length == CONSTRAINED_CHUNK:  # rows the exact constraint reads
+                            allowed = _unbanned(allowed, banned, gen_start + i == ban_at)
+                        allowed |= ~rows["constrained"][:, None]
                     logits, state = steps.step(ids, state, prepared)
                     drawn = select_rows(
                         logits, ids, first + i, rows, features, self.space_id, self.glue, allowed
@@ -135,7 +148,7 @@ class Sampler:
 
         return chunk
 
-    def _signature(self, state, lexer) -> list:
+    def _signature(self, state, lexer, length: int) -> list:
         """The input specs of every call of a chunk at this batch size."""
         tf, n = self._tf, self.batch
 
@@ -144,11 +157,15 @@ class Sampler:
                 lambda t: tf.TensorSpec(np.shape(t), tf.as_dtype(t.dtype)), structure
             )
 
+        lex = ()
+        if lexer is not None:  # the lexer's state, and the ids banned at one step
+            lex = (spec(lexer.initial(n)), tf.TensorSpec([n], tf.int32))
+            lex += (tf.TensorSpec([n, len(self.vocab)], tf.bool),)
         return [
             tf.TensorSpec([n], tf.int32),
             spec(state),
-            spec(lexer.initial(n)) if lexer is not None else (),
-            tf.TensorSpec([n, CHUNK], tf.int32),
+            lex,
+            tf.TensorSpec([n, length], tf.int32),
             tf.TensorSpec([n, 3], tf.int32),
             tf.TensorSpec([n, 4], tf.int32),
             tf.TensorSpec([n, 2], tf.float32),
@@ -181,13 +198,16 @@ class Sampler:
         rows = Rows(self.batch, lambda size: self, one_request=True)
         for r in range(self.batch):
             rows.join(r, prime, options, index=r)
-        made = 0
+        made, held = 0, [np.zeros(0, np.int32)] * self.batch
         while made < n:
-            taken = rows.run()  # every row has the same prefix: the same start
-            new = taken.ids[:, taken.start[0] :][:, : n - made]
-            if new.shape[1]:
-                made += new.shape[1]
-                yield new
+            # Rows go on by the same count unless the exact constraint sends one back.
+            taken = rows.run()
+            held = [np.concatenate([h, taken.new(r)]) for r, h in enumerate(held)]
+            k = min(min(len(h) for h in held), n - made)
+            if k:
+                made += k
+                yield np.stack([h[:k] for h in held])
+                held = [h[k:] for h in held]
 
     def generate_ids(
         self, n: int, prime: str = "", options: SamplingOptions | None = None
@@ -199,11 +219,17 @@ class Sampler:
 
 @dataclass
 class Taken:
-    """What one chunk took: ids (N, CHUNK), and per row the column where its generated
-    ids begin (CHUNK: the whole chunk was its prefix)."""
+    """What one chunk took: ids (N, length), and per row the columns where its generated
+    ids begin (length: the whole chunk was its prefix) and end (before length: the exact
+    constraint sent the row back there, ``kerasgen.python_check``)."""
 
     ids: np.ndarray
     start: np.ndarray
+    end: np.ndarray
+
+    def new(self, row: int) -> np.ndarray:
+        """The ids row ``row`` generated in the chunk."""
+        return self.ids[row, self.start[row] : self.end[row]]
 
 
 class Rows:
@@ -230,6 +256,8 @@ class Rows:
         self._lexer = sampler._lexer
         self.state = self.steps.zeros(capacity)
         self.lex = None  # the lexer's state, made when a constrained row first joins
+        self.checks = None  # the exact constraint's RowChecks, made with self.lex
+        self._back = None  # the compiled merge that sends rows back (_review)
         self.ids = tf.zeros((capacity,), tf.int32)  # the id each row reads next
         self.pending = [np.zeros(0, np.int32)] * capacity  # prefix ids still to read
         self.gen = np.zeros(capacity, np.int32)  # generation index of the next chunk's step 0
@@ -238,7 +266,7 @@ class Rows:
         self.settings = row_settings(SamplingOptions(), capacity)
         self._plan = None  # the batch size, rows, features and settings of the next chunk
         self._reading = False  # whether any row still has a prefix to read
-        self._no_prefix = {}  # size -> the forced ids when no row reads a prefix
+        self._no_prefix = {}  # (size, length) -> the forced ids when no row reads a prefix
 
     @property
     def free(self) -> list[int]:
@@ -266,7 +294,10 @@ class Rows:
         if options.constrain:
             lexer = self._lexer()
             if self.lex is None:
+                from kerasgen.python_check import RowChecks
+
                 self.lex = lexer.initial(self.capacity)
+                self.checks = RowChecks(self.vocab, self.capacity)
             # A constraint implies a character-level run: one id per character. The lexer
             # reads the prime's ids that the loop will not take (a recurrent model's
             # first id; all of them for the other models).
@@ -275,6 +306,8 @@ class Rows:
             if len(unread):
                 one = lexer.read(one, unread[None, :])
             self.lex = tf.nest.map_structure(lambda all_, o: _set_row(all_, row, o), self.lex, one)
+        if self.checks is not None:
+            self.checks.join(row, prime, options.constrain == "python")
         for name, values in row_settings(options, 1, index).items():
             self.settings[name][row] = values[0]
         self.options[row] = options
@@ -297,6 +330,8 @@ class Rows:
             self.lex = tf.nest.map_structure(copy, self.lex)
         for values in (self.gen, self.lex_start, *self.settings.values()):
             values[dst] = values[src]
+        if self.checks is not None:
+            self.checks.move(src, dst)
         self.pending[dst], self.options[dst] = self.pending[src], self.options[src]
         self.leave(src)
 
@@ -323,19 +358,60 @@ class Rows:
                 self.packed(size),
             )
         size, active, features, settings = self._plan
-        forced, n_forced = self._forced(size)
+        # Rows the exact constraint reads go back to their chunk's start to redraw a
+        # position: shorter chunks waste fewer steps.
+        checked = self.checks is not None and any(self.checks.prefix[r] for r in active)
+        length = CONSTRAINED_CHUNK if checked else CHUNK
+        forced, n_forced = self._forced(size, length)
         # A chunk of prefixes only (long primes) draws nothing: a cheaper loop.
-        draw = not n_forced.any() or any(n_forced[r] < CHUNK for r in active)
+        draw = not n_forced.any() or any(n_forced[r] < length for r in active)
         head, ids = _head(self.state, size), _head(self.ids, size)
-        chunk = self.sampler_for(size)._chunk_fn(features, head, draw)
-        lex = _head(self.lex, size) if features[3] else ()
+        chunk = self.sampler_for(size)._chunk_fn(features, head, draw, length)
+        lex = ()
+        if features[3]:
+            checks = self.checks
+            bans = (tf.constant(checks.ban_at[:size]), tf.constant(checks.banned[:size]))
+            lex = (_head(self.lex, size), *bans)
         counters = np.stack([n_forced, self.gen[:size], self.lex_start[:size]], axis=1)
+        before = (self.state, self.ids, self.lex, self.gen.copy())
         out, ids, head, lex = chunk(ids, head, lex, forced, tf.constant(counters), *settings)
         self.state, self.ids = _put_head(self.state, head), _put_head(self.ids, ids)
         if features[3]:
-            self.lex = _put_head(self.lex, lex)
-        self.gen[:size] += CHUNK
-        return Taken(out.numpy(), n_forced)
+            self.lex = _put_head(self.lex, lex)  # the lexer's state (the bans stay here)
+        self.gen[:size] += length
+        taken = Taken(out.numpy(), n_forced, np.full(size, length))
+        if features[3]:
+            self._review(taken, active, before)
+        return taken
+
+    def _review(self, taken: Taken, active, before) -> None:
+        """The exact constraint (``kerasgen.python_check``): each checked row's new ids
+        read; a row with a refused one goes back to the chunk's start and reads what it
+        kept again, to draw anew where it was refused."""
+        import tensorflow as tf
+
+        state, ids, lex, gen = before
+        back = np.zeros(self.capacity, bool)
+        for r in active:
+            col = self.checks.review(r, taken.ids[r], int(taken.start[r]), int(gen[r]))
+            if col is not None:
+                taken.end[r], back[r] = col, True
+                self.pending[r] = np.concatenate([taken.ids[r, :col], self.pending[r]])
+                self.gen[r] = gen[r]
+                self._reading = True
+        if back.any():
+            if self._back is None:  # one compiled call, not an op per tensor
+                self._back = tf.function(
+                    lambda mask, then, now: tf.nest.map_structure(
+                        lambda a, b: _where_rows(mask, a, b), then, now
+                    ),
+                    jit_compile=True,
+                    reduce_retracing=True,
+                )
+            merged = self._back(
+                tf.constant(back), (state, ids, lex), (self.state, self.ids, self.lex)
+            )
+            self.state, self.ids, self.lex = merged
 
     def packed(self, size: int) -> tuple:
         """The settings of the first ``size`` rows as the compiled loop takes them:
@@ -354,25 +430,37 @@ class Rows:
             tf.constant(s["seed"]),
         )
 
-    def _forced(self, size: int):
-        """The next CHUNK of each row's prefix still to read: (forced ids (size, CHUNK), a
-        tensor, and how many of each row's are forced (size,))."""
+    def _forced(self, size: int, length: int):
+        """The next ``length`` ids of each row's prefix still to read: (forced ids (size,
+        length), a tensor, and how many of each row's are forced (size,))."""
         import tensorflow as tf
 
         n_forced = np.zeros(size, np.int32)
         if not self._reading:
-            if size not in self._no_prefix:
-                self._no_prefix[size] = tf.zeros((size, CHUNK), tf.int32)
-            return self._no_prefix[size], n_forced
-        forced = np.zeros((size, CHUNK), np.int32)
+            if (size, length) not in self._no_prefix:
+                self._no_prefix[size, length] = tf.zeros((size, length), tf.int32)
+            return self._no_prefix[size, length], n_forced
+        forced = np.zeros((size, length), np.int32)
         for r in range(size):
             pending = self.pending[r]
             if len(pending):
-                n_forced[r] = min(len(pending), CHUNK)
-                forced[r, : n_forced[r]] = pending[:CHUNK]
-                self.pending[r] = pending[CHUNK:]
+                n_forced[r] = min(len(pending), length)
+                forced[r, : n_forced[r]] = pending[:length]
+                self.pending[r] = pending[length:]
         self._reading = any(len(p) for p in self.pending)
         return tf.constant(forced), n_forced
+
+
+def _unbanned(allowed, banned, now):
+    """``allowed`` (N, V) less each row's ``banned`` ids where ``now`` (N,). Never nothing:
+    a row the lexer and the bans leave nothing draws from what the bans leave (the exact
+    reader's choice), and from every id if they leave nothing either."""
+    import tensorflow as tf
+
+    banned &= now[:, None]
+    left = allowed & ~banned
+    left = tf.where(tf.reduce_any(left, axis=1, keepdims=True), left, ~banned)
+    return left | ~tf.reduce_any(left, axis=1, keepdims=True)
 
 
 def _unpacked(ints, floats, seeds) -> dict:

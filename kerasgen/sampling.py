@@ -31,7 +31,9 @@ class SamplingOptions:
     top_k: int = 0  # 0: off
     top_p: float = 1.0  # 1.0: off
     seed: int = 0
-    constrain: str | None = None  # "python": kerasgen.python_lexer's rules; None or "none": off
+    # "python": the exact constraint (kerasgen.python_check); "python-tokens": the compiled
+    # lexer's rules only (kerasgen.python_lexer); None or "none": off
+    constrain: str | None = None
 
     def __post_init__(self):
         if self.constrain == "none":  # as --constrain spells it
@@ -40,7 +42,7 @@ class SamplingOptions:
         checks.positive("temperature", self.temperature)
         checks.at_least("top_k", self.top_k, 0, "0: off")
         checks.in_range("top_p", self.top_p, 0.0, 1.0, low_open=True)
-        checks.one_of("constrain", self.constrain, ("python", None))
+        checks.one_of("constrain", self.constrain, ("python", "python-tokens", None))
         checks.seed("seed", self.seed)
 
     def settings(self) -> dict:

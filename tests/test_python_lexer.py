@@ -305,7 +305,9 @@ def test_the_constraint_reads_a_long_prime_before_drawing(python_run):
     model = kerasgen.load(str(python_run), jit_compile=False)
     prime = "x = 1\ny = f(a, [b" + ", b" * 150
     free = model.generate(300, prime, seed=1, num_samples=8, constrain="none")
-    kept = model.generate(300, prime, seed=1, num_samples=8, constrain="python")
+    # (The compiled lexer alone: under "python" its layout choice yields where the exact
+    # reader leaves nothing else, e.g. a line break inside brackets.)
+    kept = model.generate(300, prime, seed=1, num_samples=8, constrain="python-tokens")
     assert any(forbidden_positions(text) for text in free)  # the model does slip
     assert [forbidden_positions(text) for text in kept] == [[]] * 8
 
@@ -431,3 +433,44 @@ def test_the_constraint_needs_a_vocabulary_with_line_breaks():
     with pytest.raises(ParameterError, match=r"^constrain python needs a model that writes line"):
         PythonLexer(Vocabulary.from_text("def f(x): return x"))
     PythonLexer(Vocabulary.from_text("def f(x): return x\n"))
+
+
+# ---------------------------------------------------------------- the exact constraint
+
+
+def test_every_character_drawn_under_the_exact_constraint_keeps_a_module_possible(python_run):
+    from kerasgen.python_prefix import PythonPrefix, refused_at
+    from kerasgen.python_syntax import compiles, python_blocks
+
+    model = kerasgen.load(str(python_run), jit_compile=False)
+    free = model.generate(600, "def ", seed=3, num_samples=8, constrain="none")
+    tokens = model.generate(600, "def ", seed=3, num_samples=8, constrain="python-tokens")
+    exact = model.generate(600, "def ", seed=3, num_samples=8, constrain="python")
+    assert sum(refused_at(text) is not None for text in free + tokens) >= 8  # it does slip
+    assert [refused_at(text) for text in exact] == [None] * 8
+    blocks = [b for text in exact for b in python_blocks(text)]
+    assert all(compiles(b) for b in blocks)
+    # The same seed, the same text; and one row alone draws what it drew in the batch.
+    assert model.generate(600, "def ", seed=3, num_samples=8, constrain="python") == exact
+    assert PythonPrefix().read(exact[0]) is not None
+
+
+def test_the_exact_constraint_through_the_server_rows(python_run):
+    """Streams that join and leave (the server's engine): each row sent back on its own."""
+    from kerasgen.python_prefix import refused_at
+    from kerasgen.sampler import Rows
+
+    model = kerasgen.load(str(python_run), jit_compile=False)
+    sampler = model.sampler(4)
+    rows = Rows(4, lambda size: sampler)
+    texts = {0: "", 2: ""}
+    rows.join(0, "def ", SamplingOptions(seed=1, constrain="python"))
+    rows.join(2, "class ", SamplingOptions(seed=2, constrain="python"), index=1)
+    rows.join(3, "", SamplingOptions(seed=3))
+    for _ in range(12):
+        taken = rows.run()
+        for r in texts:
+            texts[r] += model.vocab.decode(taken.new(r))
+    assert rows.checks.counts["refused"] > 0  # some draws were sent back
+    assert refused_at("def " + texts[0]) is None and refused_at("class " + texts[2]) is None
+    assert len(texts[0]) > 100 and len(texts[2]) > 100

@@ -15,6 +15,7 @@ from kerasgen.python_syntax import (
     first_block,
     measure_syntax,
     python_blocks,
+    syntax_rate,
     wilson_interval,
 )
 from kerasgen.sampling import SamplingOptions
@@ -292,7 +293,7 @@ def test_sample_syntax_python_ends_a_sample_that_runs_out_of_tries(python_run):
     assert r.exit_code == 0, r.output
     assert r.stdout == ""
     assert (
-        "sample 1: no draw of the next block parsed in 2 tries; the sample ends there" in r.stderr
+        "sample 1: no draw of the next block compiled in 2 tries; the sample ends there" in r.stderr
     )
     assert "kept 0 of 2 blocks drawn" in r.stderr
 
@@ -393,3 +394,11 @@ def test_evaluate_samples_with_top_k_and_top_p(python_run):
         ]
     )
     assert "temperature 0.8, top_p 0.9)" in table.stdout, table.output
+
+
+def test_the_measure_counts_what_compiles_not_only_what_parses():
+    # Each parses; the compiler refuses the second and third (return outside a function,
+    # a parameter named twice), so the measure and --syntax python do too.
+    text = "x = 1\nreturn 2\ndef f(a, a):\n    pass\nwhile x:\n    break\ny = 3\n"
+    assert syntax_rate([text]) == (2, 4)
+    assert all(ast.parse(b) for b in python_blocks(text))
