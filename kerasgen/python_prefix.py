@@ -37,6 +37,7 @@ import tokenize
 import warnings
 from typing import NamedTuple
 
+from kerasgen import python_rules
 from kerasgen.python_grammar import OPERATOR_PREFIXES, OPERATORS, grammar
 
 STRING_PREFIXES = frozenset(
@@ -541,24 +542,8 @@ def _follow(st: PythonPrefix, text: str, is_name: bool) -> None:
     st.prev = text
 
 
-COMPOUND = frozenset(
-    [
-        "if",
-        "elif",
-        "else",
-        "for",
-        "while",
-        "try",
-        "except",
-        "finally",
-        "with",
-        "def",
-        "class",
-        "async",
-        "match",
-        "case",
-    ]
-)
+# The first words of compound statements (the soft keywords too).
+COMPOUND = frozenset((*python_rules.COMPOUND, "match", "case"))
 
 
 class Params(NamedTuple):
