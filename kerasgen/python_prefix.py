@@ -40,9 +40,7 @@ from typing import NamedTuple
 from kerasgen import python_rules
 from kerasgen.python_grammar import OPERATOR_PREFIXES, OPERATORS, grammar
 
-STRING_PREFIXES = frozenset(
-    ["r", "u", "f", "b", "br", "rb", "fr", "rf"]
-)  # lower case; any letter case is allowed
+STRING_PREFIXES = frozenset({"r", "u", "f", "b", "br", "rb", "fr", "rf"})  # in any case
 NUMBER = re.compile(tokenize.Number)
 MAX_NUMBER = 200  # characters in a number literal (a layout choice: the check grows with it)
 # Operators that begin no longer one.
@@ -58,12 +56,11 @@ OPENS = {
     "for": "loop",
     "while": "loop",
 }
-ASSIGNMENTS = frozenset(
-    ["=", ":=", "+=", "-=", "*=", "/=", "//=", "%=", "@=", "&=", "|=", "^=", ">>=", "<<=", "**="]
-)  # at depth 0 of a simple statement
+# At depth 0 of a simple statement (walrus: refused there).
+ASSIGNMENTS = frozenset(o for o in OPERATORS if o[-1] == "=" and o not in {"==", "<=", ">=", "!="})
 MAX_STACKS = 4  # parses kept at once (a soft keyword read both ways)
-# PythonPrefix.line before a line's first token: (tokens, the block its ":" opens, first
-# word, colon seen, colon last, a lambda at depth 0).
+# PythonPrefix.line before a line's first token: (tokens, the block its ":" opens, first word,
+# colon seen, colon last, a lambda at depth 0).
 NO_LINE = (0, None, "", False, False, False)
 
 
@@ -457,8 +454,7 @@ def _indent(st: PythonPrefix) -> bool:
 
 
 def _feed_only(st: PythonPrefix, *terminals: str) -> bool:
-    """Give the parser ``terminals``, one after the other (no other bookkeeping)."""
-    g = grammar()
+    g = grammar()  # the parser alone takes ``terminals``, one after the other
     for terminal in terminals:
         new = tuple(n for n in (g.feed(s, terminal) for s in st.stacks) if n is not None)
         if not new:

@@ -24,6 +24,7 @@ procedure, kept as the definition the fast path is tested against.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -257,7 +258,6 @@ class Rows:
         self.state = self.steps.zeros(capacity)
         self.lex = None  # the lexer's state, made when a constrained row first joins
         self.checks = None  # the exact constraint's RowChecks, made with self.lex
-        self._back = None  # the compiled merge that sends rows back (_review)
         self.ids = tf.zeros((capacity,), tf.int32)  # the id each row reads next
         self.pending = [np.zeros(0, np.int32)] * capacity  # prefix ids still to read
         self.gen = np.zeros(capacity, np.int32)  # generation index of the next chunk's step 0
@@ -381,37 +381,8 @@ class Rows:
         self.gen[:size] += length
         taken = Taken(out.numpy(), n_forced, np.full(size, length))
         if features[3]:
-            self._review(taken, active, before)
+            _review(self, taken, active, before)
         return taken
-
-    def _review(self, taken: Taken, active, before) -> None:
-        """The exact constraint (``kerasgen.python_check``): each checked row's new ids
-        read; a row with a refused one goes back to the chunk's start and reads what it
-        kept again, to draw anew where it was refused."""
-        import tensorflow as tf
-
-        state, ids, lex, gen = before
-        back = np.zeros(self.capacity, bool)
-        for r in active:
-            col = self.checks.review(r, taken.ids[r], int(taken.start[r]), int(gen[r]))
-            if col is not None:
-                taken.end[r], back[r] = col, True
-                self.pending[r] = np.concatenate([taken.ids[r, :col], self.pending[r]])
-                self.gen[r] = gen[r]
-                self._reading = True
-        if back.any():
-            if self._back is None:  # one compiled call, not an op per tensor
-                self._back = tf.function(
-                    lambda mask, then, now: tf.nest.map_structure(
-                        lambda a, b: _where_rows(mask, a, b), then, now
-                    ),
-                    jit_compile=True,
-                    reduce_retracing=True,
-                )
-            merged = self._back(
-                tf.constant(back), (state, ids, lex), (self.state, self.ids, self.lex)
-            )
-            self.state, self.ids, self.lex = merged
 
     def packed(self, size: int) -> tuple:
         """The settings of the first ``size`` rows as the compiled loop takes them:
@@ -449,6 +420,37 @@ class Rows:
                 self.pending[r] = pending[length:]
         self._reading = any(len(p) for p in self.pending)
         return tf.constant(forced), n_forced
+
+
+def _review(rows: Rows, taken: Taken, active, before) -> None:
+    """The exact constraint (``kerasgen.python_check``): each checked row's new ids read;
+    a row with a refused one goes back to the chunk's start (``before``) and reads what it
+    kept again, to draw anew where it was refused."""
+    import tensorflow as tf
+
+    state, ids, lex, gen = before
+    back = np.zeros(rows.capacity, bool)
+    for r in active:
+        col = rows.checks.review(r, taken.ids[r], int(taken.start[r]), int(gen[r]))
+        if col is not None:
+            taken.end[r], back[r] = col, True
+            rows.pending[r] = np.concatenate([taken.ids[r, :col], rows.pending[r]])
+            rows.gen[r] = gen[r]
+            rows._reading = True
+    if back.any():
+        then, now = (state, ids, lex), (rows.state, rows.ids, rows.lex)
+        rows.state, rows.ids, rows.lex = _merge_rows()(tf.constant(back), then, now)
+
+
+@functools.lru_cache(maxsize=1)
+def _merge_rows():
+    """``then``'s rows where ``mask``, else ``now``'s: one compiled call for every tensor."""
+    import tensorflow as tf
+
+    def merge(mask, then, now):
+        return tf.nest.map_structure(lambda a, b: _where_rows(mask, a, b), then, now)
+
+    return tf.function(merge, jit_compile=True, reduce_retracing=True)
 
 
 def _unbanned(allowed, banned, now):
