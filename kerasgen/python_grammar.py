@@ -2,15 +2,15 @@
 
 The grammar is ``kerasgen/python.lark`` (lark's Python 3 grammar with the rules where
 it was looser or stricter than CPython's changed: its header lists them); ``lark``
-builds its LALR table once per process. ``Grammar.feed``
-takes one terminal on a stack of parser states and returns the new stack, or
-None where Python's grammar has no place for it: the parser kerasgen's exact
-constraint (``kerasgen.python_prefix``) steps alongside the text it draws. No
-tree is built: only whether the tokens so far still begin a module.
+builds its LALR table once per process. ``Grammar.feed`` takes one terminal on a
+stack of parser states and returns the new stack, or None where Python's grammar
+has no place for it: the parser kerasgen's exact constraint
+(``kerasgen.python_prefix``) steps alongside the text it draws. No tree is built:
+only whether the tokens so far still begin a module.
 
 Terminals are named as lark names them: ``NAME``, ``STRING``, ``LONG_STRING``,
 the number kinds, ``_NEWLINE``, ``_INDENT``, ``_DEDENT``, and one per keyword
-and operator (``TERMINALS`` maps their text to the name).
+and operator (``Grammar.terminals`` maps their text to the name).
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ from __future__ import annotations
 import functools
 import keyword
 
-NUMBERS = ("DEC_NUMBER", "HEX_NUMBER", "OCT_NUMBER", "BIN_NUMBER", "FLOAT_NUMBER", "IMAG_NUMBER")
-STRINGS = ("STRING", "LONG_STRING")
 # Python's operators and delimiters, longest first (the tokenizer takes the longest).
 OPERATORS = sorted(
     [

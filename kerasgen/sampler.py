@@ -73,11 +73,12 @@ class Sampler:
         self._lex_rules = None  # the constraint's lexer (_lexer)
         self._tf = tf
 
-    def _chunk_fn(self, features: tuple, state, draw: bool = True, length: int = CHUNK):
-        """The compiled loop of ``length`` steps for rows that need ``features``.
+    def _chunk_fn(self, features: tuple, state, draw: bool = True, exact: bool = False):
+        """The compiled loop of CHUNK steps (``exact``: CONSTRAINED_CHUNK, and the bans of
+        the exact constraint applied) for rows that need ``features``.
 
         ``chunk(ids, state, lex, forced, counters, ints, floats, seeds)
-        -> (taken (N, length), last ids (N,), state, lex)``: a pure function of its
+        -> (taken (N, CHUNK), last ids (N,), state, lex)``: a pure function of its
         inputs. ``state`` is the rows' model state (the provider's), ``lex`` their
         lexer state (``()`` without a constraint); ``counters`` (N, 3) each row's
         n_forced, gen_start and lex_start; ``ints``, ``floats``, ``seeds`` its
@@ -94,10 +95,11 @@ class Sampler:
         """
         constrain = features[3]
         # A prefix-only chunk draws nothing: only the constraint changes what it computes.
-        key = ((features, True) if draw else (constrain, False)) + (length,)
+        key = ((features, True) if draw else (constrain, False)) + (exact,)
         if key not in self._compiled:
             lexer = self._lexer() if constrain else None
-            chunk = self._chunk(features, draw, lexer, length)
+            length = CONSTRAINED_CHUNK if exact else CHUNK
+            chunk = self._chunk(features, draw, lexer, length, exact)
             chunk = self._tf.function(chunk, jit_compile=self._jit)
             # The concrete function of the one signature every call has: calling it
             # skips tf.function's per-call matching of its arguments, which costs as
@@ -106,7 +108,7 @@ class Sampler:
             self._compiled[key] = chunk.get_concrete_function(*signature)
         return self._compiled[key]
 
-    def _chunk(self, features: tuple, draw: bool, lexer, length: int):
+    def _chunk(self, features: tuple, draw: bool, lexer, length: int, exact: bool):
         """The Python function ``_chunk_fn`` compiles."""
         tf, steps = self._tf, self.steps
 
@@ -131,7 +133,7 @@ class Sampler:
                     allowed = None
                     if lexer is not None:
                         allowed = lexer.allowed(lex)
-                        if length == CONSTRAINED_CHUNK:  # rows the exact constraint reads
+                        if exact:
                             allowed = _unbanned(allowed, banned, gen_start + i == ban_at)
                         allowed |= ~rows["constrained"][:, None]
                     logits, state = steps.step(ids, state, prepared)
@@ -360,13 +362,13 @@ class Rows:
         size, active, features, settings = self._plan
         # Rows the exact constraint reads go back to their chunk's start to redraw a
         # position: shorter chunks waste fewer steps.
-        checked = self.checks is not None and any(self.checks.prefix[r] for r in active)
-        length = CONSTRAINED_CHUNK if checked else CHUNK
+        exact = self.checks is not None and any(self.checks.prefix[r] is not None for r in active)
+        length = CONSTRAINED_CHUNK if exact else CHUNK
         forced, n_forced = self._forced(size, length)
         # A chunk of prefixes only (long primes) draws nothing: a cheaper loop.
         draw = not n_forced.any() or any(n_forced[r] < length for r in active)
         head, ids = _head(self.state, size), _head(self.ids, size)
-        chunk = self.sampler_for(size)._chunk_fn(features, head, draw, length)
+        chunk = self.sampler_for(size)._chunk_fn(features, head, draw, exact)
         lex = ()
         if features[3]:
             checks = self.checks
@@ -380,7 +382,7 @@ class Rows:
             self.lex = _put_head(self.lex, lex)  # the lexer's state (the bans stay here)
         self.gen[:size] += length
         taken = Taken(out.numpy(), n_forced, np.full(size, length))
-        if features[3]:
+        if exact:
             _review(self, taken, active, before)
         return taken
 
