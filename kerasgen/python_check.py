@@ -4,9 +4,10 @@ The compiled loop draws under ``kerasgen.python_lexer`` (Python's tokenizer and 
 start of its parser, as tensors). After each chunk, ``RowChecks.review`` reads each
 constrained row's new characters with ``kerasgen.python_prefix`` (the whole
 grammar and the compiler's rules, on the host). At the first character that no
-module allows, the row goes back: the next chunk reads the characters before it
-again (forced, from the state the chunk began with) and draws that position
-anew, with every character no module allows there banned (``banned``, ``ban_at``:
+module allows, the row goes back: its next chunk resumes from where the row stood
+before that character (``review_rows``; each exact chunk returns a trail of where
+every row stood before each step, and ``restored`` takes a row from it) and draws
+that position anew, with every character no module allows there banned (``banned``, ``ban_at``:
 the compiled loop takes them with the lexer's state; the host reads each character
 of the vocabulary from that position to find them). The draw keeps its place in
 the seeded sequence (the same generation index, so the same uniform), so a row's
@@ -17,6 +18,9 @@ Where no character is allowed (a text the reader let through that no module
 begins with; it should not happen), the row steps back one character and bans
 the one it drew there too; when it cannot step back within the chunk, the row is
 read unchecked from there on (counted in ``counts["unchecked"]``).
+
+The TensorFlow helpers here (``restored``, ``trail_zeros``, ``unbanned``, ``where_rows``)
+import TensorFlow when called.
 """
 
 from __future__ import annotations
@@ -114,3 +118,51 @@ class RowChecks:
                 self._masks.clear()
             self._masks[key] = np.array([state.feed(c) is not None for c in self.chars])
         return self._masks[key].copy()
+
+
+def review_rows(rows, taken, active, gen) -> None:
+    """After a chunk of ``kerasgen.sampler.Rows`` (``taken``: its ``Taken``), each checked
+    row's new ids read (``gen``: the generation index of each row's column 0); a row with a
+    refused one resumes at its next chunk where it was refused (``rows.back``), to draw
+    there anew."""
+    for r in active:
+        col = rows.checks.review(r, taken.ids[r], int(taken.start[r]), int(gen[r]))
+        if col is not None:
+            taken.end[r], rows.back[r], rows.gen[r] = col, col, gen[r] + col
+
+
+def restored(back, trail, now):
+    """``now`` (ids, model state, lexer state; each (N, ...)) with each row whose ``back``
+    is not -1 taken from ``trail`` (the same, each (length + 1, N, ...): where the rows
+    stood before each step of a chunk, and after its last) at that step."""
+    import tensorflow as tf
+
+    use = back >= 0
+    at = tf.stack([tf.maximum(back, 0), tf.range(tf.shape(back)[0])], axis=1)
+    return tf.nest.map_structure(lambda t, n: where_rows(use, tf.gather_nd(t, at), n), trail, now)
+
+
+def trail_zeros(now, length: int):
+    """A trail of ``length`` steps for ``now``'s tensors, all zeros (no row resumes)."""
+    import tensorflow as tf
+
+    return tf.nest.map_structure(lambda t: tf.zeros([length + 1, *t.shape], t.dtype), now)
+
+
+def unbanned(allowed, banned, now):
+    """``allowed`` (N, V) less each row's ``banned`` ids where ``now`` (N,). Never nothing:
+    a row the lexer and the bans leave nothing draws from what the bans leave (the exact
+    reader's choice), and from every id if they leave nothing either."""
+    import tensorflow as tf
+
+    banned &= now[:, None]
+    left = allowed & ~banned
+    left = tf.where(tf.reduce_any(left, axis=1, keepdims=True), left, ~banned)
+    return left | ~tf.reduce_any(left, axis=1, keepdims=True)
+
+
+def where_rows(mask, a, b):
+    """``tf.where`` of a per-row ``mask`` (N,) over tensors (N, ...) of any rank."""
+    import tensorflow as tf
+
+    return tf.where(tf.reshape(mask, [-1] + [1] * (len(a.shape) - 1)), a, b)

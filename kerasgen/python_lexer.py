@@ -97,11 +97,14 @@ import numpy as np
 
 from kerasgen.errors import ParameterError
 from kerasgen.python_rules import (
+    AFTER_EMPTY,
+    CODE,
     DIGIT,
     LETTER,
     MAX_DEPTH,
     MAX_LEVELS,
     NUMBER_LETTERS,
+    STRING,
     class_of,
     header_tables,
     spelling_tables,
@@ -142,6 +145,11 @@ class LexState(NamedTuple):
     header: object  # NO_HEADER, DEF_NAME_START, ...
 
 
+# The fields that are not (N,) int32: their widths, and those held as int64.
+WIDTHS = {"stack": MAX_DEPTH, "levels": MAX_LEVELS, "kinds": MAX_LEVELS}
+WIDE = ("word", "statement")
+
+
 def character_classes(vocab) -> np.ndarray:
     """The class of each id of a character-level vocabulary: (V,) int32.
 
@@ -178,6 +186,8 @@ class PythonLexer:
             [vocab.decode([i]) in NUMBER_LETTERS for i in range(len(vocab))]
         )
         self.header_allowed, self.header_moves = header_tables()
+        self.char_ids = {vocab.decode([i]): i for i in range(len(vocab))}
+        self.newline = self.char_ids["\n"]
         self.ends_name = ~np.isin(self.classes, (LETTER, DIGIT))  # no part of a name
         self.no_number_letter = np.isin(self.classes, (LETTER,)) & ~self.number_letters
         self._read = None  # the compiled loop of ``read``
@@ -222,6 +232,30 @@ class PythonLexer:
             header=zeros,
         )
 
+    def pack(self, state: LexState) -> tuple:
+        """The state as two tensors, (N, PACKED) int32 and (N, 2) int64 (``word`` and
+        ``statement``): what the sampler's compiled calls take and give (each input of a
+        call costs time), and what it keeps between them. ``unpack`` inverts it."""
+        import tensorflow as tf
+
+        ints = [
+            tf.reshape(getattr(state, name), [tf.shape(state.mode)[0], -1])
+            for name in LexState._fields
+            if name not in WIDE
+        ]
+        return tf.concat(ints, axis=1), tf.stack([state.word, state.statement], axis=1)
+
+    def unpack(self, packed) -> LexState:
+        ints, wide = packed
+        fields, at = {"word": wide[:, 0], "statement": wide[:, 1]}, 0
+        for name in LexState._fields:
+            if name not in WIDE:
+                width = WIDTHS.get(name, 1)
+                part = ints[:, at : at + width]
+                fields[name] = part if name in WIDTHS else part[:, 0]
+                at += width
+        return LexState(**fields)
+
     def allowed(self, state: LexState):
         """(N, V) bool: the ids that may be drawn next (``python_masks``' rules)."""
         import tensorflow as tf
@@ -240,6 +274,29 @@ class PythonLexer:
         # Never nothing: a row whose rules leave no id (a state only forced text makes)
         # draws from the model's whole distribution.
         return by_id | ~tf.reduce_any(by_id, axis=1, keepdims=True)
+
+    def closer(self, state: LexState):
+        """(N,) int32: per row, the id of the character that ends what keeps its line open
+        (the quote of a one-line string, the innermost open bracket's closing one, or the
+        ``:`` a compound statement waits for), -1 where nothing is open or the vocabulary
+        lacks it. The sampler draws it in place of a line break that cannot stand there
+        (``Sampler._chunk``)."""
+        import tensorflow as tf
+
+        from kerasgen.python_masks import top
+
+        def id_of(ch):
+            return self.char_ids.get(ch, -1)
+
+        quotes = tf.constant([id_of("'"), id_of('"')], tf.int32)
+        brackets = tf.constant([id_of(")"), id_of("]"), id_of("}")], tf.int32)
+        s = state
+        in_string = tf.gather(quotes, s.quote)
+        in_bracket = tf.gather(brackets, top(s.stack, s.depth))
+        code = (s.mode == CODE) | (s.mode == AFTER_EMPTY)
+        colon = tf.where(code & (s.needs_colon > 0), id_of(":"), -1)
+        in_code = tf.where(code & (s.depth > 0), in_bracket, colon)
+        return tf.where(s.mode == STRING, in_string, in_code)
 
     def advance(self, state: LexState, ids) -> LexState:
         """The state after reading ``ids`` (N,) (``python_transitions``' rules)."""

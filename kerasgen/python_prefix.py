@@ -32,13 +32,14 @@ from __future__ import annotations
 
 import ast
 import functools
+import keyword
 import re
 import tokenize
 import warnings
-from typing import NamedTuple
 
 from kerasgen import python_rules
 from kerasgen.python_grammar import OPERATOR_PREFIXES, OPERATORS, grammar
+from kerasgen.python_params import DEFS, follow_params, params_refuse
 
 STRING_PREFIXES = frozenset({"r", "u", "f", "b", "br", "rb", "fr", "rf"})  # in any case
 NUMBER = re.compile(tokenize.Number)
@@ -47,21 +48,16 @@ MAX_NUMBER = 200  # characters in a number literal (a layout choice: the check g
 WHOLE_OPERATORS = frozenset(
     op for op in OPERATORS if not any(o != op and o.startswith(op) for o in OPERATORS)
 )
-DEFS = ("def", "async def")
 SCOPES = DEFS + ("class",)
 # The block a compound statement's first word opens (for the checks above).
-OPENS = {
-    "def": "def",
-    "class": "class",
-    "for": "loop",
-    "while": "loop",
-}
+OPENS = {"def": "def", "class": "class", "for": "loop", "while": "loop"}
+DEL_TOKENS = frozenset({".", "(", "[", ",", ";"})  # operators at depth 0 of a del statement
 # At depth 0 of a simple statement (walrus: refused there).
 ASSIGNMENTS = frozenset(o for o in OPERATORS if o[-1] == "=" and o not in {"==", "<=", ">=", "!="})
 MAX_STACKS = 4  # parses kept at once (a soft keyword read both ways)
 # PythonPrefix.line before a line's first token: (tokens, the block its ":" opens, first word,
-# colon seen, colon last, a lambda at depth 0).
-NO_LINE = (0, None, "", False, False, False)
+# where the text after a compound's ":" begins (0: none), colon last, a lambda at depth 0).
+NO_LINE = (0, None, "", 0, False, False)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -88,22 +84,20 @@ def _number_kind(text: str) -> str | None:
 @functools.lru_cache(maxsize=4096)
 def _parses(statement: str) -> bool:
     """Whether ``statement`` parses (an assignment's targets, checked at its ``=``)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            ast.parse(statement)
-        except (SyntaxError, ValueError, OverflowError, MemoryError, RecursionError):
-            return False
-    return True
+    return _accepted(ast.parse, statement)
 
 
 @functools.lru_cache(maxsize=8192)
 def _compiles(expression: str) -> bool:
     """Whether ``expression`` compiles as one (a string literal, checked as it closes)."""
+    return _accepted(lambda text: compile(text, "<string>", "eval", dont_inherit=True), expression)
+
+
+def _accepted(check, text: str) -> bool:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            compile(expression, "<string>", "eval", dont_inherit=True)
+            check(text)
         except (SyntaxError, ValueError, OverflowError, MemoryError, RecursionError):
             return False
     return True
@@ -116,6 +110,7 @@ class PythonPrefix:
     __slots__ = (
         "brackets",  # the open brackets
         "comment_at_start",  # the comment began a line of its own
+        "fors",  # (bracket depth, where its target begins) of each for still before its in
         "kinds",  # what opened each block: module, def, async def, class, loop, other
         "levels",  # the indentation of each open block, outermost first
         "lexeme",  # the token (or a line's indentation) read so far
@@ -142,6 +137,7 @@ class PythonPrefix:
         self.line = NO_LINE
         self.line_lambda, self.line_text, self.token_start = False, "", 0
         self.line_kinds, self.pending, self.params, self.prev = (), None, (), ""
+        self.fors = ()
         self.string, self.comment_at_start, self.memo = None, False, {}
 
     def copy(self) -> PythonPrefix:
@@ -170,9 +166,9 @@ class PythonPrefix:
     def key(self) -> tuple:
         """Everything that decides what may follow (equal keys: the same characters
         allowed next)."""
-        # The line's text decides only whether an assignment (an operator being read) or
-        # a del statement may end; leaving it out otherwise lets states recur.
-        text = self.mode == "op" or self.line[2] == "del"
+        # The line's text decides only whether an assignment (an operator being read), a
+        # del statement or a for's target may end; leaving it out otherwise lets states recur.
+        text = self.mode == "op" or self.line[2] == "del" or bool(self.fors)
         return tuple(getattr(self, name) for name in (KEY if text else KEY_NO_TEXT))
 
     def complete(self) -> bool:
@@ -425,11 +421,11 @@ def _newline(st: PythonPrefix) -> bool:
         return True
     colon_last = st.line[4]
     if st.line[2] == "del" and not _parses(st.line_text):
-        return False  # CPython's parser checks what is deleted, as what is assigned to
+        return False  # CPython's parser checks what is deleted (see _allowed_here)
     if not _emit(st, ("_NEWLINE",), "\n"):
         return False
     st.pending = st.line_kinds[-1] if colon_last and st.line_kinds else None
-    st.line, st.line_kinds, st.params, st.line_lambda = NO_LINE, (), (), False
+    st.line, st.line_kinds, st.params, st.line_lambda, st.fors = NO_LINE, (), (), False, ()
     st.mode, st.lexeme = "start", ""
     return True
 
@@ -504,14 +500,22 @@ def _allowed_here(st: PythonPrefix, text: str, terminals) -> bool:
             if kind in SCOPES:
                 return False
         return False
-    if text in ASSIGNMENTS and not st.brackets and st.line[2] not in COMPOUND:
+    body = st.line[3]  # a compound statement's body on its line ("if x: y = 1")
+    simple = not st.brackets and (st.line[2] not in COMPOUND or body)
+    if simple and (text in ASSIGNMENTS or (text == ":" and not st.line_lambda)):
         # CPython's parser checks what is assigned to: a name, attribute, subscript or a
-        # tuple or list of them (so "f() = ", "a, b=1, c = ", "x := 1" are refused).
-        statement = st.line_text[: st.token_start] + text + " 0"
+        # tuple or list of them (so "f() = ", "a, b=1, c = ", "x := 1" are refused), and
+        # what is annotated ("a, b: ", "f(): ").
+        statement = st.line_text[body : st.token_start].lstrip() + text + " 0"
         return text != ":=" and (st.line_lambda or _parses(statement))
+    if simple and st.line[2] == "del" and st.line[0] and text not in DEL_TOKENS:
+        return text not in OPERATORS and not keyword.iskeyword(text)  # ... and deleted
+    if text == "in" and st.fors and st.fors[-1][0] == len(st.brackets):
+        target = st.line_text[st.fors[-1][1] : st.token_start]  # ... and a for's target
+        return _parses(f"for {target.strip()} in x: pass")
     if text == "nonlocal":
         return any(k in ("def", "async def") for k in st.kinds + st.line_kinds)
-    return not (st.params and _params_refuse(st, text, terminals))
+    return not (st.params and params_refuse(st, text, terminals))
 
 
 def _follow(st: PythonPrefix, text: str, is_name: bool) -> None:
@@ -528,8 +532,13 @@ def _follow(st: PythonPrefix, text: str, is_name: bool) -> None:
             lambda0 = True
         elif text == ":" and not colon_seen and not lambda0 and first in COMPOUND:
             st.line_kinds += (kind,)
-            colon_seen = colon_last = True
-    _follow_params(st, text, is_name, kind)
+            colon_seen, colon_last = st.token_start + 1, True  # where its body's text begins
+    follow_params(st, text, is_name, kind)
+    depth = len(st.brackets)
+    if text == "for":
+        st.fors += ((depth, st.token_start + 3),)
+    elif st.fors and (st.fors[-1][0] > depth or (text == "in" and st.fors[-1][0] == depth)):
+        st.fors = st.fors[:-1]
     st.line = (tokens + 1, kind, first, colon_seen, colon_last, lambda0)
     if text in "([{":
         st.brackets += text
@@ -540,60 +549,6 @@ def _follow(st: PythonPrefix, text: str, is_name: bool) -> None:
 
 # The first words of compound statements (the soft keywords too).
 COMPOUND = frozenset((*python_rules.COMPOUND, "match", "case"))
-
-
-class Params(NamedTuple):
-    """A parameter list being read (a def's, from its first ``(``; a lambda's, to its ``:``)."""
-
-    depth: int  # the bracket depth of its parameters
-    lambda_: bool
-    names: frozenset = frozenset()
-    expected: bool = True  # a parameter's name comes next
-    defaulted: bool = False  # a parameter so far had a default
-    starred: bool = False  # past a * or **: parameters without defaults are allowed
-    plain: bool = False  # the parameter being read has neither default nor star
-
-    def closes(self, text: str) -> bool:
-        """Whether ``text`` (at the list's depth) ends a parameter."""
-        return text == "," or text == (":" if self.lambda_ else ")")
-
-
-def _params_refuse(st: PythonPrefix, text: str, terminals) -> bool:
-    """A parameter named twice, or one without a default after one with."""
-    p = st.params[-1]
-    if p.depth != len(st.brackets):
-        return False
-    if "NAME" in terminals and p.expected and text in p.names:
-        return True
-    return p.closes(text) and p.plain and p.defaulted and not p.starred
-
-
-def _follow_params(st: PythonPrefix, text: str, is_name: bool, kind: str) -> None:
-    depth, params = len(st.brackets), st.params
-    if params:
-        p = params[-1]
-        if depth == p.depth:
-            if is_name and p.expected:
-                p = p._replace(
-                    names=p.names | {text}, expected=False, plain=st.prev not in ("*", "**")
-                )
-            elif text in ("*", "**"):
-                p = p._replace(expected=True, starred=True)
-            elif p.closes(text):
-                p = None if text != "," else p._replace(expected=True, plain=False)
-            elif text == "=":
-                p = p._replace(expected=False, defaulted=True, plain=False)
-            elif text in ("/", ":"):
-                p = p._replace(expected=False, plain=p.plain and text == ":")
-            params = params[:-1] + ((p,) if p else ())
-        elif depth < p.depth:
-            params = params[:-1]
-    if text == "lambda":
-        st.line_lambda = True
-        params += (Params(depth, True),)
-    elif text == "(" and st.line[0] == (2 if kind == "def" else 3) and kind in DEFS:
-        params += (Params(1, False),)  # def NAME (
-    st.params = params
 
 
 KEY = tuple(name for name in PythonPrefix.__slots__ if name != "memo")

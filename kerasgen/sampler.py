@@ -18,23 +18,22 @@ it allows next (``select_rows``). With ``"python"`` (not ``"python-tokens"``),
 (``kerasgen.python_check``) and sends a row back to draw again where its text
 stopped beginning a module; such chunks are ``CONSTRAINED_CHUNK`` long.
 
-``generate_reference`` is the plain step-by-step version of the same
-procedure, kept as the definition the fast path is tested against.
+``kerasgen.reference.generate_reference`` is the plain step-by-step version of the
+same procedure, kept as the definition the fast path is tested against.
 """
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import numpy as np
 
 from kerasgen import checks
+from kerasgen.python_check import restored, review_rows, trail_zeros, unbanned, where_rows
 from kerasgen.sampling import (
     SamplingOptions,
     glue_rule,
     seed_keys,
-    select_next,
     select_rows,
     space_id,
 )
@@ -104,7 +103,7 @@ class Sampler:
             # The concrete function of the one signature every call has: calling it
             # skips tf.function's per-call matching of its arguments, which costs as
             # much as a good part of a small model's chunk.
-            signature = self._signature(state, lexer, length)
+            signature = self._signature(state, lexer, length, exact)
             self._compiled[key] = chunk.get_concrete_function(*signature)
         return self._compiled[key]
 
@@ -121,37 +120,60 @@ class Sampler:
             rows["key"] = seed_keys(rows["seed"][0] if features[5] else rows["seed"])
             fresh = lexer.initial(self.batch) if lexer is not None else ()
             if lexer is not None:
-                lex, ban_at, banned = lex
+                packed, ban_at, banned = lex[:3]
+            trail = []  # exact: where each row stood before each step, and after the last
+            if exact:  # rows sent back resume where they were refused (lex[3], lex[4])
+                ids, state, packed = restored(lex[3], lex[4], (ids, state, packed))
+                trail = [
+                    tf.TensorArray(t.dtype, size=length + 1).write(0, t)
+                    for t in tf.nest.flatten((ids, state, packed))
+                ]
+            if lexer is not None:
+                lex = lexer.unpack(packed)
             out = tf.TensorArray(tf.int32, size=length)
             for i in tf.range(length):
                 if lexer is not None:
                     restart = gen_start + i == lex_start
                     lex = tf.nest.map_structure(
-                        lambda a, b, r=restart: _where_rows(r, a, b), fresh, lex
+                        lambda a, b, r=restart: where_rows(r, a, b), fresh, lex
                     )
                 if draw:
                     allowed = None
                     if lexer is not None:
                         allowed = lexer.allowed(lex)
                         if exact:
-                            allowed = _unbanned(allowed, banned, gen_start + i == ban_at)
+                            allowed = unbanned(allowed, banned, gen_start + i == ban_at)
                         allowed |= ~rows["constrained"][:, None]
                     logits, state = steps.step(ids, state, prepared)
                     drawn = select_rows(
                         logits, ids, first + i, rows, features, self.space_id, self.glue, allowed
                     )
+                    if exact:  # for the rows of the exact constraint only
+                        drawn = _line_end(
+                            lexer, lex, logits, ids, first + i, rows, features, self, allowed, drawn
+                        )
                     ids = tf.where(i < n_forced, forced[:, i], drawn)
                 else:
                     _, state = steps.step(ids, state, prepared)
                     ids = forced[:, i]
                 if lexer is not None:
                     lex = lexer.advance(lex, ids)
+                if exact:  # where each row stands after step i, to resume from
+                    now = tf.nest.flatten((ids, state, lexer.pack(lex)))
+                    trail = [t.write(i + 1, a) for t, a in zip(trail, now)]
                 out = out.write(i, ids)
-            return tf.transpose(out.stack()), ids, state, lex  # (N, CHUNK), (N,), ...
+            if lexer is not None:
+                lex = lexer.pack(lex)
+            if exact:
+                trail = tf.nest.pack_sequence_as((ids, state, lex), [t.stack() for t in trail])
+            else:
+                trail = ()
+            # (N, CHUNK), (N,), state, lexer state, (ids, state, lex) before each step
+            return tf.transpose(out.stack()), ids, state, lex, trail
 
         return chunk
 
-    def _signature(self, state, lexer, length: int) -> list:
+    def _signature(self, state, lexer, length: int, exact: bool) -> list:
         """The input specs of every call of a chunk at this batch size."""
         tf, n = self._tf, self.batch
 
@@ -162,8 +184,12 @@ class Sampler:
 
         lex = ()
         if lexer is not None:  # the lexer's state, and the ids banned at one step
-            lex = (spec(lexer.initial(n)), tf.TensorSpec([n], tf.int32))
+            packed = lexer.pack(lexer.initial(n))
+            lex = (spec(packed), tf.TensorSpec([n], tf.int32))
             lex += (tf.TensorSpec([n, len(self.vocab)], tf.bool),)
+            if exact:  # where rows resume, and the last exact chunk's trail
+                trail = spec(trail_zeros((tf.zeros([n], tf.int32), state, packed), length))
+                lex += (tf.TensorSpec([n], tf.int32), trail)
         return [
             tf.TensorSpec([n], tf.int32),
             spec(state),
@@ -260,6 +286,9 @@ class Rows:
         self.state = self.steps.zeros(capacity)
         self.lex = None  # the lexer's state, made when a constrained row first joins
         self.checks = None  # the exact constraint's RowChecks, made with self.lex
+        # Rows the exact constraint sent back resume at step back[r] of the last chunk's
+        # trail (-1: none; see _review).
+        self.back, self.trail, self._no_trail = np.full(capacity, -1, np.int32), None, {}
         self.ids = tf.zeros((capacity,), tf.int32)  # the id each row reads next
         self.pending = [np.zeros(0, np.int32)] * capacity  # prefix ids still to read
         self.gen = np.zeros(capacity, np.int32)  # generation index of the next chunk's step 0
@@ -298,7 +327,7 @@ class Rows:
             if self.lex is None:
                 from kerasgen.python_check import RowChecks
 
-                self.lex = lexer.initial(self.capacity)
+                self.lex = lexer.pack(lexer.initial(self.capacity))
                 self.checks = RowChecks(self.vocab, self.capacity)
             # A constraint implies a character-level run: one id per character. The lexer
             # reads the prime's ids that the loop will not take (a recurrent model's
@@ -307,6 +336,7 @@ class Rows:
             one = lexer.initial(1)
             if len(unread):
                 one = lexer.read(one, unread[None, :])
+            one = lexer.pack(one)
             self.lex = tf.nest.map_structure(lambda all_, o: _set_row(all_, row, o), self.lex, one)
         if self.checks is not None:
             self.checks.join(row, prime, options.constrain == "python")
@@ -318,6 +348,7 @@ class Rows:
     def leave(self, row: int) -> None:
         """Free ``row``: its stream ended."""
         self.options[row] = None
+        self.back[row] = -1
         self._plan = None
 
     def move(self, src: int, dst: int) -> None:
@@ -326,6 +357,8 @@ class Rows:
 
         def copy(t):
             return _set_row(t, dst, t[src : src + 1])
+
+        _settle(self)
 
         self.state, self.ids = tf.nest.map_structure(copy, (self.state, self.ids))
         if self.lex is not None:
@@ -347,9 +380,11 @@ class Rows:
             size = next(s for s in self.sizes if s > (active[-1] if active else 0))
             # One request on every row (kerasgen sample): one seed, temperature and step.
             # (A lone row always shares its own: one loop at size 1, whoever it is.)
+            # (Not for rows the exact constraint reads: it sends rows back one by one.)
             shared = size == 1 or (
                 self.one_request
                 and size == len(active)
+                and not any(self.options[r].constrain == "python" for r in active)
                 and len({self.gen[r] for r in active}) == 1
                 and all(len(set(v[:size])) == 1 for k, v in self.settings.items() if k != "row")
             )
@@ -360,8 +395,8 @@ class Rows:
                 self.packed(size),
             )
         size, active, features, settings = self._plan
-        # Rows the exact constraint reads go back to their chunk's start to redraw a
-        # position: shorter chunks waste fewer steps.
+        # Rows the exact constraint reads resume where it refused a draw, to draw again:
+        # shorter chunks waste fewer steps.
         exact = self.checks is not None and any(self.checks.prefix[r] is not None for r in active)
         length = CONSTRAINED_CHUNK if exact else CHUNK
         forced, n_forced = self._forced(size, length)
@@ -374,16 +409,19 @@ class Rows:
             checks = self.checks
             bans = (tf.constant(checks.ban_at[:size]), tf.constant(checks.banned[:size]))
             lex = (_head(self.lex, size), *bans)
+            if exact:
+                lex += _resume(self, size, ids, head, lex[0])
         counters = np.stack([n_forced, self.gen[:size], self.lex_start[:size]], axis=1)
-        before = (self.state, self.ids, self.lex, self.gen.copy())
-        out, ids, head, lex = chunk(ids, head, lex, forced, tf.constant(counters), *settings)
+        gen = self.gen.copy()
+        out, ids, head, lex, trail = chunk(ids, head, lex, forced, tf.constant(counters), *settings)
         self.state, self.ids = _put_head(self.state, head), _put_head(self.ids, ids)
         if features[3]:
             self.lex = _put_head(self.lex, lex)  # the lexer's state (the bans stay here)
         self.gen[:size] += length
         taken = Taken(out.numpy(), n_forced, np.full(size, length))
         if exact:
-            _review(self, taken, active, before)
+            self.trail, self.back[:] = trail, -1
+            review_rows(self, taken, active, gen)
         return taken
 
     def packed(self, size: int) -> tuple:
@@ -394,11 +432,7 @@ class Rows:
 
         s = {k: v[:size] for k, v in self.settings.items()}
         return (
-            tf.constant(
-                np.stack(
-                    [s["mode"], s["top_k"], s["row"], s["constrained"].astype(np.int32)], axis=1
-                )
-            ),
+            tf.constant(np.stack([s["mode"], s["top_k"], s["row"], s["constrained"]], axis=1)),
             tf.constant(np.stack([s["temperature"], s["top_p"]], axis=1)),
             tf.constant(s["seed"]),
         )
@@ -424,47 +458,52 @@ class Rows:
         return tf.constant(forced), n_forced
 
 
-def _review(rows: Rows, taken: Taken, active, before) -> None:
-    """The exact constraint (``kerasgen.python_check``): each checked row's new ids read;
-    a row with a refused one goes back to the chunk's start (``before``) and reads what it
-    kept again, to draw anew where it was refused."""
+def _resume(rows: Rows, size: int, ids, state, lex) -> tuple:
+    """Where the rows the exact constraint sent back resume: (back (size,), the last
+    chunk's trail; ``kerasgen.python_check.restored``)."""
     import tensorflow as tf
 
-    state, ids, lex, gen = before
-    back = np.zeros(rows.capacity, bool)
-    for r in active:
-        col = rows.checks.review(r, taken.ids[r], int(taken.start[r]), int(gen[r]))
-        if col is not None:
-            taken.end[r], back[r] = col, True
-            rows.pending[r] = np.concatenate([taken.ids[r, :col], rows.pending[r]])
-            rows.gen[r] = gen[r]
-            rows._reading = True
-    if back.any():
-        then, now = (state, ids, lex), (rows.state, rows.ids, rows.lex)
-        rows.state, rows.ids, rows.lex = _merge_rows()(tf.constant(back), then, now)
+    trail = rows.trail
+    if trail is not None and tf.nest.flatten(trail)[0].shape[1] != size:
+        _settle(rows)  # the batch changed size since: resume them here
+        trail = None
+    if trail is None or not (rows.back[:size] >= 0).any():
+        if size not in rows._no_trail:
+            rows._no_trail[size] = trail_zeros((ids, state, lex), CONSTRAINED_CHUNK)
+        trail = rows._no_trail[size]
+    return tf.constant(rows.back[:size]), trail
 
 
-@functools.lru_cache(maxsize=1)
-def _merge_rows():
-    """``then``'s rows where ``mask``, else ``now``'s: one compiled call for every tensor."""
+def _settle(rows: Rows) -> None:
+    """Resume the rows sent back now (before rows move or the batch changes size)."""
     import tensorflow as tf
 
-    def merge(mask, then, now):
-        return tf.nest.map_structure(lambda a, b: _where_rows(mask, a, b), then, now)
+    if rows.trail is None or not (rows.back >= 0).any():
+        return
+    size = tf.nest.flatten(rows.trail)[0].shape[1]
+    now = (_head(rows.ids, size), _head(rows.state, size), _head(rows.lex, size))
+    ids, state, lex = restored(tf.constant(rows.back[:size]), rows.trail, now)
+    rows.ids, rows.state = _put_head(rows.ids, ids), _put_head(rows.state, state)
+    rows.lex, rows.back[:] = _put_head(rows.lex, lex), -1
 
-    return tf.function(merge, jit_compile=True, reduce_retracing=True)
 
-
-def _unbanned(allowed, banned, now):
-    """``allowed`` (N, V) less each row's ``banned`` ids where ``now`` (N,). Never nothing:
-    a row the lexer and the bans leave nothing draws from what the bans leave (the exact
-    reader's choice), and from every id if they leave nothing either."""
+def _line_end(lexer, lex, logits, ids, steps, rows, features, sampler, allowed, drawn):
+    """``drawn``, except in constrained rows where the model's own draw (the same uniform,
+    nothing masked) is a line break that cannot stand there: the character that ends what
+    keeps the line open (``PythonLexer.closer``) where it is allowed. The model decides
+    where a line ends; the constraint ends it the nearest way it allows, instead of
+    drawing the line on."""
     import tensorflow as tf
 
-    banned &= now[:, None]
-    left = allowed & ~banned
-    left = tf.where(tf.reduce_any(left, axis=1, keepdims=True), left, ~banned)
-    return left | ~tf.reduce_any(left, axis=1, keepdims=True)
+    closer = lexer.closer(lex)
+    closable = tf.gather(allowed, tf.maximum(closer, 0), batch_dims=1) & (closer >= 0)
+    closable &= rows["exact"] & ~allowed[:, lexer.newline]
+
+    def model_ends_line():  # the model's own draw, only when some row could be closed
+        free = select_rows(logits, ids, steps, rows, features, sampler.space_id, sampler.glue)
+        return tf.where(closable & (free == lexer.newline), closer, drawn)
+
+    return tf.cond(tf.reduce_any(closable), model_ends_line, lambda: drawn)
 
 
 def _unpacked(ints, floats, seeds) -> dict:
@@ -475,6 +514,7 @@ def _unpacked(ints, floats, seeds) -> dict:
         "top_k": ints[:, 1],
         "row": ints[:, 2],
         "constrained": ints[:, 3] > 0,
+        "exact": ints[:, 3] > 1,  # constrained by the exact constraint ("python")
         "temperature": floats[:, 0],
         "top_p": floats[:, 1],
         "seed": seeds,
@@ -502,7 +542,10 @@ def row_settings(options: SamplingOptions, batch: int, index=None) -> dict:
         "mode": np.full(batch, options.sample, np.int32),
         "top_k": np.full(batch, options.top_k, np.int32),
         "top_p": np.full(batch, options.top_p, np.float32),
-        "constrained": np.full(batch, options.constrain is not None),
+        # 0: none, 1: python-tokens, 2: python (the exact constraint)
+        "constrained": np.full(
+            batch, {None: 0, "python-tokens": 1}.get(options.constrain, 2), np.int32
+        ),
     }
 
 
@@ -522,49 +565,3 @@ def _set_row(batched, row: int, one):
     if batched.shape[1:].num_elements() == 0:  # nothing per row (a bigram)
         return batched
     return tf.tensor_scatter_nd_update(batched, [[row]], tf.cast(one, batched.dtype))
-
-
-def _where_rows(mask, a, b):
-    """``tf.where`` of a per-row ``mask`` (N,) over tensors (N, ...) of any rank."""
-    import tensorflow as tf
-
-    return tf.where(tf.reshape(mask, [-1] + [1] * (len(a.shape) - 1)), a, b)
-
-
-def generate_reference(
-    model,
-    vocab,
-    n: int,
-    prime: str = "",
-    options: SamplingOptions | None = None,
-    preamble: str = "",
-) -> np.ndarray:
-    """The plain step-by-step sampler: one eager model call per token, (N, n) ids.
-
-    Reads the prefix in one call from a zero state; a transformer reads the
-    last ``context`` tokens of everything so far, unpadded.
-    """
-    from kerasgen.model import context_length, reset_states
-
-    batch = int(model.inputs[0].shape[0])
-    context = context_length(model)
-    prefix = prefix_ids(vocab, preamble, prime)
-    seen = np.tile(prefix[None, :], (batch, 1))  # (N, so far)
-    reset_states(model)
-    if context is None and len(prefix) > 1:
-        model(seen[:, :-1], training=False)
-    ids = seen[:, -1]
-    space, glue = space_id(vocab), glue_rule(vocab)
-    options = options or SamplingOptions()
-    out = np.zeros((batch, n), np.int32)
-    for step in range(n):
-        if context is None:
-            logits = model(ids[:, None], training=False)[:, -1, :]
-        else:
-            logits = model(seen[:, -context:], training=False)[:, -1, :]
-        ids = select_next(
-            logits, ids, step, options.seed, options.temperature, options, space, glue
-        ).numpy()
-        out[:, step] = ids
-        seen = np.concatenate([seen, ids[:, None]], axis=1)
-    return out

@@ -6,7 +6,8 @@ from tiny import TINY_TEXT
 
 from kerasgen import data
 from kerasgen.model import ModelConfig, build_model, rnn_layers
-from kerasgen.sampler import Sampler, generate_reference
+from kerasgen.reference import generate_reference
+from kerasgen.sampler import Sampler
 from kerasgen.sampling import SamplingOptions
 from kerasgen.vocab import Vocabulary
 

@@ -14,7 +14,8 @@ from tiny import TINY_TEXT
 from kerasgen import data, rundir
 from kerasgen.evaluate import evaluate_loss, stream_layout
 from kerasgen.model import ModelConfig, build_model, context_length, reset_states
-from kerasgen.sampler import Sampler, generate_reference
+from kerasgen.reference import generate_reference
+from kerasgen.sampler import Sampler
 from kerasgen.sampling import SamplingOptions
 from kerasgen.streams import generate_text
 from kerasgen.vocab import UNKNOWN_TOKEN, Vocabulary, WordVocabulary, tokenize, vocabulary_from_json

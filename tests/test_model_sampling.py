@@ -4,7 +4,8 @@ import pytest
 from kerasgen import rundir
 from kerasgen.errors import CheckpointError
 from kerasgen.model import ModelConfig, build_model, reset_states, rnn_layers
-from kerasgen.sampler import Sampler, generate_reference
+from kerasgen.reference import generate_reference
+from kerasgen.sampler import Sampler
 from kerasgen.sampling import SamplingOptions, select_next
 from kerasgen.streams import decode_prime, generate_text
 from kerasgen.vocab import Vocabulary

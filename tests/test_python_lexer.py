@@ -216,6 +216,71 @@ def test_a_line_break_inside_brackets_is_the_one_layout_it_refuses():
     assert forbidden_positions(text) == inside
 
 
+def closer_after(text: str) -> str | None:
+    state = LEXER.read(LEXER.initial(1), VOCAB.encode(text).astype(np.int32)[None, :])
+    closer = int(LEXER.closer(state).numpy()[0])
+    return None if closer < 0 else VOCAB.decode([closer])
+
+
+@pytest.mark.parametrize(
+    "text, closer",
+    [
+        ("x = f(a, [1, 2", "]"),
+        ("x = f(a, [1, 2]", ")"),
+        ("d = {'a': (1", ")"),
+        ("s = 'abc", "'"),
+        ('s = f(b"x', '"'),
+        ("if x == 1", ":"),
+        ("for a in b", ":"),
+        ("x = 1", None),
+        ('x = """abc', None),  # a line break may stand in a triple-quoted string
+        ("# (", None),
+    ],
+)
+def test_the_character_that_ends_what_keeps_a_line_open(text, closer):
+    assert closer_after(text) == closer
+
+
+def test_a_line_break_the_model_draws_where_none_may_stand_closes_what_is_open():
+    """The model decides where a line ends: its refused line break becomes the closer."""
+    import tensorflow as tf
+
+    from kerasgen.sampler import _line_end, _unpacked, row_settings
+
+    texts = ["x = f(a, [1", "s = 'ab", "x = (1 + 2)", "y = g(2"]
+    newline = VOCAB.token_id("\n")
+    # Each row reads its text after blank lines (which change nothing): one width.
+    ids = [VOCAB.encode(t).astype(np.int32) for t in texts]
+    width = max(len(i) for i in ids)
+    padded = np.stack([np.concatenate([[newline] * (width - len(i)), i]) for i in ids])
+    state = LEXER.read(LEXER.initial(len(texts)), padded)
+    logits = np.full((len(texts), len(VOCAB)), -10.0, np.float32)
+    logits[:, newline] = 10.0  # the model all but certainly ends the line
+    logits[1, newline] = -10.0  # ... but in row 1, which goes on with "c"
+    logits[1, VOCAB.token_id("c")] = 10.0
+    options = SamplingOptions(seed=1, constrain="python")
+    s = row_settings(options, len(texts))
+    ints = np.stack([s["mode"], s["top_k"], s["row"], s["constrained"].astype(np.int32)], 1)
+    rows = _unpacked(ints, np.stack([s["temperature"], s["top_p"]], 1), s["seed"])
+    drawn = tf.fill([len(texts)], VOCAB.token_id("0"))  # what the masked draw took
+    sampler = type("Sampler", (), {"space_id": VOCAB.token_id(" "), "glue": None})
+    got = _line_end(
+        LEXER,
+        state,
+        tf.constant(logits),
+        tf.constant(padded[:, -1]),
+        0,
+        rows,
+        options.features,
+        sampler,
+        LEXER.allowed(state),
+        drawn,
+    )
+    # "]" closes the list; row 1 keeps its draw, and so does row 2, where a line break may
+    # stand; ")" closes the call.
+    assert [VOCAB.decode([int(i)]) for i in got.numpy()] == ["]", "0", "0", ")"]
+
+
 # ---------------------------------------------------------------- samples drawn under it
 
 
@@ -457,7 +522,7 @@ def test_every_character_drawn_under_the_exact_constraint_keeps_a_module_possibl
 def test_the_exact_constraint_through_the_server_rows(python_run):
     """Streams that join and leave (the server's engine): each row sent back on its own."""
     from kerasgen.python_prefix import refused_at
-    from kerasgen.sampler import Rows
+    from kerasgen.sampler import CONSTRAINED_CHUNK, Rows
 
     model = kerasgen.load(str(python_run), jit_compile=False)
     sampler = model.sampler(4)
@@ -466,13 +531,16 @@ def test_the_exact_constraint_through_the_server_rows(python_run):
     rows.join(0, "def ", SamplingOptions(seed=1, constrain="python"))
     rows.join(2, "class ", SamplingOptions(seed=2, constrain="python"), index=1)
     rows.join(3, "", SamplingOptions(seed=3))
-    for _ in range(12):
-        taken = rows.run()
+    free, calls = "", 0  # the unconstrained row goes on a whole chunk at every call
+    while calls < 60 and min(len(t) for t in texts.values()) <= 100:
+        taken, calls = rows.run(), calls + 1
+        free += model.vocab.decode(taken.new(3))
         for r in texts:
             texts[r] += model.vocab.decode(taken.new(r))
     assert rows.checks.counts["refused"] > 0  # some draws were sent back
     assert refused_at("def " + texts[0]) is None and refused_at("class " + texts[2]) is None
     assert len(texts[0]) > 100 and len(texts[2]) > 100
+    assert len(free) == calls * CONSTRAINED_CHUNK  # a row sent back holds back no other
     # Each row's text is its own: what the same request draws alone.
     alone = model.generate(len(texts[0]), "def ", seed=1, constrain="python")
     assert alone == "def " + texts[0]

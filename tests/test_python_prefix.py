@@ -153,6 +153,19 @@ def test_what_it_lets_through_compiles_once_complete():
         ("a, b=1, c = 2", 11),
         ("x := 1", 3),
         ("del f()\n", 7),
+        ("del a - b", 6),  # what is deleted, at the first token that no target holds
+        ("del a if b", 6),
+        ("del a, (b - c)\n", 14),  # ... or, in brackets, at the line's end
+        ("del (a, b), c.d()[0], 'e'[0]\n", None),
+        ("a, b: int", 4),  # what is annotated, at its ":"
+        ("f(): int", 3),
+        ("x.y: int = 1\nz[0]: int\nf = lambda: 0\n", None),
+        ("for f() in x: pass", 8),  # a for's target (statement or comprehension), at "in"
+        ("[a for ...(b) in c]", 14),
+        ("for a, (b, c) in x: [d for e.f[0] in g for h in i if j in k]\n", None),
+        ("def f(): a, b and c = 1", 21),  # ... in a body on its compound statement's line
+        ("if x: y = 1; f() = 2", 18),
+        ("class A: x: int\nfor a in b: c[0] += 1\nif a: f = lambda: 0\n", None),
         ("from a import b, c,\n", 19),
         ("from a import (b, c,)\n", None),
         ("a[1], b.c = d = 1\nx: int = 3\nx += 1\ndel a[1], b.c\n", None),

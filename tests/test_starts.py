@@ -17,7 +17,8 @@ import kerasgen
 from kerasgen import rundir
 from kerasgen.evaluate import logits_after, start_penalty
 from kerasgen.model import ModelConfig, build_model
-from kerasgen.sampler import CHUNK, Sampler, generate_reference
+from kerasgen.reference import generate_reference
+from kerasgen.sampler import CHUNK, Sampler
 from kerasgen.sampling import SamplingOptions, select_next
 from kerasgen.steps import start_rows
 from kerasgen.streams import StopTexts, prefix_ids
