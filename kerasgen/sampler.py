@@ -41,7 +41,7 @@ from kerasgen.streams import prefix_ids
 
 CHUNK = 128  # tokens per compiled call
 # ... for rows the exact constraint reads (kerasgen.python_check), which it sends back to
-# their chunk's start to draw a refused position again.
+# draw a refused position again: the rest of their chunk is thrown away.
 CONSTRAINED_CHUNK = 32
 
 
