@@ -238,11 +238,13 @@ class PythonLexer:
         call costs time), and what it keeps between them. ``unpack`` inverts it."""
         import tensorflow as tf
 
-        ints = [
-            tf.reshape(getattr(state, name), [tf.shape(state.mode)[0], -1])
-            for name in LexState._fields
-            if name not in WIDE
-        ]
+        names = [name for name in LexState._fields if name not in WIDE]
+        if tf.executing_eagerly():  # (a row joining: numpy is many times faster than ops)
+            n = len(state.mode)
+            ints = np.concatenate([np.reshape(getattr(state, f), (n, -1)) for f in names], 1)
+            wide = np.stack([state.word, state.statement], axis=1)
+            return tf.constant(ints, tf.int32), tf.constant(wide, tf.int64)
+        ints = [tf.reshape(getattr(state, name), [tf.shape(state.mode)[0], -1]) for name in names]
         return tf.concat(ints, axis=1), tf.stack([state.word, state.statement], axis=1)
 
     def unpack(self, packed) -> LexState:
