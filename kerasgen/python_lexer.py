@@ -186,8 +186,11 @@ class PythonLexer:
             [vocab.decode([i]) in NUMBER_LETTERS for i in range(len(vocab))]
         )
         self.header_allowed, self.header_moves = header_tables()
-        self.char_ids = {vocab.decode([i]): i for i in range(len(vocab))}
-        self.newline = self.char_ids["\n"]
+        self.newline = vocab.token_id("\n")
+        # What ends a line's open string ('), ("), bracket ), ], } or header (:), -1: none.
+        self.closers = np.array(
+            [-1 if (i := vocab.token_id(ch)) is None else i for ch in "'\")]}:"], np.int32
+        )
         self.ends_name = ~np.isin(self.classes, (LETTER, DIGIT))  # no part of a name
         self.no_number_letter = np.isin(self.classes, (LETTER,)) & ~self.number_letters
         self._read = None  # the compiled loop of ``read``
@@ -287,16 +290,11 @@ class PythonLexer:
 
         from kerasgen.python_masks import top
 
-        def id_of(ch):
-            return self.char_ids.get(ch, -1)
-
-        quotes = tf.constant([id_of("'"), id_of('"')], tf.int32)
-        brackets = tf.constant([id_of(")"), id_of("]"), id_of("}")], tf.int32)
-        s = state
-        in_string = tf.gather(quotes, s.quote)
-        in_bracket = tf.gather(brackets, top(s.stack, s.depth))
+        s, closers = state, tf.constant(self.closers)
+        in_string = tf.gather(closers, s.quote)
+        in_bracket = tf.gather(closers, 2 + top(s.stack, s.depth))
         code = (s.mode == CODE) | (s.mode == AFTER_EMPTY)
-        colon = tf.where(code & (s.needs_colon > 0), id_of(":"), -1)
+        colon = tf.where(code & (s.needs_colon > 0), closers[5], -1)
         in_code = tf.where(code & (s.depth > 0), in_bracket, colon)
         return tf.where(s.mode == STRING, in_string, in_code)
 

@@ -287,7 +287,7 @@ class Rows:
         self.lex = None  # the lexer's state, made when a constrained row first joins
         self.checks = None  # the exact constraint's RowChecks, made with self.lex
         # Rows the exact constraint sent back resume at step back[r] of the last chunk's
-        # trail (-1: none; see _review).
+        # trail (-1: none; see python_check.review_rows).
         self.back, self.trail, self._no_trail = np.full(capacity, -1, np.int32), None, {}
         self.ids = tf.zeros((capacity,), tf.int32)  # the id each row reads next
         self.pending = [np.zeros(0, np.int32)] * capacity  # prefix ids still to read
