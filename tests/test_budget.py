@@ -55,7 +55,7 @@ def test_cosine_schedule_warms_up_then_decays_to_the_floor():
 
 
 def test_time_budget_stops_on_time_and_leaves_a_loadable_best_checkpoint(data_dir, tmp_path):
-    budget = 8.0
+    budget = 4.0
     flags = dict(zip(TINY_TRAIN[0::2], TINY_TRAIN[1::2]))
     config = TrainConfig(
         data_dir=str(data_dir),

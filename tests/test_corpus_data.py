@@ -341,6 +341,7 @@ def test_cli_trains_on_a_read_only_folder(data_dir, tmp_path, monkeypatch, read_
     ]
 
 
+@pytest.mark.slow  # trains twice through the CLI (about 6 s)
 def test_cli_reads_crlf_as_lf_unless_keep_cr(tmp_path):
     folder = tmp_path / "crlf"
     write_input(folder, TINY_TEXT.replace("\n", "\r\n").encode())

@@ -59,6 +59,8 @@ def tiny_run(folder, vocab, family, rnn_size=16):
     rundir.save_checkpoint(str(folder), "latest", model)
 
 
+@pytest.mark.slow  # three runs exported, then a Python of their own (about 20 s); an
+# export's samples are checked in the default run by test_an_export_samples_what_the_run_samples
 def test_export_generates_what_sample_does_without_kerasgen(tiny_text, tmp_path):
     vocab = Vocabulary.from_text(tiny_text)
     folders = []
@@ -112,7 +114,10 @@ def test_export_refuses_other_levels_and_existing_folders(tiny_text, tmp_path):
     shutil.rmtree(tmp_path / "taken")
 
 
-@pytest.mark.parametrize("family", ["lstm", "gru", "rnn", "transformer", "bigram"])
+@pytest.mark.parametrize(
+    "family",
+    ["lstm", "gru", "rnn", pytest.param("transformer", marks=pytest.mark.slow), "bigram"],
+)
 def test_the_step_signature_steps_as_the_keras_model_does(tiny_text, tmp_path, family):
     import tensorflow as tf
 
@@ -135,9 +140,10 @@ def test_the_step_signature_steps_as_the_keras_model_does(tiny_text, tmp_path, f
     assert np.abs(np.stack(logits, axis=1) - expected).max() <= 1e-5
 
 
-# GRU and simple RNN share the LSTM's fused path: in the slow run only.
-FAMILIES = ["lstm", "transformer", "bigram"] + [
-    pytest.param(f, marks=pytest.mark.slow) for f in ("gru", "rnn")
+# GRU and simple RNN share the LSTM's fused path, and the transformer's export is sampled
+# by test_export_generates_what_sample_does_without_kerasgen: in the slow run only.
+FAMILIES = ["lstm", "bigram"] + [
+    pytest.param(f, marks=pytest.mark.slow) for f in ("transformer", "gru", "rnn")
 ]
 
 
@@ -162,6 +168,7 @@ def test_an_export_samples_what_the_run_samples(tiny_text, tmp_path, family):
         assert got.stdout == expected_drawn.stdout != expected.stdout, format
 
 
+@pytest.mark.slow  # two runs exported and sampled (5 to 6 s each)
 @pytest.mark.parametrize("level", ["word", "bpe"])
 def test_exports_hold_every_level(tiny_text, tmp_path, level):
     if level == "word":
@@ -190,6 +197,8 @@ def test_exports_hold_every_level(tiny_text, tmp_path, level):
         exported.generate(5, top_k=3)
 
 
+@pytest.mark.slow  # 5 to 7 s each; the quantized exports' test evaluates an export in
+# the default run
 @pytest.mark.parametrize("family", ["lstm", "transformer"])
 def test_evaluate_scores_an_export_as_it_scores_the_run(tiny_text, tmp_path, family):
     # The transformer reads half-overlapping windows of its context: a text longer than
@@ -224,26 +233,27 @@ def tflite_ops(path) -> set[str]:
     return set(re.findall(r"Op#\d+ (\w+)\(", printed.getvalue()))
 
 
-def test_quantized_exports_are_smaller_and_cost_little(tiny_text, tmp_path):
+# ONNX's half in the slow run only (the two formats took 9 s together).
+@pytest.mark.parametrize("format", ["tflite", pytest.param("onnx", marks=pytest.mark.slow)])
+def test_quantized_exports_are_smaller_and_cost_little(tiny_text, tmp_path, format):
     vocab = Vocabulary.from_text(tiny_text)
     tiny_run(tmp_path / "run", vocab, "lstm", rnn_size=64)
     (tmp_path / "held.txt").write_text(tiny_text)
     full = kerasgen.load(str(tmp_path / "run")).evaluate(text=tiny_text)["nats_per_char"]
-    for format in ("tflite", "onnx"):
-        sizes = {}
-        for quantize in kerasgen.QUANTIZE:
-            out = tmp_path / f"{format}-{quantize}"
-            flags = ["--format", format, "--quantize", quantize]
-            r = run(["export", "--save_dir", tmp_path / "run", "--out", out, *flags])
-            assert r.exit_code == 0, r.output
-            sizes[quantize] = os.path.getsize(out / f"model.{format}")
-            loss = kerasgen.load_exported(str(out)).evaluate(text=tiny_text)["nats_per_char"]
-            assert abs(loss - full) <= (1e-5 if quantize == "none" else 0.05), (format, quantize)
-            if format == "tflite":
-                ops = tflite_ops(out / "model.tflite")
-                # Builtin operators only: no Flex (TensorFlow) or custom operators.
-                assert ops and all(re.fullmatch(r"[A-Z][A-Z0-9_]*", op) for op in ops), ops
-        assert sizes["float16"] < 0.6 * sizes["none"] and sizes["int8"] < 0.8 * sizes["float16"]
+    sizes = {}
+    for quantize in kerasgen.QUANTIZE:
+        out = tmp_path / f"{format}-{quantize}"
+        flags = ["--format", format, "--quantize", quantize]
+        r = run(["export", "--save_dir", tmp_path / "run", "--out", out, *flags])
+        assert r.exit_code == 0, r.output
+        sizes[quantize] = os.path.getsize(out / f"model.{format}")
+        loss = kerasgen.load_exported(str(out)).evaluate(text=tiny_text)["nats_per_char"]
+        assert abs(loss - full) <= (1e-5 if quantize == "none" else 0.05), (format, quantize)
+        if format == "tflite":
+            ops = tflite_ops(out / "model.tflite")
+            # Builtin operators only: no Flex (TensorFlow) or custom operators.
+            assert ops and all(re.fullmatch(r"[A-Z][A-Z0-9_]*", op) for op in ops), ops
+    assert sizes["float16"] < 0.6 * sizes["none"] and sizes["int8"] < 0.8 * sizes["float16"]
     refused = run(
         ["export", "--save_dir", tmp_path / "run", "--out", tmp_path / "s"] + ["--quantize", "int8"]
     )
@@ -251,6 +261,7 @@ def test_quantized_exports_are_smaller_and_cost_little(tiny_text, tmp_path):
     assert not (tmp_path / "s").exists()
 
 
+@pytest.mark.slow  # the docs' runner and the kerasgen command, each in its own process
 def test_the_docs_runner_generates_without_kerasgen(tiny_text, tmp_path):
     tiny_run(tmp_path / "run", Vocabulary.from_text(tiny_text), "lstm")
     greedy = ["-n", "150", "--prime", "KING", "--sample", "0"]

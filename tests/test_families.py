@@ -93,7 +93,12 @@ def test_save_load_round_trip_gives_identical_logits(family, tmp_path):
     np.testing.assert_array_equal(loaded(x).numpy(), trained(x).numpy())
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize(
+    "family",
+    [  # the transformer's check against the step-by-step reference is slow (13 s)
+        pytest.param(f, marks=pytest.mark.slow) if f == "transformer" else f for f in FAMILIES
+    ],
+)
 def test_sampling_works(family):
     model = tiny(family, 2)
     options = SamplingOptions(seed=5)
@@ -129,9 +134,10 @@ def test_streams_of_one_sampler_read_in_turns_keep_their_own_text(family, fused)
 
 @pytest.mark.parametrize(
     "family",
-    [  # one per step provider; two of them slow (10 s each)
+    [  # one per step provider, all slow (10 to 16 s each); test_python_lexer's server rows
+        # test joins and streams rows in the default run
         pytest.param("bigram", marks=pytest.mark.slow),
-        "lstm",
+        pytest.param("lstm", marks=pytest.mark.slow),
         pytest.param("transformer", marks=pytest.mark.slow),
     ],
 )
@@ -283,6 +289,7 @@ def test_bad_transformer_shapes_are_usage_errors(data_dir, tmp_path):
     assert not (tmp_path / "s").exists()
 
 
+@pytest.mark.slow  # trains twice, samples and evaluates through the CLI
 def test_transformer_from_the_cli_trains_resumes_samples_and_evaluates(data_dir, tmp_path):
     save, logs = tmp_path / "tf", str(tmp_path / "logs")
     common = [
@@ -381,6 +388,7 @@ def test_word_level_holds_out_the_same_characters_as_char_level(data_dir):
     assert len(vocab) <= 51 and set(vocab.tokens) <= set(tokenize(TINY_TEXT)) | {" "}
 
 
+@pytest.mark.slow  # trains through the CLI; test_levels trains word-level runs in the default run
 def test_word_level_from_the_cli(data_dir, tmp_path):
     save, logs = tmp_path / "word", str(tmp_path / "logs")
     r = run(
@@ -461,6 +469,7 @@ def test_word_level_from_the_cli(data_dir, tmp_path):
     assert rundir.read_run(str(save)).vocab == vocab
 
 
+@pytest.mark.slow  # trains three runs to compare (test_bigram's compare test is the default run's)
 def test_compare_lists_levels_and_families(data_dir, tmp_path):
     logs = str(tmp_path / "logs")
     runs = {

@@ -162,6 +162,8 @@ def test_a_kill_during_a_replacement_is_finished_by_the_next_reader(own_run):
 
 
 # 3. Two streams of one loaded model, read in turns, mixed their text after one chunk.
+@pytest.mark.slow  # two streams of 400 characters, alone and in turn;
+# test_families' streams-in-turn test covers one sampler's streams in the default run
 def test_two_streams_of_one_loaded_model_keep_their_own_text(trained_run):
     _, save = trained_run
     model = kerasgen.load(str(save))
@@ -184,7 +186,10 @@ def test_two_streams_of_one_loaded_model_keep_their_own_text(trained_run):
 
 # 4. The id cache beside the text was trusted: damaged bytes crashed training with a
 #    TensorFlow traceback (an id outside the vocabulary) or trained on wrong ids.
-@pytest.mark.parametrize("damage", ["outside the vocabulary", "inside the vocabulary"])
+@pytest.mark.parametrize(
+    "damage",
+    [pytest.param("outside the vocabulary", marks=pytest.mark.slow), "inside the vocabulary"],
+)
 def test_a_damaged_data_cache_is_rebuilt(data_dir, tmp_path, tiny_train, damage):
     good = np.array(data.load_corpus(str(data_dir)).ids)
     path = data_dir / idcache.CACHE_IDS
@@ -268,6 +273,7 @@ def test_outputs_that_cannot_be_written_are_one_error_line(trained_run, tmp_path
 
 
 # 7. `kerasgen sample | head` printed "Error: Broken pipe" and exited 1.
+@pytest.mark.slow  # a process of its own, starting TensorFlow
 def test_a_closed_pipe_ends_sampling_quietly(trained_run):
     _, save = trained_run
     proc = subprocess.Popen(

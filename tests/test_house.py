@@ -85,6 +85,8 @@ def test_a_run_records_its_format_and_a_newer_one_is_refused(own_run):
     assert "upgrade kerasgen" in r.output and "Traceback" not in r.output
 
 
+@pytest.mark.slow  # samples for two measures twice; test_api checks evaluate's
+# JSON against the API's dict in the default run
 def test_evaluate_json_is_what_the_api_returns(trained_run):
     _, save = trained_run
     options = {"python_syntax": 3, "real_words": 2, "n": 60, "seed": 4, "temperature": 0.8}

@@ -270,6 +270,8 @@ def _train(*flags):
     return r
 
 
+@pytest.mark.slow  # trains twice through the CLI; the other BPE tests here are
+# in the default run
 def test_bpe_level_from_the_cli(data_dir, tmp_path, trained_run):
     save, logs = tmp_path / "bpe", str(tmp_path / "logs")
     common = [

@@ -121,6 +121,8 @@ def test_top_p_keeps_the_nucleus():
     assert seen == {0, 1}
 
 
+@pytest.mark.slow  # 600 eager reference steps, three compiled samplers (about 20 s);
+# test_starts checks the sampler against the reference in the default run
 def test_compiled_generators_match_step_by_step_reference():
     # Exactly the same ids, not just close: the draws are a pure function of
     # (seed, step, row), and the fused logits equal the Keras layers' to rounding.

@@ -353,6 +353,8 @@ def python_run(tmp_path_factory):
     return save
 
 
+@pytest.mark.slow  # 16 samples of 400 characters, three times (about 20 s); the exact
+# constraint's server-rows test checks drawn text in the default run
 def test_constrained_samples_keep_pythons_lexical_rules(python_run):
     model = kerasgen.load(str(python_run), jit_compile=False)
     free = model.generate(400, "def ", seed=2, num_samples=16, constrain="none")
@@ -363,6 +365,7 @@ def test_constrained_samples_keep_pythons_lexical_rules(python_run):
     assert model.generate(400, "def ", seed=2, num_samples=16, constrain="python") == kept
 
 
+@pytest.mark.slow  # 16 samples of 300 characters and a compiled scan (about 5 s)
 def test_the_constraint_reads_a_long_prime_before_drawing(python_run):
     # The prime opens brackets, then runs on past compiled chunks of 128 characters (read
     # without drawing): the sampler's lexer must have read it all, so that a lexer reading
@@ -400,6 +403,11 @@ def test_sample_syntax_python_constrains_its_draws_by_default(python_run):
     assert (default.stdout, default.stderr) == (constrained.stdout, constrained.stderr)
     assert kerasgen.load(str(python_run)).default_constrain("python") == "python"
     assert kerasgen.load(str(python_run)).default_constrain(None) == "none"
+
+
+@pytest.mark.slow  # 200 characters under the exact constraint from the CLI (the server-rows
+# test below checks the exact constraint's draws in the default run)
+def test_sample_constrain_python_prints_what_pythons_tokenizer_reads(python_run):
     r = run(
         [
             "sample",
@@ -419,6 +427,7 @@ def test_sample_syntax_python_constrains_its_draws_by_default(python_run):
     assert r.exit_code == 0 and lexical_errors(r.stdout[:-1]) == [], r.output
 
 
+@pytest.mark.slow  # samples under the exact constraint through evaluate (about 6 s)
 def test_evaluate_reports_the_constraint(python_run):
     r = run(
         [
@@ -441,6 +450,7 @@ def test_evaluate_reports_the_constraint(python_run):
     assert "constrained" not in _settings(SamplingOptions())
 
 
+@pytest.mark.slow  # trains a word-level run through the CLI
 def test_the_constraint_needs_a_character_level_run(tmp_path, tiny_train):
     data = tmp_path / "data"
     data.mkdir()
@@ -503,6 +513,8 @@ def test_the_constraint_needs_a_vocabulary_with_line_breaks():
 # ---------------------------------------------------------------- the exact constraint
 
 
+@pytest.mark.slow  # 24 samples of 600 characters (about 14 s); the server-rows
+# test below checks the exact constraint's draws in the default run
 def test_every_character_drawn_under_the_exact_constraint_keeps_a_module_possible(python_run):
     from kerasgen.python_prefix import refused_at
     from kerasgen.python_syntax import compiles, python_blocks

@@ -105,6 +105,7 @@ def test_real_python_is_never_refused():
         assert refused_at(written) is None, name
 
 
+@pytest.mark.slow  # 300 random edits read and compiled (about 6 s)
 def test_what_it_lets_through_compiles_once_complete():
     """Random edits of real code: a text every character of which it allows, and that
     ends at a line start with every block closed, compiles."""

@@ -243,7 +243,14 @@ def python_model(python_run):
     return kerasgen.load(str(python_run))
 
 
-@pytest.mark.parametrize("prime", ["", "def ", "import "])
+@pytest.mark.parametrize(
+    "prime",
+    [  # slow (7 to 15 s each): --syntax python from the CLI is in the default run through
+        # test_python_lexer's default-constraint test and the test below, the server's too
+        pytest.param(p, marks=pytest.mark.slow)
+        for p in ("", "def ", "import ")
+    ],
+)
 def test_sample_syntax_python_prints_only_blocks_that_parse(python_run, python_model, prime):
     args = [
         "sample",

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from runner import run
 
 from kerasgen import rundir
@@ -47,6 +48,8 @@ def python_kerasgen(*args, **kwargs):
 
 
 # 1. --init_from without --save_dir wrote into the trained run in save/.
+@pytest.mark.slow  # trains twice, refused once; test_cli's --init_from tests are in the
+# default run
 def test_init_from_continues_in_place_and_never_replaces_another_run(own_run, tmp_path, tiny_train):
     data, save = own_run
     other = tmp_path / "other"
@@ -99,6 +102,8 @@ def test_a_diverging_run_stops_at_once_and_keeps_the_earlier_checkpoints(own_run
 
 
 # 3. SIGTERM: exit 143 with no checkpoint; a kill during a save left a .tmp file forever.
+@pytest.mark.slow  # a training process, then a second run (test_cli's Ctrl-C test covers
+# a signal's save in the default run)
 def test_sigterm_saves_the_latest_checkpoint_and_leftovers_are_removed(
     data_dir, tmp_path, tiny_train
 ):
@@ -182,6 +187,7 @@ def test_a_second_trainer_is_refused_and_a_dead_ones_lock_is_taken_over(own_run,
 
 
 # 6. A full disk during a save: a 60-line traceback.
+@pytest.mark.slow  # a training process of its own, starting TensorFlow
 def test_a_failed_write_is_one_line_and_the_earlier_checkpoints_stay(own_run, tmp_path):
     _, save = own_run
     before = checkpoint_bytes(save)
@@ -229,6 +235,7 @@ def test_a_damaged_checkpoint_is_refused_by_its_checksum(own_run):
 
 
 # 8. Every command printed about 7 TensorFlow log lines on stderr.
+@pytest.mark.slow  # two processes, each starting TensorFlow (about 13 s)
 def test_no_tensorflow_log_lines_unless_verbose(trained_run):
     _, save = trained_run
     proc = python_kerasgen("sample", "--save_dir", str(save), "-n", "20", "--seed", "1")
@@ -241,6 +248,7 @@ def test_no_tensorflow_log_lines_unless_verbose(trained_run):
 
 
 # 12. Small things: 10%% in --help, deprecated calls, unbounded dependencies.
+@pytest.mark.slow  # a process of its own, starting TensorFlow
 def test_help_deprecations_and_dependency_bounds(trained_run):
     r = run(["train", "--help"])
     assert r.exit_code == 0 and "%%" not in r.output and "10%" in r.output

@@ -216,6 +216,7 @@ def server(trained_run):
         yield url, proc
 
 
+@pytest.mark.slow  # a real server in its own process (about 11 s to start, shared)
 def test_the_openai_client_streams_from_a_real_server(server, model):
     openai = pytest.importorskip("openai")
     url, _ = server
@@ -233,6 +234,7 @@ def test_the_openai_client_streams_from_a_real_server(server, model):
         client.completions.create(model="save", prompt="KING", temperature=-1)
 
 
+@pytest.mark.slow  # a real server in its own process (about 11 s to start, shared)
 def test_a_client_that_leaves_mid_stream_frees_its_row(server):
     import httpx
 
@@ -262,6 +264,7 @@ def test_a_client_that_leaves_mid_stream_frees_its_row(server):
     assert httpx.get(url + "/health").json()["active_rows"] == 0
 
 
+@pytest.mark.slow  # a real server in its own process (about 11 s to start, shared)
 def test_sigterm_lets_streams_finish_then_exits_0(server):
     import httpx
 
@@ -307,6 +310,7 @@ def readme_serving() -> tuple[str, str]:
     return curl, section.split("```python\n", 1)[1].split("```", 1)[0]
 
 
+@pytest.mark.slow  # a second real server, the README's client in its own process
 def test_the_readme_client_and_curl_line_run_as_written(trained_run):
     import shutil
 

@@ -49,7 +49,12 @@ def tiny_run(tmp_path, vocab, family, preamble="\n"):
     return kerasgen.load(str(tmp_path))
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize(
+    "family",
+    [  # GRU and simple RNN share the LSTM's fused path: in the slow run only
+        pytest.param(f, marks=pytest.mark.slow) if f in ("gru", "rnn") else f for f in FAMILIES
+    ],
+)
 def test_sampler_reads_preamble_and_a_long_prime_as_the_reference(family, tiny_text, tmp_path):
     vocab = Vocabulary.from_text(tiny_text)
     model = tiny_run(tmp_path, vocab, family).build(2)
@@ -156,6 +161,7 @@ def test_sample_stop_ends_each_sample_at_its_first_stop_text(trained_run):
     assert r.exit_code == 2 and "--stop" in r.output
 
 
+@pytest.mark.slow  # a sampling process of its own, starting TensorFlow
 def test_sample_streams_and_ctrl_c_keeps_what_was_printed(trained_run, tmp_path):
     _, save = trained_run
     out_file = tmp_path / "out.txt"
