@@ -232,6 +232,14 @@ class PresetOption(click.Option):
     "TF_CONFIG). --batch_size is the global batch.",
 )
 @option(
+    "--precision",
+    type=click.Choice(list(kerasgen.PRECISIONS)),
+    default=TRAIN_DEFAULTS.precision,
+    help="Compute the weight-gradient GEMMs of the fused step in float32 or bfloat16 "
+    "(weights, optimizer, state and loss stay float32); auto: bfloat16 on a CPU with "
+    "bfloat16 instructions (AVX512-BF16, AMX), float32 elsewhere.",
+)
+@option(
     "--mixed_precision",
     is_flag=True,
     default=TRAIN_DEFAULTS.mixed_precision,

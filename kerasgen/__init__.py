@@ -22,6 +22,7 @@ Data flows one way; docs/usage.md ("Layout") gives each module's one job.
 __version__ = "0.2.0"
 
 # After __version__, which rundir reads.
+from kerasgen.backward import PRECISIONS
 from kerasgen.bench import BenchConfig, run_bench
 from kerasgen.checks import MAX_SEED
 from kerasgen.compare import compare_runs
@@ -82,6 +83,7 @@ __all__ = [
     "MAX_LAYERS",
     "MAX_SEED",
     "MAX_VOCAB_SIZE",
+    "PRECISIONS",
     "QUANTIZE",
     "REAL_WORDS_TOKENS",
     "SAMPLE_MODES",

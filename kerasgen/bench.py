@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kerasgen import checks
+from kerasgen.backward import PRECISIONS, resolve_precision
 from kerasgen.errors import ParameterError
 from kerasgen.model import DEFAULT_FAMILY, ModelConfig, family
 from kerasgen.profile import gemm_peak, profile_training
@@ -41,10 +43,16 @@ class BenchConfig:
     jit_compile: bool = False
     seed: int = 0
     profile: bool = False  # also time the parts of a training step (kerasgen.profile)
+    precision: str = "auto"  # the training step's, as TrainConfig.precision
 
     def __post_init__(self):
         if not self.seconds > 0:
             raise ParameterError("seconds", f"must be > 0, got {self.seconds}")
+        checks.one_of("precision", self.precision, PRECISIONS)
+        if self.precision == "bfloat16" and not (self.fused and family(self.model).recurrent):
+            raise ParameterError(
+                "precision", "bfloat16 is the fused recurrent step's; use precision='float32'"
+            )
         if self.profile and not (self.fused and family(self.model).recurrent):
             raise ParameterError(
                 "profile", "times the fused recurrent step: it needs a recurrent model and fused"
@@ -89,6 +97,7 @@ def peak_rss_mb() -> float:
 def run_bench(config: BenchConfig) -> dict:
     """Measure; returns the figures as a flat dict (see ``kerasgen bench --help``)."""
     import keras
+    import tensorflow as tf
 
     from kerasgen.model import count_params
 
@@ -102,10 +111,16 @@ def run_bench(config: BenchConfig) -> dict:
         output_keep_prob=config.output_keep_prob,
     )
     rng = np.random.default_rng(config.seed)
-    model, train_rate, train_warmup_s, parts = _training(config, model_config, rng)
+    precision = resolve_precision(
+        config.precision,
+        config.fused
+        and family(config.model).recurrent
+        and not tf.config.list_physical_devices("GPU"),
+    )
+    model, train_rate, train_warmup_s, parts = _training(config, model_config, rng, precision)
     sample_1, sample_warmup_s, sample_n, prime_rate = _sampling(config, model_config, model, rng)
     train_flop, forward_flop = flops_per_char(model_config)
-    peak = gemm_peak("float32")
+    peaks = {dtype: gemm_peak(dtype) for dtype in ("float32", "bfloat16")}
     gflops = train_rate * train_flop / 1e9
     return {
         "train_chars_per_s": round(train_rate, 1),
@@ -114,11 +129,13 @@ def run_bench(config: BenchConfig) -> dict:
         "sample_streams": config.sample_streams,
         "prime_chars_per_s": round(prime_rate, 1),
         "peak_rss_mb": round(peak_rss_mb(), 1),
-        "precision": "float32",
+        "precision": precision,
         "gflops": round(gflops, 2),
-        # This CPU's float32 GEMM (kerasgen.profile.gemm_peak), measured in the same run.
-        "gemm_peak_gflops": round(peak, 1),
-        "peak_share": round(gflops / peak, 4),
+        # This CPU's float32 and bfloat16 GEMM (kerasgen.profile.gemm_peak), measured in the
+        # same run; the share is of the peak in the precision the step computed in.
+        "gemm_peak_gflops": round(peaks["float32"], 1),
+        "gemm_peak_bf16_gflops": round(peaks["bfloat16"], 1),
+        "peak_share": round(gflops / peaks[precision], 4),
         "train_flop_per_char": train_flop,
         "sample_flop_per_char": forward_flop,
         "train_warmup_s": round(train_warmup_s, 2),
@@ -129,7 +146,7 @@ def run_bench(config: BenchConfig) -> dict:
     }
 
 
-def _training(config: BenchConfig, model_config: ModelConfig, rng):
+def _training(config: BenchConfig, model_config: ModelConfig, rng, precision: str):
     """The model, its training chars/s, the warm-up seconds and (with ``config.profile``)
     the milliseconds of each part of a step."""
     import keras
@@ -147,7 +164,12 @@ def _training(config: BenchConfig, model_config: ModelConfig, rng):
     optimizer.build(model.trainable_variables)
     # Streams at a line start begin from a zero state, as in training (id 0 plays the newline).
     train_step, _ = compile_steps(
-        model, optimizer, fused=config.fused, jit_compile=config.jit_compile, line_start_id=0
+        model,
+        optimizer,
+        fused=config.fused,
+        jit_compile=config.jit_compile,
+        line_start_id=0,
+        precision=precision,
     )
     batches = iter(batches_of_ids.dataset().repeat())
 
@@ -163,7 +185,7 @@ def _training(config: BenchConfig, model_config: ModelConfig, rng):
     rate = _median_rate(one_step, config.seconds)
     parts = None
     if config.profile:
-        parts = profile_training(model, optimizer, batches)
+        parts = profile_training(model, optimizer, batches, precision=precision)
     return model, rate, warmup, parts
 
 

@@ -28,7 +28,12 @@ recurrent activation; GRU gates z, r, h with ``reset_after=True``).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from kerasgen.model import family_of, rnn_layers
+
+if TYPE_CHECKING:
+    from kerasgen.backward import Products
 
 
 class FusedModel:
@@ -80,16 +85,25 @@ class FusedModel:
                 weights.append((kernel, recurrent, (input_bias, recurrent_bias)))
         return weights
 
-    def forward(self, ids_tm, states: list, training: bool = False, weights: list | None = None):
+    def forward(
+        self,
+        ids_tm,
+        states: list,
+        training: bool = False,
+        weights: list | None = None,
+        record: Products | None = None,
+    ):
         """Logits (T, B, V) and the new states from ids (T, B) and per-layer state lists.
 
         ``T`` must be static (known when the function is traced). ``weights``:
         ``derived_weights()`` computed once by a caller that runs many steps
         with unchanged weights (the sampler); by default computed here.
+        ``record``: a ``Products`` to fill for ``gradients`` (the recurrent products'
+        weights then enter as constants; their gradients come from one GEMM per layer).
         """
         import tensorflow as tf
 
-        split, cell = self.family.split_recurrent, CELLS[self.family.cell]
+        cell = CELLS[self.family.cell]
         steps = ids_tm.shape[0]
         if steps is None:
             raise ValueError("the fused model needs a static sequence length")
@@ -100,6 +114,8 @@ class FusedModel:
         fuse = input_drop == 0.0
         if weights is None or not fuse:
             weights = self.derived_weights(fuse_embedding=fuse)
+        if record is not None:
+            weights = record.constants(weights)
 
         # Layer 1's input contribution for all timesteps: (T, B, G*H).
         w0 = weights[0]
@@ -115,36 +131,24 @@ class FusedModel:
         # last layer's outputs are dropped after the loop, all together.
         batch, dtype = tf.shape(states[0][0])[0], states[0][0].dtype
         last = len(self.layers) - 1
-        masks_in = [
-            _keep_masks(input_drop, steps, batch, layer.cell.units, dtype)
-            for layer in self.layers[:last]
-        ]
-        masks_out = [
-            _keep_masks(output_drop, steps, batch, layer.cell.units, dtype)
-            for layer in self.layers[:last]
-        ]
+        masks_in, masks_out = (
+            [
+                _keep_masks(rate, steps, batch, layer.cell.units, dtype)
+                for layer in self.layers[:last]
+            ]
+            for rate in (input_drop, output_drop)
+        )
 
         states = [list(s) for s in states]
         outputs = []
         for t in range(steps):
             x = None
             for i in range(len(self.layers)):
-                h_prev = states[i][0]
                 if x is not None and input_drop:
                     x = x * masks_in[i - 1][t]
-                if i == 0:
-                    pre, recurrent_term = first_inputs[t], None
-                    if split:
-                        recurrent_term = tf.matmul(h_prev, w0[1]) + (w0[2] if fuse else w0[2][1])
-                    else:
-                        pre = pre + tf.matmul(h_prev, w0[1])
-                elif split:
-                    kernel, recurrent, (input_bias, recurrent_bias) = weights[i]
-                    pre = tf.matmul(x, kernel) + input_bias
-                    recurrent_term = tf.matmul(h_prev, recurrent) + recurrent_bias
-                else:
-                    stacked, bias, _ = weights[i]
-                    pre = tf.matmul(tf.concat([x, h_prev], axis=1), stacked) + bias
+                pre, recurrent_term = self._pre_activations(
+                    i, x, states[i][0], first_inputs[t], weights, fuse, record
+                )
                 states[i] = cell(pre, states[i], recurrent_term)
                 x = states[i][0]
                 if output_drop and i < last:
@@ -155,6 +159,28 @@ class FusedModel:
             hidden = tf.nn.dropout(hidden, rate=output_drop)
         logits = tf.einsum("tbh,hv->tbv", hidden, self.dense_kernel) + self.dense_bias
         return logits, states
+
+    def _pre_activations(self, i, x, h_prev, first_input, weights, fuse, record):
+        """Layer ``i``'s pre-activations (B, G*H) at one step from the layer below's output
+        ``x`` and its own ``h_prev``, and (GRU) its recurrent term apart."""
+        import tensorflow as tf
+
+        if self.family.split_recurrent:
+            if i == 0:
+                _, recurrent, bias = weights[0]
+                return first_input, tf.matmul(h_prev, recurrent) + (bias if fuse else bias[1])
+            kernel, recurrent, (input_bias, recurrent_bias) = weights[i]
+            pre = tf.matmul(x, kernel) + input_bias
+            return pre, tf.matmul(h_prev, recurrent) + recurrent_bias
+        if i == 0:
+            inputs, pre = h_prev, first_input + _product(h_prev, weights[0][1])
+        else:
+            stacked, bias, _ = weights[i]
+            inputs = tf.concat([x, h_prev], axis=1)
+            pre = _product(inputs, stacked) + bias
+        if record is not None:
+            pre = record.keep(i, inputs, pre)
+        return pre, None
 
     # -- the stateful interface, like calling the Keras model --
 
@@ -175,6 +201,16 @@ class FusedModel:
         logits, states = self.forward(tf.transpose(ids), self.read_states(), training)
         self.assign_states(states)
         return tf.transpose(logits, [1, 0, 2])
+
+
+def _product(a, w):
+    """a @ w in w's dtype, the result in a's: with a bfloat16 ``w`` (``backward.Products``
+    under precision "bfloat16"), a float32 ``a`` is rounded to bfloat16 for the product."""
+    import tensorflow as tf
+
+    if a.dtype == w.dtype:
+        return tf.matmul(a, w)
+    return tf.cast(tf.matmul(tf.cast(a, w.dtype), w), a.dtype)
 
 
 def _keep_masks(rate: float, steps: int, batch, units: int, dtype) -> list | None:

@@ -9,11 +9,13 @@ part compiled on its own and timed as the median of repeated calls:
 - ``optimizer``: clipping by global norm and Adam's update, given gradients;
 - ``output_forward`` / ``output_forward_backward``: the output layer alone (logits of every
   time step, softmax cross-entropy), on hidden states of the same shape;
-- ``weight_grads_per_step``: the recurrent layers' weight-gradient products as autodiff of
-  the unrolled loop computes them, one small product per layer and time step, summed;
-- ``weight_grads_one_gemm`` (float32) and ``weight_grads_one_gemm_bf16``: the same FLOPs as
-  one product per layer over all time steps of the batch, the shape a hand-written backward
-  would give them.
+- ``weight_grads``: the recurrent layers' weight-gradient products as the step computes
+  them (``kerasgen.backward``: one GEMM per layer over all time steps of the batch, in the
+  step's precision; for GRU, autodiff's);
+- ``weight_grads_per_step``: the same as autodiff of the unrolled loop computes them, one
+  small product per layer and time step, summed;
+- ``weight_grads_one_gemm`` (float32) and ``weight_grads_one_gemm_bf16``: one product per
+  layer in each precision.
 
 The rest is by difference: the backward pass is ``forward_backward - forward``, and the
 recurrence (forward and backward through time) is what the output layer and the weight
@@ -59,19 +61,24 @@ def gemm_peak(dtype: str = "float32", size: int = GEMM_SIZE) -> float:
     return 2 * 2 * size**3 / _median_seconds(lambda: products(a, b)[0], 5) / 1e9
 
 
-def profile_training(model, optimizer, batches, line_start_id: int = 0) -> dict:
+def profile_training(
+    model, optimizer, batches, line_start_id: int = 0, precision: str = "float32"
+) -> dict:
     """Milliseconds per training step of each part (see the module docstring) for the
-    Keras ``model`` (built at the batch size), its ``optimizer`` and an iterator of
-    (x, y) batches."""
+    Keras ``model`` (built at the batch size), its ``optimizer``, an iterator of (x, y)
+    batches and the step's ``precision``."""
     import tensorflow as tf
 
+    from kerasgen import backward
     from kerasgen.fused import FusedModel
     from kerasgen.model import family_of
     from kerasgen.steps import compile_steps
 
     net = FusedModel(model)
     weights = model.trainable_variables
-    train_step, _ = compile_steps(model, optimizer, fused=True, line_start_id=line_start_id)
+    train_step, _ = compile_steps(
+        model, optimizer, fused=True, line_start_id=line_start_id, precision=precision
+    )
     x, y = next(batches)
     seq, batch = x.shape[1], x.shape[0]
     units = net.dense_kernel.shape[0]
@@ -81,16 +88,21 @@ def profile_training(model, optimizer, batches, line_start_id: int = 0) -> dict:
             tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
         )
 
+    def loss_and_record(x, y, tape):  # the step's forward, in its precision
+        record = backward.Products.for_step(net, tape, precision)
+        logits, _ = net.forward(tf.transpose(x), net.read_states(), True, record=record)
+        return loss_of(logits, tf.transpose(y)), record
+
     @tf.function
     def forward(x, y):
-        logits, _ = net.forward(tf.transpose(x), net.read_states(), training=True)
-        return loss_of(logits, tf.transpose(y))
+        with tf.GradientTape() as tape:
+            return loss_and_record(x, y, tape)[0]
 
     @tf.function
     def forward_backward(x, y):
         with tf.GradientTape() as tape:
-            loss = forward(x, y)
-        return tape.gradient(loss, weights)
+            loss, record = loss_and_record(x, y, tape)
+        return backward.gradients(tape, loss, weights, record)
 
     gradients = forward_backward(x, y)
 
@@ -123,6 +135,10 @@ def profile_training(model, optimizer, batches, line_start_id: int = 0) -> dict:
         "output_forward_backward": _median_seconds(lambda: output_forward_backward(hidden)[1]),
         **_weight_gradient_parts(net, family_of(model).gates, seq, batch),
     }
+    # The step's own: one GEMM per layer in its precision, or (GRU) autodiff's products.
+    step_gemm = "_bf16" if precision == "bfloat16" else ""
+    gemm = "per_step" if family_of(model).split_recurrent else f"one_gemm{step_gemm}"
+    parts["weight_grads"] = parts[f"weight_grads_{gemm}"]
     return {name: round(seconds * 1e3, 3) for name, seconds in parts.items()}
 
 
@@ -174,14 +190,12 @@ def profile_rows(parts: dict) -> list[tuple[str, float]]:
         ("input pipeline", parts["input"]),
         ("forward: recurrence", parts["forward"] - parts["output_forward"]),
         ("forward: output layer", parts["output_forward"]),
-        (
-            "backward: recurrence",
-            backward - output_backward - parts["weight_grads_per_step"],
-        ),
-        ("backward: weight gradients", parts["weight_grads_per_step"]),
+        ("backward: recurrence", backward - output_backward - parts["weight_grads"]),
+        ("backward: weight gradients", parts["weight_grads"]),
         ("backward: output layer", output_backward),
         ("optimizer (clip, Adam)", parts["optimizer"]),
         ("whole step (its input included)", parts["step"]),
-        ("weight gradients as one GEMM", parts["weight_grads_one_gemm"]),
-        ("  the same in bfloat16", parts["weight_grads_one_gemm_bf16"]),
+        ("weight gradients per step (autodiff)", parts["weight_grads_per_step"]),
+        ("  as one GEMM per layer, float32", parts["weight_grads_one_gemm"]),
+        ("  as one GEMM per layer, bfloat16", parts["weight_grads_one_gemm_bf16"]),
     ]

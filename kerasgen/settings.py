@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 
 from kerasgen import checks
+from kerasgen.backward import PRECISIONS
 from kerasgen.distribute import STRATEGIES
 from kerasgen.errors import ParameterError
 from kerasgen.model import DEFAULT_FAMILY, family
@@ -53,6 +54,9 @@ class TrainConfig:
     fused: bool | None = None
     strategy: str = "default"  # one of STRATEGIES
     mixed_precision: bool = False  # mixed_float16 compute, float32 logits and loss (GPU)
+    # What the fused step's recurrent products and weight-gradient GEMMs compute in
+    # (kerasgen.backward): float32, bfloat16, or auto (backward.resolve_precision).
+    precision: str = "auto"
     level: str = "char"  # kerasgen.vocab.LEVELS: one id per character, word-level token or subword
     max_vocab: int = DEFAULT_MAX_VOCAB  # word level: keep this many most frequent tokens
     vocab_size: int = DEFAULT_VOCAB_SIZE  # bpe level: tokens to learn (bytes included)
@@ -80,6 +84,13 @@ class TrainConfig:
         checks.at_least("max_vocab", self.max_vocab, 1)
         checks.in_range("vocab_size", self.vocab_size, BYTES, MAX_VOCAB_SIZE)
         checks.one_of("strategy", self.strategy, STRATEGIES)
+        checks.one_of("precision", self.precision, PRECISIONS)
+        if self.precision == "bfloat16" and (self.mixed_precision or self.fused is False):
+            raise ParameterError(
+                "precision",
+                "bfloat16 is the fused step's; drop mixed_precision and fused=False, or use "
+                "precision='float32'",
+            )
         if self.mixed_precision and self.strategy in ("mirrored", "multiworker"):
             raise ParameterError(
                 "mixed_precision", "runs on one device for now; drop it or use strategy='default'"
@@ -108,7 +119,7 @@ MODEL_OPTIONS = (
 TRAIN_OPTIONS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 # What a continued run does not take over from the saved one: where it is written, and
 # how this machine computes (the run may continue on other hardware).
-NOT_RESUMED = ("save_dir", "strategy", "fused", "jit_compile", "mixed_precision")
+NOT_RESUMED = ("save_dir", "strategy", "fused", "jit_compile", "mixed_precision", "precision")
 VOCAB_OPTIONS = {"max_vocab": "word", "vocab_size": "bpe"}  # each with the level it sizes
 
 
@@ -174,6 +185,10 @@ def _check_applicable(options: dict, run) -> None:
         model, level = model or run.model_config.model, level or run.vocab.level
     if "n_head" in options and not family(model or DEFAULT_FAMILY).windowed:
         raise ParameterError("n_head", "applies to model='transformer' only")
+    if options.get("precision") == "bfloat16" and not family(model or DEFAULT_FAMILY).recurrent:
+        raise ParameterError(
+            "precision", "bfloat16 is the fused recurrent step's; use precision='float32'"
+        )
     for name, applies in VOCAB_OPTIONS.items():
         if name in options and (level or "char") != applies:
             raise ParameterError(name, f"applies to level='{applies}' only")

@@ -48,11 +48,17 @@ class SingleDeviceSteps:
     """The one-device steps behind the same interface as ``DistributedSteps``."""
 
     def __init__(
-        self, model, optimizer, fused: bool, jit_compile: bool, line_start_id: int | None = None
+        self,
+        model,
+        optimizer,
+        fused: bool,
+        jit_compile: bool,
+        line_start_id: int | None = None,
+        precision: str = "float32",
     ):
         self.model = model
         self.train_step, self.eval_step = compile_steps(
-            model, optimizer, fused, jit_compile, line_start_id
+            model, optimizer, fused, jit_compile, line_start_id, precision
         )
 
     def reset(self) -> None:
@@ -80,6 +86,7 @@ def compile_steps(
     fused: bool = True,
     jit_compile: bool = False,
     line_start_id: int | None = None,
+    precision: str = "float32",
 ):
     """The compiled ``train_step(x, y) -> loss`` and ``eval_step(x, y) -> loss``.
 
@@ -89,25 +96,28 @@ def compile_steps(
     mathematics, fewer and larger operations) instead of calling the Keras
     layers. ``line_start_id`` (the newline's id): ``train_step`` starts every
     stream whose batch begins with it from a zero state (``start_rows``).
+    ``precision`` ("float32" or "bfloat16"): what the fused step's recurrent products and
+    weight-gradient GEMMs compute in (``kerasgen.backward``).
     """
     import tensorflow as tf
 
+    from kerasgen import backward
     from kerasgen.fused import FusedModel
 
     net = FusedModel(model) if fused else None
     layers = rnn_layers(model)
     if fused:
 
-        def logits_and_targets(x, y, training):
+        def logits_and_targets(x, y, training, record=None):
             # Time-major all the way to the loss: (T, B, V) logits, (T, B) targets.
             states = net.read_states()
             if training:
                 states = start_rows(states, x, line_start_id)
-            logits, states = net.forward(tf.transpose(x), states, training)
+            logits, states = net.forward(tf.transpose(x), states, training, record=record)
             return logits, tf.transpose(y), states
     else:
 
-        def logits_and_targets(x, y, training):
+        def logits_and_targets(x, y, training, record=None):
             if training and line_start_id is not None:
                 for layer, values in zip(
                     layers,
@@ -129,10 +139,11 @@ def compile_steps(
     @tf.function(jit_compile=jit_compile, autograph=False)  # no tensor-dependent control flow
     def train_step(x, y):
         with tf.GradientTape() as tape:
-            logits, targets, states = logits_and_targets(x, y, True)
+            record = backward.Products.for_step(net, tape, precision) if fused else None
+            logits, targets, states = logits_and_targets(x, y, True, record)
             loss = mean_loss(targets, tf.cast(logits, tf.float32))
             scaled = optimizer.scale_loss(loss)  # the loss itself unless mixed precision
-        optimizer.apply(tape.gradient(scaled, variables), variables)
+        optimizer.apply(backward.gradients(tape, scaled, variables, record), variables)
         if states is not None:
             net.assign_states(states)
         return loss
@@ -162,9 +173,11 @@ class DistributedSteps:
         batch_size: int,
         jit_compile: bool = False,
         line_start_id: int | None = None,
+        precision: str = "float32",
     ):
         import tensorflow as tf
 
+        from kerasgen import backward
         from kerasgen.fused import FusedModel
 
         self.strategy = strategy
@@ -173,8 +186,8 @@ class DistributedSteps:
         variables = model.trainable_variables
         sum_ = tf.distribute.ReduceOp.SUM
 
-        def replica_loss(x, y, states, training, global_chars):
-            logits, states = net.forward(tf.transpose(x), states, training)  # (T, b, V)
+        def replica_loss(x, y, states, training, global_chars, record=None):
+            logits, states = net.forward(tf.transpose(x), states, training, record=record)
             nats = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.transpose(y), logits)
             return tf.reduce_sum(nats) / global_chars, states
 
@@ -182,9 +195,11 @@ class DistributedSteps:
             global_chars = tf.cast(tf.size(x) * strategy.num_replicas_in_sync, tf.float32)
             states = start_rows(states, x, line_start_id)
             with tf.GradientTape() as tape:
-                loss, states = replica_loss(x, y, states, True, global_chars)
+                record = backward.Products.for_step(net, tape, precision)
+                loss, states = replica_loss(x, y, states, True, global_chars, record)
             # Dense (the embedding's gradient is sparse with input dropout): one all-reduce.
-            grads = [tf.convert_to_tensor(g) for g in tape.gradient(loss, variables)]
+            grads = backward.gradients(tape, loss, variables, record)
+            grads = [tf.convert_to_tensor(g) for g in grads]
             # One batched all-reduce: the sum over replicas is the gradient of
             # the global mean loss.
             loss, grads = tf.distribute.get_replica_context().all_reduce(sum_, (loss, grads))

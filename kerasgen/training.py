@@ -20,6 +20,7 @@ import os
 from dataclasses import dataclass
 
 from kerasgen import data, rundir, textfiles
+from kerasgen.backward import resolve_precision
 from kerasgen.errors import (
     ParameterError,
     StorageError,
@@ -130,29 +131,12 @@ class Trainee:
         init_from: rundir.Run | None,
     ):
         import keras
-        import tensorflow as tf
 
         from kerasgen import distribute
         from kerasgen.steps import DistributedSteps, SingleDeviceSteps
 
-        recurrent = family(training.model_config.model).recurrent
-        fused = config.fused
-        if fused is None:
-            fused = distributed or not tf.config.list_physical_devices("GPU")
-        if not recurrent:
-            if distributed:
-                raise ParameterError(
-                    "strategy",
-                    f"{config.strategy}: a {training.model_config.model} model trains on one "
-                    "device; drop strategy",
-                )
-            fused = False  # the fast path computes recurrent layers only
-        if distributed and not fused:
-            raise ParameterError(
-                "fused",
-                f"False works on one device only; drop it to train with strategy {config.strategy}",
-            )
-        self.recurrent = recurrent
+        self.recurrent = family(training.model_config.model).recurrent
+        fused, self.precision = _compute_path(config, training, distributed)
         if config.seed is not None:
             keras.utils.set_random_seed(config.seed)
         with strategy.scope():
@@ -191,15 +175,51 @@ class Trainee:
                     config.batch_size,
                     config.jit_compile,
                     training.line_start_id,
+                    self.precision,
                 )
             else:
                 self.steps = SingleDeviceSteps(
                     self.model,
                     optimizer,
-                    fused=fused and not config.mixed_precision,
+                    fused=fused,
                     jit_compile=config.jit_compile,
                     line_start_id=training.line_start_id,
+                    precision=self.precision,
                 )
+
+
+def _compute_path(
+    config: TrainConfig, training: TrainingData, distributed: bool
+) -> tuple[bool, str]:
+    """Whether the fused step computes (``kerasgen.fused``) and its precision
+    (``kerasgen.backward``); ParameterError for settings that cannot go together."""
+    import tensorflow as tf
+
+    gpu = bool(tf.config.list_physical_devices("GPU"))
+    fused = config.fused
+    if fused is None:
+        fused = distributed or not gpu
+    if not family(training.model_config.model).recurrent:
+        if distributed:
+            raise ParameterError(
+                "strategy",
+                f"{config.strategy}: a {training.model_config.model} model trains on one "
+                "device; drop strategy",
+            )
+        fused = False  # the fast path computes recurrent layers only
+    if distributed and not fused:
+        raise ParameterError(
+            "fused",
+            f"False works on one device only; drop it to train with strategy {config.strategy}",
+        )
+    fused = fused and (distributed or not config.mixed_precision)  # mixed: the Keras layers
+    if config.precision == "bfloat16" and not fused:
+        raise ParameterError(
+            "precision",
+            "bfloat16 is the fused recurrent step's, which this run does not use; "
+            "use precision='float32'",
+        )
+    return fused, resolve_precision(config.precision, fused and not gpu)
 
 
 # ---------------------------------------------------------------- the loop
@@ -258,8 +278,10 @@ def run_training(
             board = TensorBoardLog(config, training, chief)
             if replacing and replacement is None:
                 replacement = rundir.Replacement.begin(config.save_dir)
-            if chief:
-                _write_run_files(config, training, run)
+            if chief:  # the precision recorded is the one this machine computes in
+                _write_run_files(
+                    dataclasses.replace(config, precision=trainee.precision), training, run
+                )
             budget.val_steps = 0 if training.val is None else len(training.val)
             return run_loop(
                 config,

@@ -7,7 +7,7 @@ import pytest
 from runner import run
 
 import kerasgen
-from kerasgen import rundir
+from kerasgen import backward, rundir
 from kerasgen.fused import FusedModel
 from kerasgen.model import ModelConfig, build_model, reset_states
 from kerasgen.vocab import Vocabulary
@@ -56,7 +56,7 @@ def test_fused_model_reads_checkpointed_weights(tmp_path):
     )
 
 
-def training_run(fused, jit, steps=4, **model_kw):
+def training_run(fused, jit, steps=4, precision="float32", **model_kw):
     """Losses and final weights of a few Adam steps from fixed weights on fixed batches."""
     import keras
 
@@ -65,7 +65,9 @@ def training_run(fused, jit, steps=4, **model_kw):
     model, _ = model_with_random_weights("lstm", 2, **model_kw)
     optimizer = keras.optimizers.Adam(learning_rate=0.01, global_clipnorm=1.0)
     optimizer.build(model.trainable_variables)
-    train_step, eval_step = compile_steps(model, optimizer, fused=fused, jit_compile=jit)
+    train_step, eval_step = compile_steps(
+        model, optimizer, fused=fused, jit_compile=jit, precision=precision
+    )
     # The same batch each step, so the loss must fall; the state still carries on.
     losses = [float(train_step(ids(0), ids(1))) for _ in range(steps)]
     reset_states(model)
@@ -143,9 +145,12 @@ def test_bench_json_has_positive_figures():
         "peak_rss_mb",
         "gflops",
         "gemm_peak_gflops",
+        "gemm_peak_bf16_gflops",
     ):
         assert result[key] > 0, key
-    assert result["precision"] == "float32" and 0 < result["peak_share"] < 1
+    # The default precision, auto, as this CPU resolves it.
+    assert result["precision"] == backward.resolve_precision("auto", True)
+    assert 0 < result["peak_share"] < 1
     assert "profile_ms" not in result  # only with --profile
 
 
@@ -155,7 +160,7 @@ def test_bench_profile_times_the_parts_of_a_training_step():
     assert r.exit_code == 0, r.output
     lines = r.output.splitlines()
     at = lines.index("one training step, ms (parts timed alone; recurrence by difference):")
-    rows = {line[:34].strip(): float(line[34:].split()[0]) for line in lines[at + 1 :]}
+    rows = {line[:40].strip(): float(line[40:].split()[0]) for line in lines[at + 1 :]}
     names = {name.strip() for name, _ in kerasgen.profile_rows(dict.fromkeys(PARTS, 0.0))}
     assert set(rows) == names
     for name in ("input pipeline", "forward: output layer", "optimizer (clip, Adam)"):
@@ -175,6 +180,7 @@ PARTS = (
     "optimizer",
     "output_forward",
     "output_forward_backward",
+    "weight_grads",
     "weight_grads_per_step",
     "weight_grads_one_gemm",
     "weight_grads_one_gemm_bf16",

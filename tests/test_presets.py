@@ -21,6 +21,7 @@ def test_shipped_presets_load_and_resolve():
     assert load_preset("shakespeare-10min") == {
         "rnn_size": 256,
         "seq_length": 100,
+        "output_keep_prob": 0.8,
         "learning_rate": 0.003,
         "lr_schedule": "cosine",
         "time_budget": "10m",
