@@ -53,7 +53,7 @@ from kerasgen_cli.options import (
     "--precision",
     type=click.Choice(list(kerasgen.PRECISIONS)),
     default="auto",
-    help="Measure the training step with its weight-gradient GEMMs in float32 or bfloat16 "
+    help="Measure the training step with its recurrent products in float32 or bfloat16 "
     "(weights, optimizer, state and loss stay float32); auto: bfloat16 on a CPU with "
     "bfloat16 instructions (AVX512-BF16, AMX), float32 elsewhere.",
 )
@@ -80,7 +80,7 @@ def bench_command(as_json, **options):
     Figures are medians over timed windows of synthetic text; --json prints
     train_chars_per_s, sample_chars_per_s, sample_batched_chars_per_s,
     prime_chars_per_s (reading a long prime), peak_rss_mb, gflops (achieved
-    training GFLOP/s), precision (of the weight-gradient GEMMs), gemm_peak_gflops and
+    training GFLOP/s), precision (of the recurrent products), gemm_peak_gflops and
     gemm_peak_bf16_gflops (this CPU's float32 and bfloat16 GEMM, measured in the same
     run) and peak_share among others; with --profile, profile_ms.
     """

@@ -235,7 +235,7 @@ class PresetOption(click.Option):
     "--precision",
     type=click.Choice(list(kerasgen.PRECISIONS)),
     default=TRAIN_DEFAULTS.precision,
-    help="Compute the weight-gradient GEMMs of the fused step in float32 or bfloat16 "
+    help="Compute the fused step's recurrent products in float32 or bfloat16 "
     "(weights, optimizer, state and loss stay float32); auto: bfloat16 on a CPU with "
     "bfloat16 instructions (AVX512-BF16, AMX), float32 elsewhere.",
 )
